@@ -1,0 +1,238 @@
+//! What `ferry apply` does with one document: a pure decision against the stored job, and the
+//! optimistic-concurrency loop that carries it out.
+
+use crate::model::CopyJob;
+use crate::store::{Store, StoreError, StoredJob};
+
+/// What applying a document to the store would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The job does not exist: create it at generation 1.
+    Create,
+    /// The job exists and differs: write it at `generation` (bumped only if the spec changed).
+    Update {
+        generation: u64,
+        expected_version: u64,
+    },
+    /// Nothing to write.
+    Unchanged,
+    /// The job is being deleted: refuse until the operator has removed it.
+    Deleting,
+}
+
+/// Decides what applying `desired` means given what is stored. Pure.
+pub fn decide(current: Option<&StoredJob>, desired: &CopyJob, applyset: &str) -> Decision {
+    let Some(current) = current else {
+        return Decision::Create;
+    };
+    if current.deletion_requested_at.is_some() {
+        return Decision::Deleting;
+    }
+    let stored = current.job.desired();
+    let desired = desired.desired();
+    let spec_changed = stored.spec != desired.spec;
+    let other_changed = stored != desired || current.applyset.as_deref() != Some(applyset);
+    if spec_changed {
+        Decision::Update {
+            generation: current.generation + 1,
+            expected_version: current.version,
+        }
+    } else if other_changed {
+        Decision::Update {
+            generation: current.generation,
+            expected_version: current.version,
+        }
+    } else {
+        Decision::Unchanged
+    }
+}
+
+/// The outcome printed as `copyjob/NAME <outcome>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Configured => "configured",
+            Outcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// Errors of applying one document.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("copyjob/{0} is being deleted; apply it again once the operator has removed it")]
+    Deleting(String),
+    #[error(
+        "copyjob/{name}: gave up after {attempts} attempts, the job kept changing concurrently"
+    )]
+    Contended { name: String, attempts: u32 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+const MAX_ATTEMPTS: u32 = 10;
+
+/// Applies one document: read, decide, conditional write; on a lost race read again and decide
+/// again, so a concurrent writer's change is never overwritten blindly.
+pub async fn apply_one(
+    store: &Store,
+    desired: &CopyJob,
+    applyset: &str,
+    dry_run: bool,
+) -> Result<Outcome, ApplyError> {
+    let name = &desired.metadata.name;
+    for attempt in 1..=MAX_ATTEMPTS {
+        let current = store.get_job(name).await?;
+        let decision = decide(current.as_ref(), desired, applyset);
+        let result = match (&decision, dry_run) {
+            (Decision::Deleting, _) => return Err(ApplyError::Deleting(name.clone())),
+            (Decision::Unchanged, _) => return Ok(Outcome::Unchanged),
+            (Decision::Create, true) => return Ok(Outcome::Created),
+            (Decision::Update { .. }, true) => return Ok(Outcome::Configured),
+            (Decision::Create, false) => store
+                .create_spec(desired, Some(applyset))
+                .await
+                .map(|_| Outcome::Created),
+            (
+                Decision::Update {
+                    generation,
+                    expected_version,
+                },
+                false,
+            ) => store
+                .update_spec(desired, *generation, Some(applyset), *expected_version)
+                .await
+                .map(|_| Outcome::Configured),
+        };
+        match result {
+            Ok(outcome) => return Ok(outcome),
+            Err(StoreError::Conflict { .. }) if attempt < MAX_ATTEMPTS => {
+                tracing::debug!(job = %name, attempt, "apply lost a race; reading again");
+                let jitter = rand::random_range(0..20u64 * u64::from(attempt));
+                tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApplyError::Contended {
+        name: name.clone(),
+        attempts: MAX_ATTEMPTS,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(bucket: &str) -> CopyJob {
+        let yaml = format!(
+            r#"
+apiVersion: ferry.dev/v1alpha1
+kind: CopyJob
+metadata: {{ name: j }}
+spec:
+  source: {{ account: "111111111111", region: eu-west-1, bucket: src, roleArn: "arn:aws:iam::111111111111:role/s" }}
+  destination: {{ account: "222222222222", region: us-east-1, bucket: {bucket}, roleArn: "arn:aws:iam::222222222222:role/d" }}
+"#
+        );
+        serde_yaml_ng::from_str(&yaml).expect("test job parses")
+    }
+
+    fn stored(
+        job: CopyJob,
+        generation: u64,
+        version: u64,
+        applyset: &str,
+        deleting: bool,
+    ) -> StoredJob {
+        StoredJob {
+            job,
+            generation,
+            version,
+            applyset: Some(applyset.into()),
+            created_at: String::new(),
+            updated_at: String::new(),
+            deletion_requested_at: deleting.then(|| "now".into()),
+            status_version: 0,
+        }
+    }
+
+    #[test]
+    fn apply_decisions_follow_the_table() {
+        let a = job("dst-a");
+        let b = job("dst-b");
+        let mut relabeled = a.clone();
+        relabeled.metadata.labels.insert("team".into(), "x".into());
+        let cases: Vec<(&str, Option<StoredJob>, &CopyJob, Decision)> = vec![
+            ("absent job is created", None, &a, Decision::Create),
+            (
+                "same spec is unchanged",
+                Some(stored(a.clone(), 3, 7, "default", false)),
+                &a,
+                Decision::Unchanged,
+            ),
+            (
+                "changed spec bumps generation",
+                Some(stored(a.clone(), 3, 7, "default", false)),
+                &b,
+                Decision::Update {
+                    generation: 4,
+                    expected_version: 7,
+                },
+            ),
+            (
+                "label change keeps generation",
+                Some(stored(a.clone(), 3, 7, "default", false)),
+                &relabeled,
+                Decision::Update {
+                    generation: 3,
+                    expected_version: 7,
+                },
+            ),
+            (
+                "other applyset takes the job over without a generation bump",
+                Some(stored(a.clone(), 3, 7, "other", false)),
+                &a,
+                Decision::Update {
+                    generation: 3,
+                    expected_version: 7,
+                },
+            ),
+            (
+                "job being deleted is refused",
+                Some(stored(a.clone(), 3, 7, "default", true)),
+                &b,
+                Decision::Deleting,
+            ),
+        ];
+        for (what, current, desired, expected) in cases {
+            assert_eq!(
+                decide(current.as_ref(), desired, "default"),
+                expected,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn read_only_metadata_and_status_do_not_count_as_changes() {
+        let a = job("dst-a");
+        let mut shown = a.clone();
+        shown.metadata.generation = Some(3);
+        shown.metadata.creation_timestamp = Some("2026-01-01T00:00:00Z".into());
+        shown.status = Some(Default::default());
+        let current = stored(a, 3, 7, "default", false);
+        assert_eq!(
+            decide(Some(&current), &shown, "default"),
+            Decision::Unchanged
+        );
+    }
+}

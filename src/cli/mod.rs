@@ -1,0 +1,596 @@
+//! The command line: a kubectl-like front end over the job store (`validate`, `apply`, `diff`,
+//! `get`, `describe`, `delete`), plus `init` and `schema`. Parses, prints, and calls `model` and
+//! `store`; holds no business rules of its own beyond presentation.
+
+pub mod apply;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::aws::AwsOptions;
+use crate::model::{self, CopyJob, Problems};
+use crate::store::{InitOutcome, Store, StoreError, StoredJob};
+
+/// ferry: copy S3 data between AWS accounts and regions, declaratively.
+///
+/// CopyJob records live in a DynamoDB table. Write jobs as YAML, `ferry apply` them, and the
+/// operator (`ferry operator`) keeps the cloud matching them.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOptions {
+    /// DynamoDB table that holds the jobs.
+    #[arg(long, env = "FERRY_TABLE", default_value = crate::store::DEFAULT_TABLE, global = true)]
+    pub table: String,
+    #[command(flatten)]
+    pub aws: AwsOptions,
+    /// Log format on stderr.
+    #[arg(long, env = "FERRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create ferry's DynamoDB table (streams on) if it does not exist. Idempotent.
+    Init,
+    /// Check job files without touching AWS. Exit 0 if all are valid, 1 otherwise.
+    Validate(FilesArg),
+    /// Create or update the jobs in the files.
+    ///
+    /// Prints `copyjob/NAME created|configured|unchanged|pruned`. An unchanged spec writes
+    /// nothing; a changed spec increments the job's generation. Every file is validated before
+    /// anything is written: one bad document means nothing is applied.
+    Apply(ApplyArgs),
+    /// Show a unified diff between the files and the stored jobs.
+    ///
+    /// Exit 0: no difference; 1: differences; 2: error (kubectl's convention).
+    Diff(FilesArg),
+    /// List jobs, or show one.
+    Get(GetArgs),
+    /// Show one job in detail: spec, status, conditions.
+    Describe {
+        /// Job name.
+        name: String,
+    },
+    /// Request deletion of jobs; the operator stops their tasks, removes what it created (never
+    /// destination data) and then removes the records.
+    Delete(DeleteArgs),
+    /// Print the CopyJob JSON Schema (the content of schemas/copyjob.schema.json).
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct FilesArg {
+    /// Job files or directories (searched recursively for .yaml, .yml and .json).
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub files: FilesArg,
+    /// Also mark for deletion the jobs that earlier applies of the same apply set created and
+    /// that the files no longer contain. Jobs of other apply sets are never touched.
+    #[arg(long)]
+    pub prune: bool,
+    /// Name of the apply set recorded on every job this apply writes; `--prune` only considers
+    /// jobs of this set. Use one per git repository.
+    #[arg(long, env = "FERRY_APPLYSET", default_value = "default")]
+    pub applyset: String,
+    /// Print what would happen; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Job name; all jobs if omitted.
+    pub name: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<Output>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Wide,
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Job names.
+    #[arg(conflicts_with = "files", required_unless_present = "files")]
+    pub names: Vec<String>,
+    /// Delete the jobs defined in these files or directories.
+    #[arg(short = 'f', long = "filename", num_args = 1..)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Errors of the CLI layer.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Invalid(#[from] Problems),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    #[error("{0}")]
+    Failed(String),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("cannot render {what}: {message}")]
+    Render { what: String, message: String },
+}
+
+/// What a command asks `main` to exit with.
+pub type ExitCode = i32;
+
+/// Runs a command that needs no AWS access; `None` if the command needs the store.
+pub fn run_offline(cmd: &Command, out: &mut impl Write) -> Option<Result<ExitCode, CliError>> {
+    match cmd {
+        Command::Validate(f) => Some(validate(&f.files, out)),
+        Command::Schema => Some(
+            out.write_all(model::schema_json().as_bytes())
+                .map(|_| 0)
+                .map_err(CliError::from),
+        ),
+        _ => None,
+    }
+}
+
+fn validate(files: &[PathBuf], out: &mut impl Write) -> Result<ExitCode, CliError> {
+    let docs = model::load(files)?;
+    for d in &docs {
+        writeln!(
+            out,
+            "copyjob/{} valid ({} document {})",
+            d.job.metadata.name,
+            d.file.display(),
+            d.index
+        )?;
+    }
+    Ok(0)
+}
+
+/// Runs a command against the store.
+pub async fn run(cmd: &Command, store: &Store, out: &mut impl Write) -> Result<ExitCode, CliError> {
+    match cmd {
+        Command::Init => {
+            let outcome = store.init().await?;
+            let what = match outcome {
+                InitOutcome::Created => "created",
+                InitOutcome::AlreadyExisted => "unchanged",
+                InitOutcome::StreamEnabled => "configured (stream enabled)",
+            };
+            writeln!(out, "table/{} {what}", store.table())?;
+            Ok(0)
+        }
+        Command::Apply(a) => apply_files(a, store, out).await,
+        Command::Diff(f) => diff(&f.files, store, out).await,
+        Command::Get(g) => get(g, store, out).await,
+        Command::Describe { name } => describe(name, store, out).await,
+        Command::Delete(d) => delete(d, store, out).await,
+        Command::Validate(f) => validate(&f.files, out),
+        Command::Schema => Ok(out.write_all(model::schema_json().as_bytes()).map(|_| 0)?),
+    }
+}
+
+async fn apply_files(
+    a: &ApplyArgs,
+    store: &Store,
+    out: &mut impl Write,
+) -> Result<ExitCode, CliError> {
+    let docs = model::load(&a.files.files)?;
+    let suffix = if a.dry_run { " (dry run)" } else { "" };
+    let mut failures = Vec::new();
+    for d in &docs {
+        match apply::apply_one(store, &d.job, &a.applyset, a.dry_run).await {
+            Ok(outcome) => writeln!(
+                out,
+                "copyjob/{} {}{suffix}",
+                d.job.metadata.name,
+                outcome.as_str()
+            )?,
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    if a.prune {
+        let keep: BTreeSet<&str> = docs.iter().map(|d| d.job.metadata.name.as_str()).collect();
+        for job in store.list_jobs().await? {
+            let ours = job.applyset.as_deref() == Some(a.applyset.as_str());
+            if !ours || keep.contains(job.name()) || job.deletion_requested_at.is_some() {
+                continue;
+            }
+            if !a.dry_run {
+                if let Err(e) = store.request_deletion(job.name(), job.version).await {
+                    failures.push(format!("copyjob/{}: {e}", job.name()));
+                    continue;
+                }
+            }
+            writeln!(out, "copyjob/{} pruned{suffix}", job.name())?;
+        }
+    }
+    finish(failures)
+}
+
+fn finish(failures: Vec<String>) -> Result<ExitCode, CliError> {
+    if failures.is_empty() {
+        Ok(0)
+    } else {
+        Err(CliError::Failed(failures.join("\n")))
+    }
+}
+
+fn to_yaml(job: &CopyJob) -> Result<String, CliError> {
+    serde_yaml_ng::to_string(job).map_err(|e| CliError::Render {
+        what: format!("copyjob/{}", job.metadata.name),
+        message: e.to_string(),
+    })
+}
+
+async fn diff(
+    files: &[PathBuf],
+    store: &Store,
+    out: &mut impl Write,
+) -> Result<ExitCode, CliError> {
+    let docs = model::load(files)?;
+    let mut differs = false;
+    for d in &docs {
+        let name = &d.job.metadata.name;
+        let stored = store.get_job(name).await?;
+        let old = match &stored {
+            Some(s) => to_yaml(&s.job.desired())?,
+            None => String::new(),
+        };
+        let new = to_yaml(&d.job.desired())?;
+        if old != new {
+            differs = true;
+            let old_header = if stored.is_some() {
+                format!("copyjob/{name} (stored)")
+            } else {
+                "/dev/null".into()
+            };
+            let new_header = format!("copyjob/{name} ({})", d.file.display());
+            let text = similar::TextDiff::from_lines(&old, &new);
+            write!(
+                out,
+                "{}",
+                text.unified_diff()
+                    .context_radius(3)
+                    .header(&old_header, &new_header)
+            )?;
+        }
+    }
+    Ok(if differs { 1 } else { 0 })
+}
+
+async fn get(g: &GetArgs, store: &Store, out: &mut impl Write) -> Result<ExitCode, CliError> {
+    let jobs = match &g.name {
+        Some(name) => {
+            vec![
+                store
+                    .get_job(name)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: format!("copyjob/{name}"),
+                    })?,
+            ]
+        }
+        None => store.list_jobs().await?,
+    };
+    match g.output {
+        Some(Output::Yaml) => {
+            for (i, j) in jobs.iter().enumerate() {
+                if i > 0 {
+                    writeln!(out, "---")?;
+                }
+                write!(out, "{}", to_yaml(&j.shown())?)?;
+            }
+        }
+        Some(Output::Json) => {
+            let shown: Vec<CopyJob> = jobs.iter().map(StoredJob::shown).collect();
+            let text = if g.name.is_some() {
+                serde_json::to_string_pretty(&shown[0])
+            } else {
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": shown }),
+                )
+            };
+            let text = text.map_err(|e| CliError::Render {
+                what: "jobs".into(),
+                message: e.to_string(),
+            })?;
+            writeln!(out, "{text}")?;
+        }
+        wide => {
+            if jobs.is_empty() {
+                writeln!(out, "No copy jobs found in table {}.", store.table())?;
+                return Ok(0);
+            }
+            let wide = wide == Some(Output::Wide);
+            let mut rows = vec![table_header(wide)];
+            rows.extend(jobs.iter().map(|j| table_row(j, wide)));
+            write_table(out, &rows)?;
+        }
+    }
+    Ok(0)
+}
+
+fn table_header(wide: bool) -> Vec<String> {
+    let mut h = vec!["NAME", "PHASE", "PROGRESS", "AGE"];
+    if wide {
+        h.extend(["GENERATION", "OBSERVED", "SOURCE", "DESTINATION"]);
+    }
+    h.into_iter().map(String::from).collect()
+}
+
+/// The phase `get` shows: the operator's, or Deleting/Pending before it has written one.
+pub fn shown_phase(job: &StoredJob) -> &'static str {
+    match (&job.job.status, &job.deletion_requested_at) {
+        (_, Some(_)) => "Deleting",
+        (Some(s), None) => s.phase.as_str(),
+        (None, None) => "Pending",
+    }
+}
+
+/// "done/listed objects (percent) bytes" for the table.
+pub fn progress_text(job: &StoredJob) -> String {
+    let p = job
+        .job
+        .status
+        .as_ref()
+        .map(|s| s.progress)
+        .unwrap_or_default();
+    let done = p.objects_copied + p.objects_skipped;
+    if p.objects_listed == 0 {
+        return "-".into();
+    }
+    let pct = 100.0 * done as f64 / p.objects_listed as f64;
+    format!(
+        "{done}/{} ({pct:.0}%) {}",
+        p.objects_listed,
+        human_bytes(p.bytes_copied + p.bytes_skipped)
+    )
+}
+
+fn table_row(j: &StoredJob, wide: bool) -> Vec<String> {
+    let mut r = vec![
+        j.name().to_string(),
+        shown_phase(j).to_string(),
+        progress_text(j),
+        age(&j.created_at),
+    ];
+    if wide {
+        let s = &j.job.spec;
+        let observed = j
+            .job
+            .status
+            .as_ref()
+            .map(|s| s.observed_generation.to_string())
+            .unwrap_or_else(|| "-".into());
+        r.extend([
+            j.generation.to_string(),
+            observed,
+            format!(
+                "s3://{}/{} ({})",
+                s.source.bucket, s.source.prefix, s.source.region
+            ),
+            format!(
+                "s3://{}/{} ({})",
+                s.destination.bucket, s.destination.prefix, s.destination.region
+            ),
+        ]);
+    }
+    r
+}
+
+fn write_table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("   ").trim_end())?;
+    }
+    Ok(())
+}
+
+/// Bytes in binary units, e.g. `1.5 GiB`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn age(since: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(since) else {
+        return "-".into();
+    };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+async fn describe(name: &str, store: &Store, out: &mut impl Write) -> Result<ExitCode, CliError> {
+    let j = store
+        .get_job(name)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: format!("copyjob/{name}"),
+        })?;
+    writeln!(out, "Name:         {}", j.name())?;
+    let labels: Vec<String> = j
+        .job
+        .metadata
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    writeln!(
+        out,
+        "Labels:       {}",
+        if labels.is_empty() {
+            "<none>".into()
+        } else {
+            labels.join(",")
+        }
+    )?;
+    writeln!(out, "Generation:   {}", j.generation)?;
+    writeln!(out, "Created:      {}", j.created_at)?;
+    writeln!(
+        out,
+        "Apply set:    {}",
+        j.applyset.as_deref().unwrap_or("<none>")
+    )?;
+    if let Some(t) = &j.deletion_requested_at {
+        writeln!(out, "Deletion:     requested at {t}")?;
+    }
+    writeln!(out, "Phase:        {}", shown_phase(&j))?;
+    writeln!(out, "Progress:     {}", progress_text(&j))?;
+    writeln!(out, "Spec:")?;
+    let spec = serde_yaml_ng::to_string(&j.job.spec).map_err(|e| CliError::Render {
+        what: format!("copyjob/{name}"),
+        message: e.to_string(),
+    })?;
+    for line in spec.lines() {
+        writeln!(out, "  {line}")?;
+    }
+    match &j.job.status {
+        None => writeln!(out, "Status:       <not yet observed by an operator>")?,
+        Some(s) => {
+            writeln!(out, "Observed generation: {}", s.observed_generation)?;
+            if let Some(run) = &s.run {
+                writeln!(
+                    out,
+                    "Run:          {} (generation {}, started {}, failures {}, platform restarts {})",
+                    run.id, run.generation, run.started_at, run.failures, run.platform_restarts
+                )?;
+            }
+            let p = &s.progress;
+            writeln!(
+                out,
+                "Objects:      listed {}, copied {}, skipped {}, failed {}, deleted {}",
+                p.objects_listed,
+                p.objects_copied,
+                p.objects_skipped,
+                p.objects_failed,
+                p.objects_deleted
+            )?;
+            writeln!(
+                out,
+                "Bytes:        listed {}, copied {}",
+                human_bytes(p.bytes_listed),
+                human_bytes(p.bytes_copied)
+            )?;
+            if let Some(t) = &s.last_run_time {
+                writeln!(out, "Last run:     {t}")?;
+            }
+            if let Some(t) = &s.next_run_time {
+                writeln!(out, "Next run:     {t}")?;
+            }
+            writeln!(out, "Conditions:")?;
+            let mut rows = vec![
+                ["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            rows.extend(s.conditions.iter().map(|c| {
+                vec![
+                    c.kind.clone(),
+                    c.status.clone(),
+                    c.reason.clone(),
+                    c.last_transition_time.clone(),
+                    c.message.clone(),
+                ]
+            }));
+            write_table(out, &rows)?;
+        }
+    }
+    Ok(0)
+}
+
+async fn delete(d: &DeleteArgs, store: &Store, out: &mut impl Write) -> Result<ExitCode, CliError> {
+    let names: Vec<String> = if d.files.is_empty() {
+        d.names.clone()
+    } else {
+        model::load(&d.files)?
+            .into_iter()
+            .map(|doc| doc.job.metadata.name)
+            .collect()
+    };
+    for name in &names {
+        if let Err(e) = model::validate::check_dns_label(name) {
+            return Err(CliError::Failed(format!("job name {e}")));
+        }
+    }
+    let mut failures = Vec::new();
+    for name in &names {
+        match request_deletion(store, name).await {
+            Ok(true) => writeln!(out, "copyjob/{name} marked for deletion")?,
+            Ok(false) => writeln!(out, "copyjob/{name} already marked for deletion")?,
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    finish(failures)
+}
+
+/// Marks one job for deletion, reading again after a lost race. `Ok(false)`: already marked.
+async fn request_deletion(store: &Store, name: &str) -> Result<bool, StoreError> {
+    let mut attempts = 0;
+    loop {
+        let job = store
+            .get_job(name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("copyjob/{name}"),
+            })?;
+        if job.deletion_requested_at.is_some() {
+            return Ok(false);
+        }
+        match store.request_deletion(name, job.version).await {
+            Err(StoreError::Conflict { .. }) if attempts < 10 => attempts += 1,
+            other => return other.map(|_| true),
+        }
+    }
+}

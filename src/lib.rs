@@ -1,0 +1,7 @@
+//! ferry: declarative cross-account, cross-region S3 copies, reconciled like Kubernetes objects.
+//! See ARCHITECTURE.md for the map of modules.
+
+pub mod aws;
+pub mod cli;
+pub mod model;
+pub mod store;

@@ -1,0 +1,49 @@
+//! The `ferry` binary: parses arguments, sets up logging, wires the layers together.
+
+use clap::Parser;
+use ferry::cli::{self, Cli, CliError, LogFormat};
+use ferry::store::Store;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    let mut out = std::io::stdout().lock();
+    let result = match cli::run_offline(&cli.command, &mut out) {
+        Some(r) => r,
+        None => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            runtime.block_on(async {
+                let config = ferry::aws::load_config(&cli.global.aws).await;
+                let store = Store::from_config(&config, cli.global.table.clone());
+                cli::run(&cli.command, &store, &mut out).await
+            })
+        }
+    };
+    let code = match result {
+        Ok(code) => code,
+        // A closed pipe (`ferry get | head`) is not an error worth reporting.
+        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if matches!(cli.command, cli::Command::Diff(_)) {
+                2
+            } else {
+                1
+            }
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,546 @@
+//! The job store: the only module that speaks DynamoDB. One table holds the job specs, their
+//! statuses, the worker's run items (chunks, leases, progress) and the operator's lease.
+//!
+//! Keys (single-table design; `pk`/`sk` strings, sparse GSI `gsi1` on `gsi1pk`/`gsi1sk`):
+//!
+//! | item              | pk                  | sk              | gsi1pk / gsi1sk   | written by |
+//! |-------------------|---------------------|-----------------|-------------------|------------|
+//! | job spec          | `JOB#<name>`        | `SPEC`          | `JOB` / `<name>`  | CLI        |
+//! | job status        | `JOB#<name>`        | `STATUS`        | `JOB` / `<name>`  | operator   |
+//! | run metadata      | `RUN#<job>#<run>`   | `META`          |                   | worker     |
+//! | chunk + lease     | `RUN#<job>#<run>`   | `CHUNK#<n>`     |                   | worker     |
+//! | task progress     | `RUN#<job>#<run>`   | `TASK#<task>`   |                   | worker     |
+//! | first failures    | `RUN#<job>#<run>`   | `FAIL#<key>`    |                   | worker     |
+//! | operator lease    | `LEASE#operator`    | `LEASE`         |                   | operator   |
+//!
+//! Spec and status are separate items with separate version counters, so the CLI and the
+//! operator never overwrite each other. Every write is conditional on the version it read (or
+//! on the item's absence); a failed condition is reported as [`StoreError::Conflict`], never
+//! swallowed.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TableStatus,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+
+use crate::aws::{ErrorClass, classify, describe};
+use crate::model::{CopyJob, CopyJobStatus};
+
+/// Default table name.
+pub const DEFAULT_TABLE: &str = "ferry";
+const GSI: &str = "gsi1";
+const JOBS_PARTITION: &str = "JOB";
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost a race: someone changed the item after we read it.
+    #[error("{what} was changed concurrently (conditional write failed); read it again and retry")]
+    Conflict { what: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("DynamoDB {op} on table `{table}` failed: {message}")]
+    Aws {
+        op: &'static str,
+        table: String,
+        message: String,
+        class: ErrorClass,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("item {key} in table `{table}` is malformed: {why}")]
+    Malformed {
+        table: String,
+        key: String,
+        why: String,
+    },
+    #[error("table `{table}` did not become ACTIVE within {seconds} s")]
+    NotReady { table: String, seconds: u64 },
+}
+
+impl StoreError {
+    /// The error's class, for retry decisions and metrics.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            StoreError::Conflict { .. } => ErrorClass::Conflict,
+            StoreError::Aws { class, .. } => *class,
+            StoreError::NotReady { .. } => ErrorClass::Retryable,
+            StoreError::NotFound { .. } | StoreError::Malformed { .. } => ErrorClass::Terminal,
+        }
+    }
+}
+
+/// A job as stored: the spec item and, if the operator wrote one, the status item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredJob {
+    /// The document as applied, with `status` filled from the status item.
+    pub job: CopyJob,
+    /// Increments on every spec change (not on label-only or deletion changes).
+    pub generation: u64,
+    /// Optimistic-lock version of the spec item.
+    pub version: u64,
+    /// The apply set that created or last applied this job (`ferry apply --applyset`).
+    pub applyset: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Set by `ferry delete` or `apply --prune`; the operator finalizes and removes the job.
+    pub deletion_requested_at: Option<String>,
+    /// Optimistic-lock version of the status item (0: none yet).
+    pub status_version: u64,
+}
+
+impl StoredJob {
+    pub fn name(&self) -> &str {
+        &self.job.metadata.name
+    }
+
+    /// The job as `get -o yaml` shows it: with status and the read-only metadata filled in.
+    pub fn shown(&self) -> CopyJob {
+        let mut job = self.job.clone();
+        job.metadata.generation = Some(self.generation);
+        job.metadata.creation_timestamp = Some(self.created_at.clone());
+        job.metadata.deletion_timestamp = self.deletion_requested_at.clone();
+        job
+    }
+}
+
+/// Result of [`Store::init`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitOutcome {
+    Created,
+    AlreadyExisted,
+    /// The table existed without a stream, which was then turned on.
+    StreamEnabled,
+}
+
+/// Handle on ferry's table.
+#[derive(Debug, Clone)]
+pub struct Store {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// The current time in RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn job_pk(name: &str) -> String {
+    format!("JOB#{name}")
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>) -> Store {
+        Store {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn from_config(config: &aws_config::SdkConfig, table: impl Into<String>) -> Store {
+        Store::new(Client::new(config), table)
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn aws_err<E>(&self, op: &'static str, err: SdkError<E, HttpResponse>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        StoreError::Aws {
+            op,
+            table: self.table.clone(),
+            message: describe(&err),
+            class: classify(&err),
+            source: Box::new(err),
+        }
+    }
+
+    /// Maps a failed conditional write to [`StoreError::Conflict`], anything else to `Aws`.
+    fn write_err<E>(
+        &self,
+        op: &'static str,
+        what: &str,
+        err: SdkError<E, HttpResponse>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        if err.code() == Some("ConditionalCheckFailedException") {
+            StoreError::Conflict {
+                what: what.to_string(),
+            }
+        } else {
+            self.aws_err(op, err)
+        }
+    }
+
+    fn malformed(&self, key: &str, why: impl Into<String>) -> StoreError {
+        StoreError::Malformed {
+            table: self.table.clone(),
+            key: key.to_string(),
+            why: why.into(),
+        }
+    }
+
+    /// Creates the table (streams on, NEW_AND_OLD_IMAGES) if it does not exist, turns the stream on
+    /// if it is off, and waits until the table is ACTIVE. Idempotent.
+    pub async fn init(&self) -> Result<InitOutcome, StoreError> {
+        let key = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+        };
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let build_err = |e: aws_sdk_dynamodb::error::BuildError| {
+            self.malformed("(table definition)", e.to_string())
+        };
+        let stream = StreamSpecification::builder()
+            .stream_enabled(true)
+            .stream_view_type(StreamViewType::NewAndOldImages)
+            .build()
+            .map_err(build_err)?;
+        let gsi = GlobalSecondaryIndex::builder()
+            .index_name(GSI)
+            .key_schema(key("gsi1pk", KeyType::Hash).map_err(build_err)?)
+            .key_schema(key("gsi1sk", KeyType::Range).map_err(build_err)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(build_err)?;
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk").map_err(build_err)?)
+            .attribute_definitions(attr("sk").map_err(build_err)?)
+            .attribute_definitions(attr("gsi1pk").map_err(build_err)?)
+            .attribute_definitions(attr("gsi1sk").map_err(build_err)?)
+            .key_schema(key("pk", KeyType::Hash).map_err(build_err)?)
+            .key_schema(key("sk", KeyType::Range).map_err(build_err)?)
+            .global_secondary_indexes(gsi)
+            .stream_specification(stream.clone())
+            .send()
+            .await;
+        let mut outcome = match created {
+            Ok(_) => InitOutcome::Created,
+            Err(e) if e.code() == Some("ResourceInUseException") => InitOutcome::AlreadyExisted,
+            Err(e) => return Err(self.aws_err("CreateTable", e)),
+        };
+        self.wait_active().await?;
+        if outcome == InitOutcome::AlreadyExisted && self.stream_arn().await?.is_none() {
+            self.client
+                .update_table()
+                .table_name(&self.table)
+                .stream_specification(stream)
+                .send()
+                .await
+                .map_err(|e| self.aws_err("UpdateTable", e))?;
+            self.wait_active().await?;
+            outcome = InitOutcome::StreamEnabled;
+        }
+        Ok(outcome)
+    }
+
+    async fn wait_active(&self) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let out = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| self.aws_err("DescribeTable", e))?;
+            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(StoreError::NotReady {
+                    table: self.table.clone(),
+                    seconds: 120,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The ARN of the table's stream, if streams are on.
+    pub async fn stream_arn(&self) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| self.aws_err("DescribeTable", e))?;
+        let table = out.table();
+        let enabled = table
+            .and_then(|t| t.stream_specification())
+            .is_some_and(|s| s.stream_enabled());
+        Ok(if enabled {
+            table
+                .and_then(|t| t.latest_stream_arn())
+                .map(str::to_string)
+        } else {
+            None
+        })
+    }
+
+    /// Reads one job (spec and status) with a strongly consistent read.
+    pub async fn get_job(&self, name: &str) -> Result<Option<StoredJob>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(job_pk(name)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.aws_err("Query", e))?;
+        let mut jobs = self.assemble(out.items().to_vec())?;
+        Ok(jobs.pop())
+    }
+
+    /// Lists every job (spec and status), sorted by name.
+    pub async fn list_jobs(&self) -> Result<Vec<StoredJob>, StoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI)
+                .key_condition_expression("gsi1pk = :p")
+                .expression_attribute_values(":p", s(JOBS_PARTITION))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.aws_err("Query", e))?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        self.assemble(items)
+    }
+
+    /// Joins spec and status items into jobs. A status without a spec (a job being removed) is
+    /// skipped.
+    fn assemble(&self, items: Vec<Item>) -> Result<Vec<StoredJob>, StoreError> {
+        let mut specs = Vec::new();
+        let mut statuses: HashMap<String, (CopyJobStatus, u64)> = HashMap::new();
+        for item in items {
+            let pk = get_s(&item, "pk").unwrap_or_default().to_string();
+            match get_s(&item, "sk") {
+                Some("SPEC") => specs.push(self.parse_spec(&pk, &item)?),
+                Some("STATUS") => {
+                    let doc = get_s(&item, "status")
+                        .ok_or_else(|| self.malformed(&pk, "status item without `status`"))?;
+                    let status: CopyJobStatus = serde_json::from_str(doc)
+                        .map_err(|e| self.malformed(&pk, format!("status: {e}")))?;
+                    statuses.insert(pk.clone(), (status, get_n(&item, "version").unwrap_or(0)));
+                }
+                _ => {}
+            }
+        }
+        for job in &mut specs {
+            if let Some((status, version)) = statuses.remove(&job_pk(job.name())) {
+                job.job.status = Some(status);
+                job.status_version = version;
+            }
+        }
+        specs.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(specs)
+    }
+
+    fn parse_spec(&self, pk: &str, item: &Item) -> Result<StoredJob, StoreError> {
+        let doc = get_s(item, "document")
+            .ok_or_else(|| self.malformed(pk, "spec item without `document`"))?;
+        let job: CopyJob =
+            serde_json::from_str(doc).map_err(|e| self.malformed(pk, format!("document: {e}")))?;
+        Ok(StoredJob {
+            job,
+            generation: get_n(item, "generation")
+                .ok_or_else(|| self.malformed(pk, "no generation"))?,
+            version: get_n(item, "version").ok_or_else(|| self.malformed(pk, "no version"))?,
+            applyset: get_s(item, "applyset").map(str::to_string),
+            created_at: get_s(item, "createdAt").unwrap_or_default().to_string(),
+            updated_at: get_s(item, "updatedAt").unwrap_or_default().to_string(),
+            deletion_requested_at: get_s(item, "deletionRequestedAt").map(str::to_string),
+            status_version: 0,
+        })
+    }
+
+    /// Creates a job's spec item (generation 1, version 1). Conflict if the job exists.
+    pub async fn create_spec(
+        &self,
+        job: &CopyJob,
+        applyset: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let name = &job.metadata.name;
+        let now = now_rfc3339();
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(job_pk(name)))
+            .item("sk", s("SPEC"))
+            .item("gsi1pk", s(JOBS_PARTITION))
+            .item("gsi1sk", s(name.as_str()))
+            .item("document", s(spec_document(job)))
+            .item("generation", n(1))
+            .item("version", n(1))
+            .item("createdAt", s(now.clone()))
+            .item("updatedAt", s(now))
+            .condition_expression("attribute_not_exists(pk)");
+        if let Some(set) = applyset {
+            req = req.item("applyset", s(set));
+        }
+        req.send()
+            .await
+            .map_err(|e| self.write_err("PutItem", &format!("copyjob/{name}"), e))?;
+        Ok(())
+    }
+
+    /// Replaces a job's spec if its version is still `expected_version`; sets the generation.
+    pub async fn update_spec(
+        &self,
+        job: &CopyJob,
+        generation: u64,
+        applyset: Option<&str>,
+        expected_version: u64,
+    ) -> Result<(), StoreError> {
+        let name = &job.metadata.name;
+        let mut set =
+            "SET document = :d, generation = :g, version = :nv, updatedAt = :t".to_string();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(name)))
+            .key("sk", s("SPEC"))
+            .expression_attribute_values(":d", s(spec_document(job)))
+            .expression_attribute_values(":g", n(generation))
+            .expression_attribute_values(":nv", n(expected_version + 1))
+            .expression_attribute_values(":v", n(expected_version))
+            .expression_attribute_values(":t", s(now_rfc3339()))
+            .condition_expression("version = :v AND attribute_not_exists(deletionRequestedAt)");
+        if let Some(a) = applyset {
+            set.push_str(", applyset = :a");
+            req = req.expression_attribute_values(":a", s(a));
+        }
+        req.update_expression(set)
+            .send()
+            .await
+            .map_err(|e| self.write_err("UpdateItem", &format!("copyjob/{name}"), e))?;
+        Ok(())
+    }
+
+    /// Marks a job for deletion if its version is still `expected_version`. The operator then
+    /// finalizes it and removes its items.
+    pub async fn request_deletion(
+        &self,
+        name: &str,
+        expected_version: u64,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(name)))
+            .key("sk", s("SPEC"))
+            .update_expression("SET deletionRequestedAt = :t, version = :nv")
+            .condition_expression("version = :v")
+            .expression_attribute_values(":t", s(now_rfc3339()))
+            .expression_attribute_values(":v", n(expected_version))
+            .expression_attribute_values(":nv", n(expected_version + 1))
+            .send()
+            .await
+            .map_err(|e| self.write_err("UpdateItem", &format!("copyjob/{name}"), e))?;
+        Ok(())
+    }
+
+    /// Writes a job's status if the status item's version is still `expected_version` (0: no
+    /// status item yet). Returns the new version. Only the operator calls this.
+    pub async fn put_status(
+        &self,
+        name: &str,
+        status: &CopyJobStatus,
+        expected_version: u64,
+    ) -> Result<u64, StoreError> {
+        let doc = serde_json::to_string(status)
+            .map_err(|e| self.malformed(&job_pk(name), e.to_string()))?;
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(job_pk(name)))
+            .item("sk", s("STATUS"))
+            .item("gsi1pk", s(JOBS_PARTITION))
+            .item("gsi1sk", s(name))
+            .item("status", s(doc))
+            .item("version", n(expected_version + 1));
+        req = if expected_version == 0 {
+            req.condition_expression("attribute_not_exists(pk)")
+        } else {
+            req.condition_expression("version = :v")
+                .expression_attribute_values(":v", n(expected_version))
+        };
+        req.send()
+            .await
+            .map_err(|e| self.write_err("PutItem", &format!("status of copyjob/{name}"), e))?;
+        Ok(expected_version + 1)
+    }
+}
+
+/// The stored form of a job document: the applied document without status, as JSON.
+pub fn spec_document(job: &CopyJob) -> String {
+    serde_json::to_string(&job.desired()).unwrap_or_default()
+}
+
+pub(crate) fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+pub(crate) fn get_n(item: &Item, key: &str) -> Option<u64> {
+    item.get(key)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
