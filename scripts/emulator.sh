@@ -31,11 +31,19 @@ serve() {
   local threaded=True
   if [ "${1:-}" = "--single-threaded" ]; then threaded=False; fi
   exec "$venv/bin/python" - "$port" "$threaded" <<'PY'
-import sys
+import os, sys, threading, time
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 port = int(sys.argv[1]); threaded = sys.argv[2] == "True"
 app = DomainDispatcherApplication(create_backend_app)
+parent = os.getppid()
+def watch_parent():
+    # Exit when whoever started us is gone, so a killed test run leaves no server behind.
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+if os.environ.get("FERRY_EMULATOR_EXIT_WITH_PARENT") == "1":
+    threading.Thread(target=watch_parent, daemon=True).start()
 run_simple("127.0.0.1", port, app, threaded=threaded, use_reloader=False)
 PY
 }

@@ -104,11 +104,17 @@ pub fn parse_text(file: &Path, text: &str, docs: &mut Vec<Document>, problems: &
     let values: Vec<Result<Value, String>> = if is_json {
         vec![serde_json::from_str::<Value>(text).map_err(|e| e.to_string())]
     } else {
-        serde_yaml_ng::Deserializer::from_str(text)
-            .map(|d| {
-                serde::Deserialize::deserialize(d).map_err(|e: serde_yaml_ng::Error| e.to_string())
-            })
-            .collect()
+        let mut values = Vec::new();
+        for doc in serde_yaml_ng::Deserializer::from_str(text) {
+            let value: Result<Value, serde_yaml_ng::Error> = serde::Deserialize::deserialize(doc);
+            let failed = value.is_err();
+            values.push(value.map_err(|e| e.to_string()));
+            if failed {
+                // After a syntax error the parser cannot find the next document.
+                break;
+            }
+        }
+        values
     };
     for (index, value) in values.into_iter().enumerate() {
         match value {

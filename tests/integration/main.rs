@@ -1,0 +1,5 @@
+//! Integration tests: the real `ferry` binary and library against a real moto server.
+
+mod support;
+
+mod cli;

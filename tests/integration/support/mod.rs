@@ -1,0 +1,239 @@
+//! Test support: a moto server per test on a free loopback port, killed on drop; SDK
+//! configurations and `ferry` commands pointed at it; polling with a deadline.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `ferry` binary built for these tests.
+pub fn ferry_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ferry")
+}
+
+/// A running moto server. Dropping it kills the server.
+pub struct Emulator {
+    child: Child,
+    pub endpoint: String,
+    pub port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Emulator {
+    /// Starts a threaded moto server (fast; DynamoDB conditions are not atomic under races).
+    pub fn start() -> Emulator {
+        Emulator::launch(false)
+    }
+
+    /// Starts a single-threaded moto server: requests are serialized, so conditional writes are
+    /// atomic as on DynamoDB. For tests that race writers.
+    pub fn start_single_threaded() -> Emulator {
+        Emulator::launch(true)
+    }
+
+    fn launch(single_threaded: bool) -> Emulator {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let port = free_port();
+            let log = dir.path().join(format!("moto-{port}.log"));
+            let log_file = std::fs::File::create(&log).expect("moto log file");
+            let mut cmd = Command::new("bash");
+            cmd.arg(root().join("scripts/emulator.sh"))
+                .arg("serve")
+                .arg(port.to_string());
+            if single_threaded {
+                cmd.arg("--single-threaded");
+            }
+            cmd.env("FERRY_EMULATOR_EXIT_WITH_PARENT", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file);
+            let child = cmd.spawn().expect("start scripts/emulator.sh serve");
+            let mut emu = Emulator {
+                child,
+                endpoint: format!("http://127.0.0.1:{port}"),
+                port,
+                log,
+                _dir: dir,
+            };
+            match emu.wait_ready(Duration::from_secs(60)) {
+                Ok(()) => return emu,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("moto did not start: {last_error}");
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited with {status}: {}", self.log_tail()));
+            }
+            if http(self.port, "GET", "/moto-api/", "", "").is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("no answer within {limit:?}: {}", self.log_tail()))
+    }
+
+    /// The last lines of the server's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Calls moto's control API (`/moto-api/...`), returning the body.
+    pub fn control(&self, method: &str, path: &str, content_type: &str, body: &str) -> String {
+        http(self.port, method, path, content_type, body)
+            .unwrap_or_else(|e| panic!("moto-api {path}: {e}"))
+    }
+
+    /// Clears all emulated state.
+    pub fn reset(&self) {
+        self.control("POST", "/moto-api/reset", "", "");
+    }
+
+    /// An SDK configuration with static test credentials (account 123456789012).
+    pub async fn sdk_config(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .credentials_provider(Credentials::new("test", "test", None, None, "ferry-tests"))
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .load()
+            .await
+    }
+
+    /// The environment a `ferry` process needs to talk to this emulator only.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+            ("FERRY_TABLE", "ferry"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// `ferry ARGS` against this emulator.
+    pub fn ferry(&self, args: &[&str]) -> Output {
+        run_ferry(args, &self.env())
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a `ferry` process did.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `ferry` binary with a clean AWS environment plus `env`.
+pub fn run_ferry(args: &[&str], env: &[(String, String)]) -> Output {
+    let mut cmd = Command::new(ferry_bin());
+    cmd.args(args).current_dir(root());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.starts_with("FERRY_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let out = cmd.output().expect("run ferry");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A minimal HTTP/1.1 request to 127.0.0.1:port (moto's control API needs nothing more).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let ct = if content_type.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Type: {content_type}\r\n")
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status.starts_with('2') {
+        Ok(body.to_string())
+    } else {
+        Err(format!("HTTP {status}: {body}"))
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write test file");
+    p
+}
