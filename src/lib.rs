@@ -5,3 +5,4 @@ pub mod aws;
 pub mod cli;
 pub mod model;
 pub mod store;
+pub mod worker;

@@ -2,7 +2,6 @@
 
 use clap::Parser;
 use ferry::cli::{self, Cli, CliError, LogFormat};
-use ferry::store::Store;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| {
@@ -27,8 +26,7 @@ fn main() {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             runtime.block_on(async {
                 let config = ferry::aws::load_config(&cli.global.aws).await;
-                let store = Store::from_config(&config, cli.global.table.clone());
-                cli::run(&cli.command, &store, &mut out).await
+                cli::run(&cli.command, &config, &cli.global.table, &mut out).await
             })
         }
     };

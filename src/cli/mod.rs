@@ -74,6 +74,18 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print the CopyJob JSON Schema (the content of schemas/copyjob.schema.json).
     Schema,
+    /// Copy objects for one run of a job: the entrypoint of the Fargate tasks the operator
+    /// starts.
+    ///
+    /// Configured by environment variables (set by the operator as RunTask overrides):
+    /// FERRY_JOB and FERRY_RUN (required), FERRY_TASK (default: random), FERRY_TABLE,
+    /// FERRY_LEASE_SECONDS (60), FERRY_SESSION_SECONDS (3600), FERRY_COPY_CONCURRENCY (64),
+    /// FERRY_SHUTDOWN_GRACE_SECONDS (25), FERRY_S3_FORCE_PATH_STYLE (for emulators).
+    ///
+    /// Exit codes: 0 run complete, or stopped cleanly on SIGTERM with work checkpointed;
+    /// 1 unexpected error; 2 bad configuration; 3 job or run not found; 4 AWS refused a call
+    /// that cannot succeed on retry (e.g. AccessDenied).
+    Worker,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +153,19 @@ pub enum CliError {
     Output(#[from] std::io::Error),
     #[error("cannot render {what}: {message}")]
     Render { what: String, message: String },
+    #[error(transparent)]
+    Worker(#[from] crate::worker::WorkerError),
+}
+
+impl CliError {
+    /// The process exit code for this error when running `command`.
+    pub fn exit_code(&self, command: &Command) -> i32 {
+        match (command, self) {
+            (Command::Diff(_), _) => 2,
+            (_, CliError::Worker(e)) => e.exit_code(),
+            _ => 1,
+        }
+    }
 }
 
 /// What a command asks `main` to exit with.
@@ -173,9 +198,20 @@ fn validate(files: &[PathBuf], out: &mut impl Write) -> Result<ExitCode, CliErro
     Ok(0)
 }
 
-/// Runs a command against the store.
-pub async fn run(cmd: &Command, store: &Store, out: &mut impl Write) -> Result<ExitCode, CliError> {
+/// Runs a command that talks to AWS.
+pub async fn run(
+    cmd: &Command,
+    config: &aws_config::SdkConfig,
+    table: &str,
+    out: &mut impl Write,
+) -> Result<ExitCode, CliError> {
+    let store = &Store::from_config(config, table);
     match cmd {
+        Command::Worker => {
+            let cfg = crate::worker::WorkerConfig::from_env()?;
+            crate::worker::run(cfg, config, table).await?;
+            Ok(0)
+        }
         Command::Init => {
             let outcome = store.init().await?;
             let what = match outcome {

@@ -30,6 +30,8 @@ use aws_sdk_dynamodb::types::{
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
+pub mod runs;
+
 use crate::aws::{ErrorClass, classify, describe};
 use crate::model::{CopyJob, CopyJobStatus};
 
@@ -165,7 +167,7 @@ impl Store {
         &self.client
     }
 
-    fn aws_err<E>(&self, op: &'static str, err: SdkError<E, HttpResponse>) -> StoreError
+    pub(crate) fn aws_err<E>(&self, op: &'static str, err: SdkError<E, HttpResponse>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -179,7 +181,7 @@ impl Store {
     }
 
     /// Maps a failed conditional write to [`StoreError::Conflict`], anything else to `Aws`.
-    fn write_err<E>(
+    pub(crate) fn write_err<E>(
         &self,
         op: &'static str,
         what: &str,
@@ -197,7 +199,7 @@ impl Store {
         }
     }
 
-    fn malformed(&self, key: &str, why: impl Into<String>) -> StoreError {
+    pub(crate) fn malformed(&self, key: &str, why: impl Into<String>) -> StoreError {
         StoreError::Malformed {
             table: self.table.clone(),
             key: key.to_string(),

@@ -237,3 +237,84 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).expect("write test file");
     p
 }
+
+impl Emulator {
+    /// An SDK configuration acting as `account` (AssumeRole into a role there).
+    pub async fn account_config(&self, account: &str) -> SdkConfig {
+        let base = self.sdk_config().await;
+        let provider = aws_config::sts::AssumeRoleProvider::builder(format!(
+            "arn:aws:iam::{account}:role/test-admin"
+        ))
+        .session_name("ferry-tests")
+        .configure(&base)
+        .build()
+        .await;
+        base.into_builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .build()
+    }
+
+    /// The environment of a `ferry worker` for `job`/`run` as task `task`.
+    pub fn worker_env(&self, job: &str, run: &str, task: &str) -> Vec<(String, String)> {
+        let mut env = self.env();
+        env.extend(
+            [
+                ("FERRY_JOB", job),
+                ("FERRY_RUN", run),
+                ("FERRY_TASK", task),
+                ("FERRY_S3_FORCE_PATH_STYLE", "true"),
+                ("FERRY_LOG", "info"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        env
+    }
+}
+
+/// An S3 client in `region` with the configuration's credentials, path-style for moto.
+pub fn s3(config: &SdkConfig, region: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(config)
+        .region(Region::new(region.to_string()))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Starts `ferry ARGS` in the background with a clean AWS environment plus `env`; stderr goes to
+/// `log`.
+pub fn spawn_ferry(args: &[&str], env: &[(String, String)], log: &Path) -> Child {
+    let mut cmd = Command::new(ferry_bin());
+    cmd.args(args).current_dir(root());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.starts_with("FERRY_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("worker log"));
+    cmd.spawn().expect("spawn ferry")
+}
+
+/// Waits for a child with a deadline; kills it and panics (with its log) on timeout.
+pub async fn wait_child(child: &mut Child, limit: Duration, log: &Path) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "process did not exit within {limit:?}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,747 @@
+//! Run items: the worker's partitions (listing work), chunks (copy work) with their leases, task
+//! heartbeats and progress, and the first per-object failures. All under `pk = RUN#<job>#<run>`.
+//!
+//! Leases are a pair `owner`/`leaseExpiry` (epoch milliseconds) taken with a conditional update
+//! that succeeds only if the item is free, expired or already ours; renewals and releases are
+//! conditional on still being the owner, so a worker that lost its lease can never overwrite the
+//! work of the one that took it over.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{Store, StoreError, get_n, get_s, now_rfc3339};
+use crate::model::Progress;
+use crate::worker::plan::Range;
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+/// The partition key of a run's items.
+pub fn run_pk(job: &str, run: &str) -> String {
+    format!("RUN#{job}#{run}")
+}
+
+/// A run's metadata: the spec it copies and the listing partitions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunMeta {
+    pub generation: u64,
+    /// The job document (JSON) at `generation`.
+    pub document: String,
+    /// Partition boundaries; `None` until the first worker has planned them.
+    pub boundaries: Option<Vec<String>>,
+}
+
+/// State of a partition or chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkState {
+    Pending,
+    Leased,
+    Done,
+}
+
+impl WorkState {
+    fn parse(v: Option<&str>) -> WorkState {
+        match v {
+            Some("done") => WorkState::Done,
+            Some("leased") => WorkState::Leased,
+            _ => WorkState::Pending,
+        }
+    }
+}
+
+/// Outcome of trying to claim a partition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    Claimed(Partition),
+    /// Another task holds a live lease on it.
+    Held,
+    /// Completely listed.
+    Done,
+}
+
+/// A listing partition as claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partition {
+    pub index: u32,
+    pub range: Range,
+    /// Upper bound of the last chunk written (relative key); listing resumes after it.
+    pub cursor: Option<String>,
+    /// Sequence number of the next chunk.
+    pub next_seq: u64,
+    pub listed_objects: u64,
+    pub listed_bytes: u64,
+}
+
+/// A chunk of copy work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub id: String,
+    pub range: Range,
+    pub state: WorkState,
+    pub owner: Option<String>,
+    pub lease_expiry: u64,
+    pub attempts: u64,
+}
+
+/// Counters a chunk records when done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkCounts {
+    pub copied: u64,
+    pub copied_bytes: u64,
+    pub skipped: u64,
+    pub skipped_bytes: u64,
+    pub failed: u64,
+    pub deleted: u64,
+}
+
+/// Overall state of a run, summed from its items.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSummary {
+    pub partitions_total: Option<usize>,
+    pub partitions_done: usize,
+    pub chunks_total: usize,
+    pub chunks_done: usize,
+    /// Final counters: listing from partitions, the rest from done chunks.
+    pub progress: Progress,
+    /// Live tasks (heartbeat) and their counters since they started.
+    pub tasks: Vec<TaskProgress>,
+}
+
+impl RunSummary {
+    /// Every partition listed and every chunk copied.
+    pub fn complete(&self) -> bool {
+        self.partitions_total
+            .is_some_and(|t| t == self.partitions_done)
+            && self.chunks_done == self.chunks_total
+    }
+}
+
+/// A worker task's heartbeat and live counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskProgress {
+    pub task: String,
+    pub heartbeat_ms: u64,
+    pub state: String,
+    pub copied: u64,
+    pub copied_bytes: u64,
+    pub credential_refreshes: u64,
+}
+
+fn opt_s(item: &Item, key: &str) -> Option<String> {
+    get_s(item, key).map(str::to_string)
+}
+
+fn range_of(item: &Item) -> Range {
+    Range {
+        after: opt_s(item, "after"),
+        upto: opt_s(item, "upto"),
+    }
+}
+
+impl Store {
+    /// Reads a run's metadata.
+    pub async fn get_run(&self, job: &str, run: &str) -> Result<Option<RunMeta>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key("pk", s(run_pk(job, run)))
+            .key("sk", s("META"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.aws_err("GetItem", e))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let key = run_pk(job, run);
+        Ok(Some(RunMeta {
+            generation: get_n(item, "generation")
+                .ok_or_else(|| self.malformed(&key, "run without generation"))?,
+            document: opt_s(item, "document")
+                .ok_or_else(|| self.malformed(&key, "run without document"))?,
+            boundaries: item
+                .get("boundaries")
+                .and_then(|v| v.as_l().ok())
+                .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect()),
+        }))
+    }
+
+    /// Creates a run's metadata if it does not exist; returns what is stored either way.
+    pub async fn ensure_run(
+        &self,
+        job: &str,
+        run: &str,
+        generation: u64,
+        document: &str,
+    ) -> Result<RunMeta, StoreError> {
+        let put = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .item("pk", s(run_pk(job, run)))
+            .item("sk", s("META"))
+            .item("job", s(job))
+            .item("run", s(run))
+            .item("generation", n(generation))
+            .item("document", s(document))
+            .item("createdAt", s(now_rfc3339()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
+            Err(e) => return Err(self.aws_err("PutItem", e)),
+        }
+        self.get_run(job, run)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("run {job}/{run}"),
+            })
+    }
+
+    /// Records the partition boundaries once: the first writer wins, later ones get its plan.
+    pub async fn set_boundaries(
+        &self,
+        job: &str,
+        run: &str,
+        boundaries: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let list = AttributeValue::L(boundaries.iter().map(|b| s(b.as_str())).collect());
+        let res = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(run_pk(job, run)))
+            .key("sk", s("META"))
+            .update_expression("SET boundaries = :b")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(boundaries)")
+            .expression_attribute_values(":b", list)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(boundaries.to_vec()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                self.get_run(job, run)
+                    .await?
+                    .and_then(|m| m.boundaries)
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: format!("run {job}/{run}"),
+                    })
+            }
+            Err(e) => Err(self.aws_err("UpdateItem", e)),
+        }
+    }
+
+    /// Claims listing partition `index` (creating its item on first claim) if it is not done and
+    /// free, expired or ours. `None` if someone else holds it or it is done.
+    pub async fn claim_partition(
+        &self,
+        job: &str,
+        run: &str,
+        index: u32,
+        range: &Range,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Claim, StoreError> {
+        let now = now_ms();
+        // The range is fixed when the item is created: `after`/`upto` are only written if absent.
+        let mut update = "SET #o = :o, leaseExpiry = :e, #st = :leased, nextSeq = if_not_exists(nextSeq, :zero), \
+                          listedObjects = if_not_exists(listedObjects, :zero), \
+                          listedBytes = if_not_exists(listedBytes, :zero)"
+            .to_string();
+        if range.after.is_some() {
+            update.push_str(", #after = if_not_exists(#after, :after)");
+        }
+        if range.upto.is_some() {
+            update.push_str(", upto = if_not_exists(upto, :upto)");
+        }
+        let mut req = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(run_pk(job, run)))
+            .key("sk", s(format!("PART#{index:04}")))
+            .update_expression(update)
+            .condition_expression(
+                "attribute_not_exists(pk) OR (#st <> :done AND (leaseExpiry < :now OR #o = :o))",
+            )
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":e", n(now + lease_ms))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":leased", s("leased"))
+            .expression_attribute_values(":done", s("done"))
+            .expression_attribute_values(":zero", n(0))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            );
+        if let Some(a) = &range.after {
+            req = req
+                .expression_attribute_names("#after", "after")
+                .expression_attribute_values(":after", s(a.as_str()));
+        }
+        if let Some(u) = &range.upto {
+            req = req.expression_attribute_values(":upto", s(u.as_str()));
+        }
+        match req.send().await {
+            Ok(out) => {
+                let item = out.attributes().cloned().unwrap_or_default();
+                Ok(Claim::Claimed(Partition {
+                    index,
+                    range: range_of(&item),
+                    cursor: opt_s(&item, "cursor"),
+                    next_seq: get_n(&item, "nextSeq").unwrap_or(0),
+                    listed_objects: get_n(&item, "listedObjects").unwrap_or(0),
+                    listed_bytes: get_n(&item, "listedBytes").unwrap_or(0),
+                }))
+            }
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    let done = c.item().and_then(|i| get_s(i, "state")) == Some("done");
+                    Ok(if done { Claim::Done } else { Claim::Held })
+                }
+                _ => Err(self.aws_err("UpdateItem", e)),
+            },
+        }
+    }
+
+    /// Writes the next chunk of a partition and advances its cursor, as long as `owner` still
+    /// holds the partition. A chunk already written by an earlier holder is kept; the returned
+    /// partition then continues after that chunk.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_chunk(
+        &self,
+        job: &str,
+        run: &str,
+        part: &Partition,
+        range: &Range,
+        objects: u64,
+        bytes: u64,
+        last: bool,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Partition, StoreError> {
+        let pk = run_pk(job, run);
+        let id = format!("CHUNK#{:04}#{:08}", part.index, part.next_seq);
+        let mut put = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .item("pk", s(pk.as_str()))
+            .item("sk", s(id.as_str()))
+            .item("state", s("pending"))
+            .item("attempts", n(0))
+            .item("objects", n(objects))
+            .condition_expression("attribute_not_exists(pk)");
+        if let Some(a) = &range.after {
+            put = put.item("after", s(a.as_str()));
+        }
+        if let Some(u) = &range.upto {
+            put = put.item("upto", s(u.as_str()));
+        }
+        let (range, objects, bytes) = match put.send().await {
+            Ok(_) => (range.clone(), objects, bytes),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                let existing = self.get_item(&pk, &id).await?.unwrap_or_default();
+                (
+                    range_of(&existing),
+                    get_n(&existing, "objects").unwrap_or(0),
+                    0,
+                )
+            }
+            Err(e) => return Err(self.aws_err("PutItem", e)),
+        };
+        let mut update =
+            "SET nextSeq = :seq, leaseExpiry = :e ADD listedObjects :o, listedBytes :b".to_string();
+        let mut req = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(pk.as_str()))
+            .key("sk", s(format!("PART#{:04}", part.index)))
+            .condition_expression("#o = :me")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":seq", n(part.next_seq + 1))
+            .expression_attribute_values(":e", n(now_ms() + lease_ms))
+            .expression_attribute_values(":o", n(objects))
+            .expression_attribute_values(":b", n(bytes));
+        if let Some(u) = &range.upto {
+            update = update.replacen("SET ", "SET #cursor = :c, ", 1);
+            req = req
+                .expression_attribute_names("#cursor", "cursor")
+                .expression_attribute_values(":c", s(u.as_str()));
+        }
+        if last || range.upto.is_none() {
+            update = update.replacen("SET ", "SET #st = :done, ", 1);
+            req = req
+                .expression_attribute_names("#st", "state")
+                .expression_attribute_values(":done", s("done"));
+        }
+        req.update_expression(update).send().await.map_err(|e| {
+            self.write_err(
+                "UpdateItem",
+                &format!("partition {} of run {run}", part.index),
+                e,
+            )
+        })?;
+        Ok(Partition {
+            index: part.index,
+            range: part.range.clone(),
+            cursor: range.upto.clone(),
+            next_seq: part.next_seq + 1,
+            listed_objects: part.listed_objects + objects,
+            listed_bytes: part.listed_bytes + bytes,
+        })
+    }
+
+    async fn get_item(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.aws_err("GetItem", e))?;
+        Ok(out.item().cloned())
+    }
+
+    /// Every chunk of a run that is not done.
+    pub async fn open_chunks(&self, job: &str, run: &str) -> Result<Vec<Chunk>, StoreError> {
+        let items = self
+            .query_prefix(job, run, "CHUNK#", Some("#st <> :done"))
+            .await?;
+        Ok(items
+            .iter()
+            .map(|item| Chunk {
+                id: opt_s(item, "sk").unwrap_or_default(),
+                range: range_of(item),
+                state: WorkState::parse(get_s(item, "state")),
+                owner: opt_s(item, "owner"),
+                lease_expiry: get_n(item, "leaseExpiry").unwrap_or(0),
+                attempts: get_n(item, "attempts").unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn query_prefix(
+        &self,
+        job: &str,
+        run: &str,
+        prefix: &str,
+        filter: Option<&str>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let mut req = self
+                .client()
+                .query()
+                .table_name(self.table())
+                .expression_attribute_values(":pk", s(run_pk(job, run)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take());
+            req = if prefix.is_empty() {
+                req.key_condition_expression("pk = :pk")
+            } else {
+                req.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                    .expression_attribute_values(":p", s(prefix))
+            };
+            if let Some(f) = filter {
+                req = req
+                    .filter_expression(f)
+                    .expression_attribute_names("#st", "state")
+                    .expression_attribute_values(":done", s("done"));
+            }
+            let out = req.send().await.map_err(|e| self.aws_err("Query", e))?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Takes a chunk's lease if it is pending or its lease expired. `false`: someone else got it.
+    pub async fn claim_chunk(
+        &self,
+        job: &str,
+        run: &str,
+        id: &str,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let res = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(run_pk(job, run)))
+            .key("sk", s(id))
+            .update_expression("SET #o = :me, leaseExpiry = :e, #st = :leased ADD attempts :one")
+            .condition_expression("attribute_exists(pk) AND (#st = :pending OR (#st = :leased AND leaseExpiry < :now))")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":e", n(now + lease_ms))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":leased", s("leased"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.aws_err("UpdateItem", e)),
+        }
+    }
+
+    /// Extends a lease (`sk` is a chunk or partition) while `owner` holds it. `false`: lost.
+    pub async fn renew_lease(
+        &self,
+        job: &str,
+        run: &str,
+        sk: &str,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(run_pk(job, run)))
+            .key("sk", s(sk))
+            .update_expression("SET leaseExpiry = :e")
+            .condition_expression("#o = :me AND #st = :leased")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":leased", s("leased"))
+            .expression_attribute_values(":e", n(now_ms() + lease_ms))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.aws_err("UpdateItem", e)),
+        }
+    }
+
+    /// Gives a lease back (on shutdown) so another task can take the work at once.
+    pub async fn release_lease(
+        &self,
+        job: &str,
+        run: &str,
+        sk: &str,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(run_pk(job, run)))
+            .key("sk", s(sk))
+            .update_expression("SET leaseExpiry = :zero, #st = :pending REMOVE #o")
+            .condition_expression("#o = :me AND #st = :leased")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":leased", s("leased"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.aws_err("UpdateItem", e)),
+        }
+    }
+
+    /// Marks a chunk done with its counters, if `owner` still holds it. `false`: the lease was
+    /// lost and another task owns (or finished) the chunk; its counters win.
+    pub async fn complete_chunk(
+        &self,
+        job: &str,
+        run: &str,
+        id: &str,
+        owner: &str,
+        c: &ChunkCounts,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(run_pk(job, run)))
+            .key("sk", s(id))
+            .update_expression(
+                "SET #st = :done, copied = :c, copiedBytes = :cb, skipped = :s, skippedBytes = :sb, \
+                 failed = :f, deleted = :d, doneAt = :t",
+            )
+            .condition_expression("#o = :me AND #st = :leased")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":leased", s("leased"))
+            .expression_attribute_values(":done", s("done"))
+            .expression_attribute_values(":c", n(c.copied))
+            .expression_attribute_values(":cb", n(c.copied_bytes))
+            .expression_attribute_values(":s", n(c.skipped))
+            .expression_attribute_values(":sb", n(c.skipped_bytes))
+            .expression_attribute_values(":f", n(c.failed))
+            .expression_attribute_values(":d", n(c.deleted))
+            .expression_attribute_values(":t", s(now_rfc3339()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.aws_err("UpdateItem", e)),
+        }
+    }
+
+    /// Writes a task's heartbeat and live counters (unconditional: only that task writes it).
+    pub async fn put_task(&self, job: &str, run: &str, t: &TaskProgress) -> Result<(), StoreError> {
+        self.client()
+            .put_item()
+            .table_name(self.table())
+            .item("pk", s(run_pk(job, run)))
+            .item("sk", s(format!("TASK#{}", t.task)))
+            .item("heartbeat", n(t.heartbeat_ms))
+            .item("state", s(t.state.as_str()))
+            .item("copied", n(t.copied))
+            .item("copiedBytes", n(t.copied_bytes))
+            .item("credentialRefreshes", n(t.credential_refreshes))
+            .send()
+            .await
+            .map_err(|e| self.aws_err("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Records one of the first per-object failures of a run (idempotent per key).
+    pub async fn put_failure(
+        &self,
+        job: &str,
+        run: &str,
+        key: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .put_item()
+            .table_name(self.table())
+            .item("pk", s(run_pk(job, run)))
+            .item("sk", s(format!("FAIL#{key}")))
+            .item("key", s(key))
+            .item("reason", s(reason))
+            .item("at", s(now_rfc3339()))
+            .send()
+            .await
+            .map_err(|e| self.aws_err("PutItem", e))?;
+        Ok(())
+    }
+
+    /// The failures recorded for a run: (key, reason).
+    pub async fn failures(
+        &self,
+        job: &str,
+        run: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let items = self.query_prefix(job, run, "FAIL#", None).await?;
+        Ok(items
+            .iter()
+            .map(|i| {
+                (
+                    opt_s(i, "key").unwrap_or_default(),
+                    opt_s(i, "reason").unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    /// Sums a run's items into its progress and completion state.
+    pub async fn run_summary(&self, job: &str, run: &str) -> Result<RunSummary, StoreError> {
+        let mut sum = RunSummary::default();
+        if let Some(meta) = self.get_run(job, run).await? {
+            sum.partitions_total = meta.boundaries.map(|b| b.len() + 1);
+        }
+        for item in self.query_prefix(job, run, "", None).await? {
+            let sk = get_s(&item, "sk").unwrap_or_default();
+            let done = get_s(&item, "state") == Some("done");
+            let num = |k: &str| get_n(&item, k).unwrap_or(0);
+            if sk.starts_with("PART#") {
+                sum.partitions_done += usize::from(done);
+                sum.progress.objects_listed += num("listedObjects");
+                sum.progress.bytes_listed += num("listedBytes");
+            } else if sk.starts_with("CHUNK#") {
+                sum.chunks_total += 1;
+                if done {
+                    sum.chunks_done += 1;
+                    sum.progress.objects_copied += num("copied");
+                    sum.progress.bytes_copied += num("copiedBytes");
+                    sum.progress.objects_skipped += num("skipped");
+                    sum.progress.bytes_skipped += num("skippedBytes");
+                    sum.progress.objects_failed += num("failed");
+                    sum.progress.objects_deleted += num("deleted");
+                }
+            } else if let Some(task) = sk.strip_prefix("TASK#") {
+                sum.tasks.push(TaskProgress {
+                    task: task.to_string(),
+                    heartbeat_ms: num("heartbeat"),
+                    state: opt_s(&item, "state").unwrap_or_default(),
+                    copied: num("copied"),
+                    copied_bytes: num("copiedBytes"),
+                    credential_refreshes: num("credentialRefreshes"),
+                });
+            }
+        }
+        Ok(sum)
+    }
+}

@@ -1,0 +1,836 @@
+//! The copy engine: listing key ranges and copying objects server-side with the destination
+//! credentials — CopyObject up to the multipart threshold, UploadPartCopy in parallel above it —
+//! keeping metadata, content headers, tags, storage class, encryption and (when asked) ACLs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, EncodingType, MetadataDirective, RequestPayer,
+    ServerSideEncryption, StorageClass, TaggingDirective,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use tokio::sync::{Mutex, Semaphore};
+
+use super::plan::{self, Entry, Range};
+use crate::aws::{ErrorClass, classify, describe, error_code};
+use crate::model::CopyJobSpec;
+
+/// User-metadata key holding the source ETag on copies whose ETag cannot equal the source's
+/// (multipart copies, multipart sources), so a later run can tell they are identical.
+pub const SOURCE_ETAG_KEY: &str = "ferry-source-etag";
+
+/// Characters left alone in an `x-amz-copy-source` value: unreserved ones and `/`.
+const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Errors that stop a chunk (it is released and retried later), as opposed to per-object
+/// failures, which are recorded and counted.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("S3 {op} on s3://{bucket} failed: {message}")]
+    S3 {
+        op: &'static str,
+        bucket: String,
+        message: String,
+        class: ErrorClass,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("stopped before finishing (shutdown)")]
+    Cancelled,
+}
+
+/// Why one object was not copied; recorded with its key, never fatal for the chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectFailure {
+    pub key: String,
+    pub code: String,
+    pub reason: String,
+}
+
+/// What happened to one object.
+#[derive(Debug)]
+pub enum Copied {
+    Done {
+        bytes: u64,
+    },
+    /// Copied, but with a caveat worth reporting (e.g. the ACL could not be set).
+    DoneWithNote {
+        bytes: u64,
+        note: ObjectFailure,
+    },
+    Failed(ObjectFailure),
+}
+
+/// A token bucket shared by all of a task's S3 requests (`run.maxRequestsPerSecond`).
+#[derive(Debug)]
+pub struct RateLimiter {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: u32) -> RateLimiter {
+        RateLimiter {
+            interval: Duration::from_secs(1) / per_second.max(1),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub async fn acquire(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let slot = (*next).max(Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+}
+
+/// Copies objects of one job with the destination role's credentials.
+#[derive(Debug, Clone)]
+pub struct Copier {
+    /// Client in the source region (listing, HEAD, tagging, ACL reads).
+    pub src: Client,
+    /// Client in the destination region (copies, destination listing).
+    pub dst: Client,
+    pub spec: Arc<CopyJobSpec>,
+    pub limiter: Option<Arc<RateLimiter>>,
+    /// Concurrent UploadPartCopy calls per multipart object.
+    pub part_concurrency: usize,
+}
+
+fn s3_err<E>(op: &'static str, bucket: &str, err: SdkError<E, HttpResponse>) -> CopyError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    CopyError::S3 {
+        op,
+        bucket: bucket.to_string(),
+        message: describe(&err),
+        class: classify(&err),
+        source: Box::new(err),
+    }
+}
+
+/// Per-object failure, or a chunk-stopping error if the failure is transient (the SDK already
+/// retried it) — the chunk is then retried as a whole later.
+fn object_err<E>(
+    op: &'static str,
+    bucket: &str,
+    key: &str,
+    err: SdkError<E, HttpResponse>,
+) -> Result<Copied, CopyError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match classify(&err) {
+        ErrorClass::Terminal | ErrorClass::Conflict => Ok(Copied::Failed(ObjectFailure {
+            key: key.to_string(),
+            code: error_code(&err),
+            reason: format!("{op}: {}", describe(&err)),
+        })),
+        ErrorClass::Retryable | ErrorClass::Throttled => Err(s3_err(op, bucket, err)),
+    }
+}
+
+/// The `x-amz-copy-source` value for a key.
+pub fn copy_source(bucket: &str, key: &str) -> String {
+    format!("{}/{}", bucket, utf8_percent_encode(key, COPY_SOURCE))
+}
+
+/// Which side of the copy a listing reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Destination,
+}
+
+impl Copier {
+    fn payer(&self) -> Option<RequestPayer> {
+        self.spec
+            .source
+            .requester_pays
+            .then_some(RequestPayer::Requester)
+    }
+
+    async fn throttle(&self) {
+        if let Some(l) = &self.limiter {
+            l.acquire().await;
+        }
+    }
+
+    /// Lists the objects of `range` (keys relative to the side's prefix), up to `limit` entries
+    /// when given. Returns the entries and whether the range has more.
+    pub async fn list(
+        &self,
+        side: Side,
+        range: &Range,
+        limit: Option<usize>,
+    ) -> Result<(Vec<Entry>, bool), CopyError> {
+        let (client, bucket, prefix) = match side {
+            Side::Source => (
+                &self.src,
+                &self.spec.source.bucket,
+                &self.spec.source.prefix,
+            ),
+            Side::Destination => (
+                &self.dst,
+                &self.spec.destination.bucket,
+                &self.spec.destination.prefix,
+            ),
+        };
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        let start_after = range.after.as_ref().map(|a| format!("{prefix}{a}"));
+        loop {
+            self.throttle().await;
+            let page = limit.map(|l| (l - out.len()).min(1000) as i32);
+            let mut req = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .encoding_type(EncodingType::Url)
+                .set_max_keys(page)
+                .set_continuation_token(token.take());
+            if out.is_empty() {
+                req = req.set_start_after(start_after.clone());
+            }
+            if side == Side::Source {
+                req = req.set_request_payer(self.payer());
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| s3_err("ListObjectsV2", bucket, e))?;
+            for o in resp.contents() {
+                let raw = o.key().unwrap_or_default();
+                let key = percent_decode_str(&raw.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned();
+                let rel = key
+                    .strip_prefix(prefix.as_str())
+                    .unwrap_or(&key)
+                    .to_string();
+                if range.upto.as_deref().is_some_and(|u| rel.as_str() > u) {
+                    return Ok((out, false));
+                }
+                out.push(Entry {
+                    rel,
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().unwrap_or_default().to_string(),
+                    storage_class: o.storage_class().map(|c| c.as_str().to_string()),
+                });
+                if limit.is_some_and(|l| out.len() >= l) {
+                    let more = resp.is_truncated() == Some(true)
+                        || o.key() != resp.contents().last().and_then(|l| l.key());
+                    return Ok((out, more));
+                }
+            }
+            match resp.next_continuation_token() {
+                Some(t) if resp.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => return Ok((out, false)),
+            }
+        }
+    }
+
+    /// The common prefixes (relative, sorted) directly under the source prefix.
+    pub async fn common_prefixes(&self) -> Result<Vec<String>, CopyError> {
+        let (bucket, prefix) = (&self.spec.source.bucket, &self.spec.source.prefix);
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            self.throttle().await;
+            let resp = self
+                .src
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .delimiter("/")
+                .encoding_type(EncodingType::Url)
+                .set_continuation_token(token.take())
+                .set_request_payer(self.payer())
+                .send()
+                .await
+                .map_err(|e| s3_err("ListObjectsV2", bucket, e))?;
+            for p in resp.common_prefixes() {
+                let raw = p.prefix().unwrap_or_default();
+                let full = percent_decode_str(&raw.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned();
+                out.push(
+                    full.strip_prefix(prefix.as_str())
+                        .unwrap_or(&full)
+                        .to_string(),
+                );
+            }
+            match resp.next_continuation_token() {
+                Some(t) if resp.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    fn keys(&self, rel: &str) -> (String, String) {
+        let src = format!("{}{rel}", self.spec.source.prefix);
+        let dst = plan::destination_key(
+            &self.spec.source.prefix,
+            &self.spec.destination.prefix,
+            &src,
+        );
+        (src, dst)
+    }
+
+    fn storage_class(&self, src: &Entry) -> Option<StorageClass> {
+        match (&self.spec.destination.storage_class, &src.storage_class) {
+            (Some(c), _) => Some(StorageClass::from(c.as_str())),
+            (None, Some(c)) if c != "STANDARD" => Some(StorageClass::from(c.as_str())),
+            _ => None,
+        }
+    }
+
+    /// True if the destination object records `src`'s ETag (see [`SOURCE_ETAG_KEY`]).
+    pub async fn verify(&self, src: &Entry) -> Result<bool, CopyError> {
+        let (_, dst_key) = self.keys(&src.rel);
+        self.throttle().await;
+        let head = self
+            .dst
+            .head_object()
+            .bucket(&self.spec.destination.bucket)
+            .key(&dst_key)
+            .send()
+            .await;
+        match head {
+            Ok(h) => Ok(h
+                .metadata()
+                .and_then(|m| m.get(SOURCE_ETAG_KEY))
+                .is_some_and(|e| e == &src.etag)),
+            Err(e) if classify(&e) == ErrorClass::Terminal => Ok(false),
+            Err(e) => Err(s3_err("HeadObject", &self.spec.destination.bucket, e)),
+        }
+    }
+
+    /// Copies one object. `stop` aborts a multipart copy between parts.
+    pub async fn copy(&self, src: &Entry, stop: &AtomicBool) -> Result<Copied, CopyError> {
+        let threshold = self.spec.copy.multipart_threshold_mib * 1024 * 1024;
+        let multipart_source = src.etag.contains('-');
+        let result = if src.size > threshold {
+            self.copy_multipart(src, threshold, stop).await?
+        } else if multipart_source || self.spec.destination.kms_key_id.is_some() {
+            self.copy_single(src, true).await?
+        } else {
+            self.copy_single(src, false).await?
+        };
+        match result {
+            Copied::Done { bytes } if self.spec.copy.acl => self.copy_acl(src, bytes).await,
+            other => Ok(other),
+        }
+    }
+
+    /// Source metadata, content headers and (if kept) tags, read for copies that must set them.
+    async fn read_source(
+        &self,
+        key: &str,
+    ) -> Result<Result<SourceHeaders, ObjectFailure>, CopyError> {
+        let bucket = &self.spec.source.bucket;
+        self.throttle().await;
+        let head = match self
+            .src
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .set_request_payer(self.payer())
+            .send()
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                return match object_err("HeadObject", bucket, key, e)? {
+                    Copied::Failed(f) => Ok(Err(f)),
+                    _ => Ok(Err(ObjectFailure {
+                        key: key.into(),
+                        code: "HeadObject".into(),
+                        reason: "unexpected".into(),
+                    })),
+                };
+            }
+        };
+        let mut tagging = None;
+        if self.spec.copy.tags {
+            self.throttle().await;
+            match self
+                .src
+                .get_object_tagging()
+                .bucket(bucket)
+                .key(key)
+                .set_request_payer(self.payer())
+                .send()
+                .await
+            {
+                Ok(t) => {
+                    let pairs: Vec<String> = t
+                        .tag_set()
+                        .iter()
+                        .map(|t| {
+                            format!(
+                                "{}={}",
+                                utf8_percent_encode(t.key(), NON_ALPHANUMERIC),
+                                utf8_percent_encode(t.value(), NON_ALPHANUMERIC)
+                            )
+                        })
+                        .collect();
+                    if !pairs.is_empty() {
+                        tagging = Some(pairs.join("&"));
+                    }
+                }
+                Err(e) => {
+                    if let Copied::Failed(f) = object_err("GetObjectTagging", bucket, key, e)? {
+                        return Ok(Err(f));
+                    }
+                }
+            }
+        }
+        Ok(Ok(SourceHeaders {
+            metadata: head.metadata().cloned().unwrap_or_default(),
+            content_type: head.content_type().map(str::to_string),
+            cache_control: head.cache_control().map(str::to_string),
+            content_disposition: head.content_disposition().map(str::to_string),
+            content_encoding: head.content_encoding().map(str::to_string),
+            content_language: head.content_language().map(str::to_string),
+            tagging,
+        }))
+    }
+
+    /// CopyObject. With `record_etag` the metadata is replaced by the source's plus the source
+    /// ETag (needs a HeadObject first); otherwise S3 copies metadata and tags itself.
+    async fn copy_single(&self, src: &Entry, record_etag: bool) -> Result<Copied, CopyError> {
+        let (src_key, dst_key) = self.keys(&src.rel);
+        let bucket = &self.spec.destination.bucket;
+        let copy = &self.spec.copy;
+        let mut req = self
+            .dst
+            .copy_object()
+            .bucket(bucket)
+            .key(&dst_key)
+            .copy_source(copy_source(&self.spec.source.bucket, &src_key))
+            .copy_source_if_match(&src.etag)
+            .set_storage_class(self.storage_class(src))
+            .set_request_payer(self.payer())
+            .tagging_directive(if copy.tags {
+                TaggingDirective::Copy
+            } else {
+                TaggingDirective::Replace
+            });
+        if let Some(k) = &self.spec.destination.kms_key_id {
+            req = req
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(k);
+        }
+        if record_etag {
+            let headers = match self.read_source(&src_key).await? {
+                Ok(h) => h,
+                Err(f) => return Ok(Copied::Failed(f)),
+            };
+            let mut metadata = if copy.metadata {
+                headers.metadata.clone()
+            } else {
+                HashMap::new()
+            };
+            metadata.insert(SOURCE_ETAG_KEY.into(), src.etag.clone());
+            req = req
+                .metadata_directive(MetadataDirective::Replace)
+                .set_metadata(Some(metadata));
+            if copy.metadata {
+                req = req
+                    .set_content_type(headers.content_type)
+                    .set_cache_control(headers.cache_control)
+                    .set_content_disposition(headers.content_disposition)
+                    .set_content_encoding(headers.content_encoding)
+                    .set_content_language(headers.content_language);
+            }
+        } else {
+            req = req.metadata_directive(if copy.metadata {
+                MetadataDirective::Copy
+            } else {
+                MetadataDirective::Replace
+            });
+        }
+        self.throttle().await;
+        match req.send().await {
+            Ok(_) => Ok(Copied::Done { bytes: src.size }),
+            Err(e) => object_err("CopyObject", bucket, &src_key, e),
+        }
+    }
+
+    async fn copy_multipart(
+        &self,
+        src: &Entry,
+        threshold: u64,
+        stop: &AtomicBool,
+    ) -> Result<Copied, CopyError> {
+        let (src_key, dst_key) = self.keys(&src.rel);
+        let bucket = self.spec.destination.bucket.clone();
+        let headers = match self.read_source(&src_key).await? {
+            Ok(h) => h,
+            Err(f) => return Ok(Copied::Failed(f)),
+        };
+        let copy = &self.spec.copy;
+        let mut metadata = if copy.metadata {
+            headers.metadata.clone()
+        } else {
+            HashMap::new()
+        };
+        metadata.insert(SOURCE_ETAG_KEY.into(), src.etag.clone());
+        let mut create = self
+            .dst
+            .create_multipart_upload()
+            .bucket(&bucket)
+            .key(&dst_key)
+            .set_metadata(Some(metadata))
+            .set_storage_class(self.storage_class(src))
+            .set_tagging(if copy.tags {
+                headers.tagging.clone()
+            } else {
+                None
+            });
+        if copy.metadata {
+            create = create
+                .set_content_type(headers.content_type)
+                .set_cache_control(headers.cache_control)
+                .set_content_disposition(headers.content_disposition)
+                .set_content_encoding(headers.content_encoding)
+                .set_content_language(headers.content_language);
+        }
+        if let Some(k) = &self.spec.destination.kms_key_id {
+            create = create
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(k);
+        }
+        self.throttle().await;
+        let upload = match create.send().await {
+            Ok(u) => u,
+            Err(e) => return object_err("CreateMultipartUpload", &bucket, &src_key, e),
+        };
+        let Some(upload_id) = upload.upload_id().map(str::to_string) else {
+            return Ok(Copied::Failed(ObjectFailure {
+                key: src_key,
+                code: "NoUploadId".into(),
+                reason: "CreateMultipartUpload returned no upload id".into(),
+            }));
+        };
+        let result = self
+            .copy_parts(src, &src_key, &dst_key, &upload_id, threshold, stop)
+            .await;
+        let outcome = match result {
+            Ok(parts) => {
+                self.throttle().await;
+                let done = self
+                    .dst
+                    .complete_multipart_upload()
+                    .bucket(&bucket)
+                    .key(&dst_key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await;
+                match done {
+                    Ok(_) => return Ok(Copied::Done { bytes: src.size }),
+                    Err(e) => object_err("CompleteMultipartUpload", &bucket, &src_key, e),
+                }
+            }
+            Err(failed) => failed,
+        };
+        // Never leave an incomplete upload behind: it is billed until aborted.
+        let abort = self
+            .dst
+            .abort_multipart_upload()
+            .bucket(&bucket)
+            .key(&dst_key)
+            .upload_id(&upload_id)
+            .send()
+            .await;
+        if let Err(e) = abort {
+            tracing::warn!(key = %dst_key, error = %describe(&e), "could not abort multipart upload");
+        }
+        outcome
+    }
+
+    async fn copy_parts(
+        &self,
+        src: &Entry,
+        src_key: &str,
+        dst_key: &str,
+        upload_id: &str,
+        threshold: u64,
+        stop: &AtomicBool,
+    ) -> Result<Vec<CompletedPart>, Result<Copied, CopyError>> {
+        let part = plan::part_size(src.size, threshold.min(plan::DEFAULT_PART));
+        let ranges = plan::parts(src.size, part);
+        let sem = Arc::new(Semaphore::new(self.part_concurrency.max(1)));
+        let mut set = tokio::task::JoinSet::new();
+        let source = copy_source(&self.spec.source.bucket, src_key);
+        for (i, (start, end)) in ranges.into_iter().enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                set.abort_all();
+                return Err(Err(CopyError::Cancelled));
+            }
+            let Ok(permit) = Arc::clone(&sem).acquire_owned().await else {
+                break;
+            };
+            let this = self.clone();
+            let (source, dst_key, upload_id, etag) = (
+                source.clone(),
+                dst_key.to_string(),
+                upload_id.to_string(),
+                src.etag.clone(),
+            );
+            let number = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            set.spawn(async move {
+                let _permit = permit;
+                this.throttle().await;
+                let r = this
+                    .dst
+                    .upload_part_copy()
+                    .bucket(&this.spec.destination.bucket)
+                    .key(&dst_key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .copy_source(source)
+                    .copy_source_if_match(etag)
+                    .copy_source_range(format!("bytes={start}-{end}"))
+                    .set_request_payer(this.payer())
+                    .send()
+                    .await;
+                (number, r)
+            });
+        }
+        let mut parts = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            let (number, r) = joined.map_err(|e| {
+                Ok(Copied::Failed(ObjectFailure {
+                    key: src_key.into(),
+                    code: "TaskFailed".into(),
+                    reason: e.to_string(),
+                }))
+            })?;
+            match r {
+                Ok(out) => parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(
+                            out.copy_part_result()
+                                .and_then(|p| p.e_tag())
+                                .map(str::to_string),
+                        )
+                        .build(),
+                ),
+                Err(e) => {
+                    set.abort_all();
+                    return Err(object_err(
+                        "UploadPartCopy",
+                        &self.spec.destination.bucket,
+                        src_key,
+                        e,
+                    ));
+                }
+            }
+        }
+        parts.sort_by_key(|p| p.part_number());
+        Ok(parts)
+    }
+
+    /// Copies the source object's ACL grants (as `x-amz-grant-*` headers) to the copy.
+    async fn copy_acl(&self, src: &Entry, bytes: u64) -> Result<Copied, CopyError> {
+        let (src_key, dst_key) = self.keys(&src.rel);
+        self.throttle().await;
+        let acl = match self
+            .src
+            .get_object_acl()
+            .bucket(&self.spec.source.bucket)
+            .key(&src_key)
+            .set_request_payer(self.payer())
+            .send()
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                return Ok(
+                    match object_err("GetObjectAcl", &self.spec.source.bucket, &src_key, e)? {
+                        Copied::Failed(note) => Copied::DoneWithNote { bytes, note },
+                        other => other,
+                    },
+                );
+            }
+        };
+        let mut grants: HashMap<&str, Vec<String>> = HashMap::new();
+        for g in acl.grants() {
+            let (Some(grantee), Some(perm)) = (g.grantee(), g.permission()) else {
+                continue;
+            };
+            let who = if let Some(id) = grantee.id() {
+                format!("id=\"{id}\"")
+            } else if let Some(uri) = grantee.uri() {
+                format!("uri=\"{uri}\"")
+            } else {
+                continue;
+            };
+            grants.entry(perm.as_str()).or_default().push(who);
+        }
+        let joined = |p: &str| grants.get(p).map(|v| v.join(", "));
+        self.throttle().await;
+        let put = self
+            .dst
+            .put_object_acl()
+            .bucket(&self.spec.destination.bucket)
+            .key(&dst_key)
+            .set_grant_full_control(joined("FULL_CONTROL"))
+            .set_grant_read(joined("READ"))
+            .set_grant_read_acp(joined("READ_ACP"))
+            .set_grant_write_acp(joined("WRITE_ACP"))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(Copied::Done { bytes }),
+            Err(e) => {
+                let code = error_code(&e);
+                let reason = if code == "AccessControlListNotSupported" {
+                    "ACL not copied: the destination bucket has ACLs disabled (Object Ownership BucketOwnerEnforced)".to_string()
+                } else {
+                    format!("ACL not copied: PutObjectAcl: {}", describe(&e))
+                };
+                match classify(&e) {
+                    ErrorClass::Retryable | ErrorClass::Throttled => {
+                        Err(s3_err("PutObjectAcl", &self.spec.destination.bucket, e))
+                    }
+                    _ => Ok(Copied::DoneWithNote {
+                        bytes,
+                        note: ObjectFailure {
+                            key: src_key,
+                            code,
+                            reason,
+                        },
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Deletes destination objects (relative keys) in batches of 1,000. Returns how many were
+    /// deleted and the per-key failures.
+    pub async fn delete(&self, rels: &[String]) -> Result<(u64, Vec<ObjectFailure>), CopyError> {
+        let bucket = &self.spec.destination.bucket;
+        let mut deleted = 0;
+        let mut failures = Vec::new();
+        for batch in rels.chunks(1000) {
+            let objects: Vec<_> = batch
+                .iter()
+                .filter_map(|r| {
+                    aws_sdk_s3::types::ObjectIdentifier::builder()
+                        .key(format!("{}{r}", self.spec.destination.prefix))
+                        .build()
+                        .ok()
+                })
+                .collect();
+            let Ok(delete) = aws_sdk_s3::types::Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+            else {
+                continue;
+            };
+            self.throttle().await;
+            let out = self
+                .dst
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| s3_err("DeleteObjects", bucket, e))?;
+            for e in out.errors() {
+                failures.push(ObjectFailure {
+                    key: e.key().unwrap_or_default().to_string(),
+                    code: e.code().unwrap_or("Unknown").to_string(),
+                    reason: format!("DeleteObjects: {}", e.message().unwrap_or_default()),
+                });
+            }
+            deleted += batch.len() as u64 - out.errors().len() as u64;
+        }
+        Ok((deleted, failures))
+    }
+
+    /// Writes a chunk's failures as JSON lines to the job's report location.
+    pub async fn write_report(
+        &self,
+        job: &str,
+        run: &str,
+        chunk: &str,
+        failures: &[ObjectFailure],
+    ) -> Result<(), CopyError> {
+        let Some(uri) = &self.spec.copy.report_uri else {
+            return Ok(());
+        };
+        let Ok((bucket, prefix)) = crate::model::validate::parse_s3_uri(uri) else {
+            return Ok(());
+        };
+        let mut body = String::new();
+        for f in failures {
+            let line = serde_json::json!({ "job": job, "run": run, "key": f.key, "code": f.code, "reason": f.reason });
+            body.push_str(&line.to_string());
+            body.push('\n');
+        }
+        let key = format!("{prefix}{job}/{run}/{}.jsonl", chunk.replace('#', "-"));
+        self.dst
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/x-ndjson")
+            .body(body.into_bytes().into())
+            .send()
+            .await
+            .map_err(|e| s3_err("PutObject", bucket, e))?;
+        Ok(())
+    }
+}
+
+/// What a multipart copy (or an ETag-recording copy) must set itself.
+#[derive(Debug, Clone, Default)]
+struct SourceHeaders {
+    metadata: HashMap<String, String>,
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    tagging: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_encodes_everything_but_slashes_and_unreserved() {
+        assert_eq!(
+            copy_source("b", "a b+c%/ü.txt"),
+            "b/a%20b%2Bc%25/%C3%BC.txt"
+        );
+        assert_eq!(copy_source("b", "q?x#y"), "b/q%3Fx%23y");
+    }
+}

@@ -1,0 +1,676 @@
+//! `ferry worker`: the program a Fargate task runs for one run of a CopyJob. Plans listing
+//! partitions, lists them into chunks, claims chunks with leases, merge-joins source and
+//! destination listings and copies what differs. Meets the operator only through `store`.
+//!
+//! Environment (set by the operator as RunTask overrides; the same works outside ECS):
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `FERRY_JOB` | job name (required) |
+//! | `FERRY_RUN` | run id (required) |
+//! | `FERRY_TASK` | this task's id (default: random) |
+//! | `FERRY_TABLE` | the job store table (default `ferry`) |
+//! | `FERRY_LEASE_SECONDS` | chunk/partition lease length (default 60) |
+//! | `FERRY_SESSION_SECONDS` | assumed-role session length (default 3600) |
+//! | `FERRY_COPY_CONCURRENCY` | objects copied at once per task (default 64) |
+//! | `FERRY_SHUTDOWN_GRACE_SECONDS` | after SIGTERM, time to finish in-flight chunks (default 25) |
+//! | `FERRY_S3_FORCE_PATH_STYLE` | `true` for S3 emulators |
+//!
+//! Exit codes: 0 the run is complete, or the task stopped cleanly on SIGTERM/SIGINT with its
+//! work checkpointed or released; 1 an unexpected error; 2 bad configuration (environment);
+//! 3 the job or run does not exist; 4 AWS refused a call that cannot succeed on retry (e.g.
+//! AccessDenied on the table or the role).
+
+pub mod copy;
+pub mod credentials;
+pub mod plan;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
+
+use self::copy::{Copied, Copier, CopyError, ObjectFailure, RateLimiter, Side};
+use self::plan::{Action, Filter, Range};
+use crate::aws::ErrorClass;
+use crate::model::CopyJob;
+use crate::store::runs::{ChunkCounts, Claim, TaskProgress, now_ms};
+use crate::store::{Store, StoreError, spec_document};
+
+/// Keys per chunk (one ListObjectsV2 page).
+const CHUNK_KEYS: usize = 1000;
+/// Most listing partitions per run.
+const MAX_PARTITIONS: usize = 64;
+/// Concurrent chunks (listing or copying) per task.
+const SLOTS: usize = 4;
+/// First failures kept in the store per task.
+const MAX_STORED_FAILURES: usize = 100;
+
+/// Worker settings read from the environment.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub job: String,
+    pub run: String,
+    pub task: String,
+    pub lease: Duration,
+    pub session: Duration,
+    pub copy_concurrency: usize,
+    pub grace: Duration,
+    pub force_path_style: bool,
+}
+
+/// Errors of the worker layer.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("bad configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error("cannot assume the destination role {role}: {message}")]
+    AssumeRole { role: String, message: String },
+}
+
+impl WorkerError {
+    /// Whether retrying the same work can help.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            WorkerError::Config(_) | WorkerError::NotFound(_) | WorkerError::AssumeRole { .. } => {
+                ErrorClass::Terminal
+            }
+            WorkerError::Store(e) => e.class(),
+            WorkerError::Copy(CopyError::S3 { class, .. }) => *class,
+            WorkerError::Copy(CopyError::Cancelled) => ErrorClass::Retryable,
+        }
+    }
+
+    /// The process exit code for this error (see the module docs).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            WorkerError::Config(_) => 2,
+            WorkerError::NotFound(_) => 3,
+            WorkerError::AssumeRole { .. } => 4,
+            WorkerError::Store(e) if e.class() == ErrorClass::Terminal => 4,
+            WorkerError::Copy(CopyError::S3 {
+                class: ErrorClass::Terminal,
+                ..
+            }) => 4,
+            _ => 1,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Reads the configuration from `FERRY_*` variables.
+    pub fn from_env() -> Result<WorkerConfig, WorkerError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let required =
+            |k: &str| var(k).ok_or_else(|| WorkerError::Config(format!("{k} is not set")));
+        let secs = |k: &str, default: u64| -> Result<Duration, WorkerError> {
+            match var(k) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| {
+                        WorkerError::Config(format!(
+                            "{k}={v}: expected a positive number of seconds"
+                        ))
+                    }),
+            }
+        };
+        let copy_concurrency = match var("FERRY_COPY_CONCURRENCY") {
+            None => 64,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| {
+                    WorkerError::Config(format!("FERRY_COPY_CONCURRENCY={v}: expected 1 to 1024"))
+                })?,
+        };
+        Ok(WorkerConfig {
+            job: required("FERRY_JOB")?,
+            run: required("FERRY_RUN")?,
+            task: var("FERRY_TASK").unwrap_or_else(|| format!("{:016x}", rand::random::<u64>())),
+            lease: secs("FERRY_LEASE_SECONDS", 60)?,
+            session: secs("FERRY_SESSION_SECONDS", 3600)?,
+            copy_concurrency,
+            grace: secs("FERRY_SHUTDOWN_GRACE_SECONDS", 25)?,
+            force_path_style: var("FERRY_S3_FORCE_PATH_STYLE")
+                .is_some_and(|v| v == "true" || v == "1"),
+        })
+    }
+}
+
+/// Live counters of this task, written to the store every few seconds.
+#[derive(Debug, Default)]
+struct Live {
+    copied: AtomicU64,
+    copied_bytes: AtomicU64,
+    stored_failures: AtomicU64,
+}
+
+/// Shared state of one worker task.
+struct Worker {
+    cfg: WorkerConfig,
+    store: Store,
+    copier: Copier,
+    filter: Filter,
+    ranges: Vec<Range>,
+    /// Leases this task holds (sort keys), renewed by the heartbeat.
+    held: Mutex<HashSet<String>>,
+    live: Live,
+    refreshes: Arc<AtomicU64>,
+    copies: Arc<Semaphore>,
+    /// Set on SIGTERM: claim nothing new.
+    stopping: AtomicBool,
+    /// Set when the grace period is over: abandon in-flight work and release it.
+    abandon: AtomicBool,
+}
+
+/// Runs a worker task to completion (or until a signal stops it).
+pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(), WorkerError> {
+    let store = Store::from_config(base, table);
+    let stored = store.get_job(&cfg.job).await?.ok_or_else(|| {
+        WorkerError::NotFound(format!("copyjob/{} not found in table {table}", cfg.job))
+    })?;
+    let meta = store
+        .ensure_run(
+            &cfg.job,
+            &cfg.run,
+            stored.generation,
+            &spec_document(&stored.job),
+        )
+        .await?;
+    let job: CopyJob = serde_json::from_str(&meta.document).map_err(|e| {
+        WorkerError::NotFound(format!(
+            "run {}/{} has an unreadable document: {e}",
+            cfg.job, cfg.run
+        ))
+    })?;
+    let spec = Arc::new(job.spec);
+    let (provider, refreshes) =
+        credentials::destination_provider(base, &spec.destination.role_arn, &cfg).await;
+    let client = |region: &str| {
+        let conf = aws_sdk_s3::config::Builder::from(base)
+            .credentials_provider(provider.clone())
+            .region(aws_config::Region::new(region.to_string()))
+            .force_path_style(cfg.force_path_style)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    };
+    let copier = Copier {
+        src: client(&spec.source.region),
+        dst: client(&spec.destination.region),
+        limiter: spec
+            .run
+            .max_requests_per_second
+            .map(|r| Arc::new(RateLimiter::new(r))),
+        part_concurrency: 8,
+        spec: Arc::clone(&spec),
+    };
+    let boundaries = match meta.boundaries {
+        Some(b) => b,
+        None => {
+            let prefixes = copier.common_prefixes().await?;
+            let planned: Vec<String> = plan::partitions(&prefixes, MAX_PARTITIONS)
+                .iter()
+                .filter_map(|r| r.upto.clone())
+                .collect();
+            store.set_boundaries(&cfg.job, &cfg.run, &planned).await?
+        }
+    };
+    let ranges = ranges_from(&boundaries);
+    tracing::info!(job = %cfg.job, run = %cfg.run, task = %cfg.task, partitions = ranges.len(), "worker started");
+    let worker = Arc::new(Worker {
+        filter: Filter::new(&spec.copy),
+        copies: Arc::new(Semaphore::new(cfg.copy_concurrency)),
+        cfg,
+        store,
+        copier,
+        ranges,
+        held: Mutex::new(HashSet::new()),
+        live: Live::default(),
+        refreshes,
+        stopping: AtomicBool::new(false),
+        abandon: AtomicBool::new(false),
+    });
+    let heartbeat = tokio::spawn(Arc::clone(&worker).heartbeat());
+    let signals = tokio::spawn(Arc::clone(&worker).on_signal());
+    let result = Arc::clone(&worker).schedule().await;
+    heartbeat.abort();
+    signals.abort();
+    let state = match (&result, worker.stopping.load(Ordering::Relaxed)) {
+        (Err(_), _) => "failed",
+        (Ok(()), true) => "stopped",
+        (Ok(()), false) => "done",
+    };
+    worker.write_progress(state).await;
+    tracing::info!(
+        state,
+        copied = worker.live.copied.load(Ordering::Relaxed),
+        "worker finished"
+    );
+    result
+}
+
+fn ranges_from(boundaries: &[String]) -> Vec<Range> {
+    let mut ranges = Vec::with_capacity(boundaries.len() + 1);
+    let mut after = None;
+    for b in boundaries {
+        ranges.push(Range {
+            after: after.clone(),
+            upto: Some(b.clone()),
+        });
+        after = Some(b.clone());
+    }
+    ranges.push(Range { after, upto: None });
+    ranges
+}
+
+/// One unit of claimed work.
+enum Work {
+    List(crate::store::runs::Partition),
+    Copy(crate::store::runs::Chunk),
+}
+
+impl Worker {
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.cfg.lease.as_millis()).unwrap_or(60_000)
+    }
+
+    /// Claims and runs work in up to [`SLOTS`] concurrent units until the run is complete or
+    /// the task is told to stop.
+    async fn schedule(self: Arc<Self>) -> Result<(), WorkerError> {
+        let mut set: JoinSet<Result<(), WorkerError>> = JoinSet::new();
+        let mut listed_done: HashSet<u32> = HashSet::new();
+        let mut first_error = None;
+        loop {
+            let mut claimed_any = false;
+            while set.len() < SLOTS
+                && !self.stopping.load(Ordering::Relaxed)
+                && first_error.is_none()
+            {
+                match self.claim(&mut listed_done).await? {
+                    Some(work) => {
+                        claimed_any = true;
+                        let this = Arc::clone(&self);
+                        set.spawn(async move { this.perform(work).await });
+                    }
+                    None => break,
+                }
+            }
+            if set.is_empty() {
+                if let Some(e) = first_error {
+                    return Err(e);
+                }
+                if self.stopping.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let summary = self.store.run_summary(&self.cfg.job, &self.cfg.run).await?;
+                if summary.complete() {
+                    return Ok(());
+                }
+                // Others hold the remaining leases; take over if they expire.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            let wait = if claimed_any {
+                Duration::from_millis(50)
+            } else {
+                Duration::from_millis(500)
+            };
+            if let Ok(Some(joined)) = tokio::time::timeout(wait, set.join_next()).await {
+                match joined {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        if e.class() == ErrorClass::Terminal {
+                            // Retrying cannot help (access denied, bad request): stop the task.
+                            tracing::error!(error = %e, "work unit failed permanently; stopping");
+                            first_error.get_or_insert(e);
+                        } else {
+                            tracing::warn!(error = %e, "work unit failed; its lease is released for a retry");
+                        }
+                    }
+                    Err(join) => tracing::error!(error = %join, "work unit panicked"),
+                }
+            }
+        }
+    }
+
+    /// Finds a partition to list or a chunk to copy and takes its lease.
+    async fn claim(&self, listed_done: &mut HashSet<u32>) -> Result<Option<Work>, WorkerError> {
+        let (job, run, me, lease) = (
+            &self.cfg.job,
+            &self.cfg.run,
+            &self.cfg.task,
+            self.lease_ms(),
+        );
+        let held = self.held.lock().await.clone();
+        let n = self.ranges.len() as u32;
+        let start = rand::random_range(0..n.max(1));
+        for k in 0..n {
+            let i = (start + k) % n;
+            let sk = format!("PART#{i:04}");
+            if listed_done.contains(&i) || held.contains(&sk) {
+                continue;
+            }
+            match self
+                .store
+                .claim_partition(job, run, i, &self.ranges[i as usize], me, lease)
+                .await?
+            {
+                Claim::Claimed(p) => {
+                    self.held.lock().await.insert(sk);
+                    return Ok(Some(Work::List(p)));
+                }
+                // A listed partition is never claimable again.
+                Claim::Done => {
+                    listed_done.insert(i);
+                }
+                Claim::Held => {}
+            }
+        }
+        let mut chunks = self.store.open_chunks(job, run).await?;
+        let now = now_ms();
+        chunks.retain(|c| !held.contains(&c.id) && (c.owner.is_none() || c.lease_expiry < now));
+        if chunks.is_empty() {
+            return Ok(None);
+        }
+        let offset = rand::random_range(0..chunks.len());
+        chunks.rotate_left(offset);
+        for c in chunks {
+            if self.store.claim_chunk(job, run, &c.id, me, lease).await? {
+                self.held.lock().await.insert(c.id.clone());
+                return Ok(Some(Work::Copy(c)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn perform(self: Arc<Self>, work: Work) -> Result<(), WorkerError> {
+        let sk = match &work {
+            Work::List(p) => format!("PART#{:04}", p.index),
+            Work::Copy(c) => c.id.clone(),
+        };
+        let result = match work {
+            Work::List(p) => self.list_partition(p).await,
+            Work::Copy(c) => self.copy_chunk(&c.id, &c.range).await,
+        };
+        self.held.lock().await.remove(&sk);
+        if result.is_err() || self.abandon.load(Ordering::Relaxed) {
+            // Give the work back at once rather than waiting for the lease to expire.
+            let _ = self
+                .store
+                .release_lease(&self.cfg.job, &self.cfg.run, &sk, &self.cfg.task)
+                .await;
+        }
+        match result {
+            Err(WorkerError::Copy(CopyError::Cancelled)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Lists a partition page by page, writing one chunk per page.
+    async fn list_partition(
+        &self,
+        mut part: crate::store::runs::Partition,
+    ) -> Result<(), WorkerError> {
+        let (job, run, me, lease) = (
+            &self.cfg.job,
+            &self.cfg.run,
+            &self.cfg.task,
+            self.lease_ms(),
+        );
+        loop {
+            if self.abandon.load(Ordering::Relaxed) {
+                return Err(CopyError::Cancelled.into());
+            }
+            let from = Range {
+                after: part.cursor.clone().or(part.range.after.clone()),
+                upto: part.range.upto.clone(),
+            };
+            let (entries, more) = self
+                .copier
+                .list(Side::Source, &from, Some(CHUNK_KEYS))
+                .await?;
+            let bytes: u64 = entries.iter().map(|e| e.size).sum();
+            let last = !more;
+            let upto = if last {
+                from.upto.clone()
+            } else {
+                entries.last().map(|e| e.rel.clone())
+            };
+            let chunk = Range {
+                after: from.after.clone(),
+                upto,
+            };
+            part = self
+                .store
+                .add_chunk(
+                    job,
+                    run,
+                    &part,
+                    &chunk,
+                    entries.len() as u64,
+                    bytes,
+                    last,
+                    me,
+                    lease,
+                )
+                .await?;
+            if last || part.cursor == part.range.upto {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Copies one chunk: merge-join of both listings, then the actions, bounded in concurrency.
+    async fn copy_chunk(self: &Arc<Self>, id: &str, range: &Range) -> Result<(), WorkerError> {
+        let src_fut = self.copier.list(Side::Source, range, None);
+        let dst_fut = self.copier.list(Side::Destination, range, None);
+        let (src, dst) = tokio::try_join!(src_fut, dst_fut)?;
+        let actions = plan::merge(&src.0, &dst.0, &self.copier.spec.copy, &self.filter);
+        let mut counts = ChunkCounts::default();
+        let mut failures: Vec<ObjectFailure> = Vec::new();
+        let mut to_delete = Vec::new();
+        let mut set: JoinSet<Result<(plan::Entry, Option<Copied>), CopyError>> = JoinSet::new();
+        for action in actions {
+            match action {
+                Action::Skip { src } => {
+                    counts.skipped += 1;
+                    counts.skipped_bytes += src.size;
+                }
+                Action::Delete { dst } => to_delete.push(dst.rel),
+                Action::Copy { src, .. } => self.spawn_copy(&mut set, src, false).await?,
+                Action::Verify { src, .. } => self.spawn_copy(&mut set, src, true).await?,
+            }
+            while let Some(done) = set.try_join_next() {
+                self.account(done, &mut counts, &mut failures)?;
+            }
+        }
+        while let Some(done) = set.join_next().await {
+            self.account(done, &mut counts, &mut failures)?;
+        }
+        if !to_delete.is_empty() {
+            let (deleted, failed) = self.copier.delete(&to_delete).await?;
+            counts.deleted += deleted;
+            failures.extend(failed);
+        }
+        if !failures.is_empty() {
+            self.record_failures(id, &failures).await?;
+        }
+        let ours = self
+            .store
+            .complete_chunk(&self.cfg.job, &self.cfg.run, id, &self.cfg.task, &counts)
+            .await?;
+        if !ours {
+            tracing::warn!(
+                chunk = id,
+                "lease lost before completion; the chunk's new owner records it"
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts one object's copy once a copy slot is free. With `verify`, the destination's
+    /// recorded source ETag is checked first and a match is a skip.
+    async fn spawn_copy(
+        self: &Arc<Self>,
+        set: &mut JoinSet<Result<(plan::Entry, Option<Copied>), CopyError>>,
+        src: plan::Entry,
+        verify: bool,
+    ) -> Result<(), WorkerError> {
+        if self.abandon.load(Ordering::Relaxed) {
+            return Err(CopyError::Cancelled.into());
+        }
+        let permit = Arc::clone(&self.copies)
+            .acquire_owned()
+            .await
+            .map_err(|_| CopyError::Cancelled)?;
+        let this = Arc::clone(self);
+        set.spawn(async move {
+            let _permit = permit;
+            if verify && this.copier.verify(&src).await? {
+                return Ok((src, None));
+            }
+            let copied = this.copier.copy(&src, &this.abandon).await?;
+            Ok((src, Some(copied)))
+        });
+        Ok(())
+    }
+
+    fn account(
+        &self,
+        done: Result<Result<(plan::Entry, Option<Copied>), CopyError>, tokio::task::JoinError>,
+        counts: &mut ChunkCounts,
+        failures: &mut Vec<ObjectFailure>,
+    ) -> Result<(), WorkerError> {
+        let (src, copied) = match done {
+            Ok(r) => r?,
+            Err(e) => return Err(WorkerError::Config(format!("copy task failed: {e}"))),
+        };
+        match copied {
+            None => {
+                counts.skipped += 1;
+                counts.skipped_bytes += src.size;
+            }
+            Some(Copied::Done { bytes }) => {
+                counts.copied += 1;
+                counts.copied_bytes += bytes;
+                self.live.copied.fetch_add(1, Ordering::Relaxed);
+                self.live.copied_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            Some(Copied::DoneWithNote { bytes, note }) => {
+                counts.copied += 1;
+                counts.copied_bytes += bytes;
+                self.live.copied.fetch_add(1, Ordering::Relaxed);
+                self.live.copied_bytes.fetch_add(bytes, Ordering::Relaxed);
+                failures.push(note);
+            }
+            Some(Copied::Failed(f)) => {
+                counts.failed += 1;
+                failures.push(f);
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_failures(
+        &self,
+        chunk: &str,
+        failures: &[ObjectFailure],
+    ) -> Result<(), WorkerError> {
+        for f in failures {
+            tracing::warn!(key = %f.key, code = %f.code, reason = %f.reason, "object not copied");
+            if self.live.stored_failures.fetch_add(1, Ordering::Relaxed)
+                < MAX_STORED_FAILURES as u64
+            {
+                self.store
+                    .put_failure(
+                        &self.cfg.job,
+                        &self.cfg.run,
+                        &f.key,
+                        &format!("{}: {}", f.code, f.reason),
+                    )
+                    .await?;
+            }
+        }
+        self.copier
+            .write_report(&self.cfg.job, &self.cfg.run, chunk, failures)
+            .await?;
+        Ok(())
+    }
+
+    /// Renews held leases and writes this task's progress, a few times per lease period.
+    async fn heartbeat(self: Arc<Self>) {
+        let period = (self.cfg.lease / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            tokio::time::sleep(period).await;
+            let held: Vec<String> = self.held.lock().await.iter().cloned().collect();
+            for sk in held {
+                match self
+                    .store
+                    .renew_lease(
+                        &self.cfg.job,
+                        &self.cfg.run,
+                        &sk,
+                        &self.cfg.task,
+                        self.lease_ms(),
+                    )
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(lease = %sk, "lease lost to another task"),
+                    Err(e) => tracing::warn!(lease = %sk, error = %e, "could not renew lease"),
+                }
+            }
+            self.write_progress("running").await;
+        }
+    }
+
+    async fn write_progress(&self, state: &str) {
+        let t = TaskProgress {
+            task: self.cfg.task.clone(),
+            heartbeat_ms: now_ms(),
+            state: state.to_string(),
+            copied: self.live.copied.load(Ordering::Relaxed),
+            copied_bytes: self.live.copied_bytes.load(Ordering::Relaxed),
+            credential_refreshes: self.refreshes.load(Ordering::Relaxed),
+        };
+        if let Err(e) = self.store.put_task(&self.cfg.job, &self.cfg.run, &t).await {
+            tracing::warn!(error = %e, "could not write progress");
+        }
+    }
+
+    /// SIGTERM/SIGINT: stop claiming; after the grace period abandon and release what is left.
+    async fn on_signal(self: Arc<Self>) {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!(
+            grace_s = self.cfg.grace.as_secs(),
+            "stop requested: finishing in-flight work"
+        );
+        self.stopping.store(true, Ordering::Relaxed);
+        tokio::time::sleep(self.cfg.grace).await;
+        tracing::warn!("grace period over: releasing unfinished work");
+        self.abandon.store(true, Ordering::Relaxed);
+    }
+}

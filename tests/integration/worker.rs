@@ -1,0 +1,603 @@
+//! `ferry worker` against moto with two accounts: source in 111111111111 / eu-west-1,
+//! destinations in 222222222222 (us-east-1 and ap-southeast-2).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use ferry::model::CopyJob;
+use ferry::store::Store;
+use tokio::sync::Semaphore;
+
+use crate::support::{Emulator, eventually, s3, spawn_ferry, wait_child};
+
+const SRC_ACCOUNT: &str = "111111111111";
+const DST_ACCOUNT: &str = "222222222222";
+const SRC_REGION: &str = "eu-west-1";
+
+pub struct World {
+    pub emu: Emulator,
+    pub store: Store,
+    pub src: Client,
+    pub dst_cfg: SdkConfig,
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    pub async fn new(single_threaded: bool) -> World {
+        let emu = if single_threaded {
+            Emulator::start_single_threaded()
+        } else {
+            Emulator::start()
+        };
+        let store = Store::from_config(&emu.sdk_config().await, "ferry");
+        store.init().await.expect("init");
+        let src = s3(&emu.account_config(SRC_ACCOUNT).await, SRC_REGION);
+        let dst_cfg = emu.account_config(DST_ACCOUNT).await;
+        World {
+            emu,
+            store,
+            src,
+            dst_cfg,
+            dir: tempfile::tempdir().expect("tmp"),
+        }
+    }
+
+    pub fn dst(&self, region: &str) -> Client {
+        s3(&self.dst_cfg, region)
+    }
+
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// Stores a job copying `src_bucket/src_prefix` to `dst_bucket/dst_prefix` in `dst_region`.
+    pub async fn job(
+        &self,
+        name: &str,
+        src: (&str, &str),
+        dst: (&str, &str, &str),
+        copy: &str,
+        run: &str,
+    ) -> CopyJob {
+        let yaml = format!(
+            r#"apiVersion: ferry.dev/v1alpha1
+kind: CopyJob
+metadata: {{ name: {name} }}
+spec:
+  source: {{ account: "{SRC_ACCOUNT}", region: {SRC_REGION}, bucket: {}, prefix: "{}", roleArn: "arn:aws:iam::{SRC_ACCOUNT}:role/src" }}
+  destination: {{ account: "{DST_ACCOUNT}", region: {}, bucket: {}, prefix: "{}", roleArn: "arn:aws:iam::{DST_ACCOUNT}:role/dst" }}
+  copy: {{ {copy} }}
+  run: {{ {run} }}
+"#,
+            src.0, src.1, dst.2, dst.0, dst.1
+        );
+        let job: CopyJob = serde_yaml_ng::from_str(&yaml).expect("job yaml");
+        let problems = ferry::model::validate::validate(&job);
+        assert!(problems.is_empty(), "{problems:?}");
+        self.store.create_spec(&job, None).await.expect("store job");
+        job
+    }
+
+    /// Runs `ferry worker` to completion and returns its exit code.
+    pub async fn run_worker(
+        &self,
+        job: &str,
+        run: &str,
+        task: &str,
+        extra: &[(&str, &str)],
+    ) -> i32 {
+        let mut env = self.emu.worker_env(job, run, task);
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let log = self.log(task);
+        let mut child = spawn_ferry(&["worker"], &env, &log);
+        wait_child(&mut child, Duration::from_secs(600), &log).await
+    }
+}
+
+pub async fn create_bucket(client: &Client, bucket: &str, region: &str) {
+    let mut req = client.create_bucket().bucket(bucket);
+    if region != "us-east-1" {
+        req = req.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    req.send().await.expect("create bucket");
+}
+
+/// An object to seed.
+#[derive(Debug, Clone, Default)]
+pub struct Obj {
+    pub key: String,
+    pub body: Vec<u8>,
+    pub meta: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub tagging: Option<String>,
+    pub storage_class: Option<&'static str>,
+}
+
+impl Obj {
+    pub fn new(key: &str, body: &[u8]) -> Obj {
+        Obj {
+            key: key.into(),
+            body: body.to_vec(),
+            ..Obj::default()
+        }
+    }
+}
+
+pub async fn seed(client: &Client, bucket: &str, objects: Vec<Obj>) {
+    let sem = Arc::new(Semaphore::new(16));
+    let mut set = tokio::task::JoinSet::new();
+    for o in objects {
+        let permit = Arc::clone(&sem).acquire_owned().await.unwrap();
+        let (client, bucket) = (client.clone(), bucket.to_string());
+        set.spawn(async move {
+            let _p = permit;
+            let mut req = client
+                .put_object()
+                .bucket(&bucket)
+                .key(&o.key)
+                .body(ByteStream::from(o.body.clone()))
+                .set_content_type(o.content_type.clone())
+                .set_cache_control(o.cache_control.clone())
+                .set_tagging(o.tagging.clone());
+            for (k, v) in &o.meta {
+                req = req.metadata(k, v);
+            }
+            if let Some(c) = o.storage_class {
+                req = req.storage_class(c.into());
+            }
+            req.send()
+                .await
+                .unwrap_or_else(|e| panic!("put {}: {e:?}", o.key));
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("seed task");
+    }
+}
+
+/// key -> (size, etag) of every object under `prefix`.
+pub async fn listing(client: &Client, bucket: &str, prefix: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for o in page.expect("list").contents() {
+            out.insert(o.key().unwrap().to_string(), o.size().unwrap_or(0) as u64);
+        }
+    }
+    out
+}
+
+/// Keys with more than one version (copied more than once into a versioned bucket).
+pub async fn copied_twice(client: &Client, bucket: &str) -> Vec<String> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut marker: (Option<String>, Option<String>) = (None, None);
+    loop {
+        let out = client
+            .list_object_versions()
+            .bucket(bucket)
+            .set_key_marker(marker.0.take())
+            .set_version_id_marker(marker.1.take())
+            .send()
+            .await
+            .expect("list versions");
+        for v in out.versions() {
+            *counts.entry(v.key().unwrap().to_string()).or_default() += 1;
+        }
+        if out.is_truncated() == Some(true) {
+            marker = (
+                out.next_key_marker().map(String::from),
+                out.next_version_id_marker().map(String::from),
+            );
+        } else {
+            break;
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(k, _)| k)
+        .collect()
+}
+
+pub async fn enable_versioning(client: &Client, bucket: &str) {
+    client
+        .put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("versioning");
+}
+
+/// The awkward keys every copier must survive.
+pub fn awkward_keys() -> Vec<String> {
+    let mut keys: Vec<String> = [
+        "a b+c%/ü.txt",
+        "space in name.txt",
+        "plus+sign",
+        "percent%20literal",
+        "percent%2Fslash",
+        "hash#tag",
+        "question?mark",
+        "unicode/日本語/ファイル.txt",
+        "caf\u{e9}-nfc",
+        "cafe\u{301}-nfd",
+        "double//slash",
+        "/leading-slash",
+        "trailing-slash/",
+        "./dot",
+        "../dotdot",
+        "emoji/🚀.bin",
+        "amp&ersand=eq;semi",
+        "quote'\"<angle>",
+        "back\\slash",
+        "tilde~x",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let base = "long/";
+    keys.push(format!("{base}{}", "k".repeat(1024 - base.len())));
+    keys
+}
+
+async fn head_of(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> (
+    Vec<u8>,
+    BTreeMap<String, String>,
+    Option<String>,
+    Option<String>,
+) {
+    let got = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("get {key}: {e:?}"));
+    let meta: BTreeMap<String, String> = got
+        .metadata()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k != "ferry-source-etag")
+        .collect();
+    let (ct, cc) = (
+        got.content_type().map(String::from),
+        got.cache_control().map(String::from),
+    );
+    let body = got
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec();
+    (body, meta, ct, cc)
+}
+
+async fn tags_of(client: &Client, bucket: &str, key: &str) -> BTreeMap<String, String> {
+    let t = client
+        .get_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("tagging");
+    t.tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_of_awkward_keys_is_copied_exactly_and_a_second_run_copies_nothing() {
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-bulk", SRC_REGION).await;
+    create_bucket(&w.dst("ap-southeast-2"), "dst-apse2", "ap-southeast-2").await;
+    let mut objects = Vec::new();
+    for (i, key) in awkward_keys().into_iter().enumerate() {
+        let mut o = Obj::new(&key, format!("awkward {i}").as_bytes());
+        o.meta = vec![("origin".into(), format!("n{i}"))];
+        o.content_type = Some("text/plain; charset=utf-8".into());
+        objects.push(o);
+    }
+    objects.push(Obj::new("zero-byte", b""));
+    objects.push(Obj::new("folder-marker/", b""));
+    for i in 0..2500 {
+        let mut o = Obj::new(
+            &format!("p{}/obj-{i:05}", i % 10),
+            format!("body of {i}").as_bytes(),
+        );
+        if i % 50 == 0 {
+            o.meta = vec![("idx".into(), i.to_string())];
+            o.cache_control = Some("max-age=60".into());
+        }
+        objects.push(o);
+    }
+    let mut big = Obj::new(
+        "big/multipart.bin",
+        &(0..12 * 1024 * 1024)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    big.meta = vec![("kind".into(), "large".into())];
+    big.content_type = Some("application/octet-stream".into());
+    big.cache_control = Some("no-cache".into());
+    big.tagging = Some("team=platform&tier=gold".into());
+    objects.push(big);
+    let sample: Vec<String> = objects
+        .iter()
+        .filter(|o| !o.key.starts_with('p') || o.key.ends_with("00"))
+        .map(|o| o.key.clone())
+        .collect();
+    seed(&w.src, "src-bulk", objects).await;
+
+    w.job(
+        "bulk",
+        ("src-bulk", ""),
+        ("dst-apse2", "", "ap-southeast-2"),
+        "multipartThresholdMiB: 5",
+        "parallelism: 1",
+    )
+    .await;
+    assert_eq!(
+        w.run_worker("bulk", "r1", "t1", &[]).await,
+        0,
+        "{}",
+        std::fs::read_to_string(w.log("t1")).unwrap()
+    );
+
+    let dst = w.dst("ap-southeast-2");
+    let src_list = listing(&w.src, "src-bulk", "").await;
+    let dst_list = listing(&dst, "dst-apse2", "").await;
+    assert_eq!(src_list.len(), 2500 + 21 + 3);
+    assert_eq!(dst_list, src_list, "same keys and sizes");
+    for key in &sample {
+        let (sb, sm, sct, scc) = head_of(&w.src, "src-bulk", key).await;
+        let (db, dm, dct, dcc) = head_of(&dst, "dst-apse2", key).await;
+        assert!(sb == db, "{key}: content differs");
+        assert_eq!(
+            (sm, sct, scc),
+            (dm, dct, dcc),
+            "{key}: metadata or content headers differ"
+        );
+    }
+    // Tags are checked in the same-account test below: moto answers GetObjectTagging and
+    // TaggingDirective COPY with no tags when the caller is another account (AWS returns them given
+    // s3:GetObjectTagging), so a cross-account tag check here would test the emulator.
+    let summary = w.store.run_summary("bulk", "r1").await.unwrap();
+    assert!(summary.complete());
+    assert_eq!(summary.progress.objects_copied, 2524);
+    assert_eq!(summary.progress.objects_failed, 0);
+    assert!(
+        summary.partitions_total.unwrap() > 1,
+        "the ten top-level prefixes are listed as separate partitions"
+    );
+
+    assert_eq!(w.run_worker("bulk", "r2", "t2", &[]).await, 0);
+    let again = w.store.run_summary("bulk", "r2").await.unwrap();
+    assert_eq!(
+        again.progress.objects_copied, 0,
+        "a second run copies nothing, the multipart copy included"
+    );
+    assert_eq!(again.progress.objects_skipped, 2524);
+}
+
+#[tokio::test]
+async fn prefixes_map_into_a_us_east_1_bucket_and_same_account_copies_keep_tags() {
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-small", SRC_REGION).await;
+    create_bucket(&w.dst("us-east-1"), "dst-use1", "us-east-1").await;
+    let mut objects = Vec::new();
+    for key in awkward_keys() {
+        objects.push(Obj::new(&format!("in/{key}"), key.as_bytes()));
+    }
+    objects.push(Obj::new("outside/not-copied", b"x"));
+    seed(&w.src, "src-small", objects).await;
+    w.job(
+        "small",
+        ("src-small", "in/"),
+        ("dst-use1", "out/", "us-east-1"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(
+        w.run_worker("small", "r1", "t1", &[]).await,
+        0,
+        "{}",
+        std::fs::read_to_string(w.log("t1")).unwrap()
+    );
+    let dst_list = listing(&w.dst("us-east-1"), "dst-use1", "").await;
+    let expected: Vec<String> = awkward_keys().iter().map(|k| format!("out/{k}")).collect();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort();
+    assert_eq!(
+        dst_list.keys().cloned().collect::<Vec<_>>(),
+        expected_sorted
+    );
+
+    // Same account (the source account copying within itself): TaggingDirective COPY keeps tags.
+    create_bucket(&w.src, "src-same-dst", SRC_REGION).await;
+    let mut tagged = Obj::new("tagged.txt", b"t");
+    tagged.tagging = Some("a=1&b=two".into());
+    let mut tagged_big = Obj::new("tagged-big.bin", &vec![7u8; 6 * 1024 * 1024]);
+    tagged_big.tagging = Some("size=big&path=multipart".into());
+    tagged_big.meta = vec![("m".into(), "v".into())];
+    seed(&w.src, "src-small", vec![tagged, tagged_big]).await;
+    let job = format!(
+        r#"apiVersion: ferry.dev/v1alpha1
+kind: CopyJob
+metadata: {{ name: same }}
+spec:
+  source: {{ account: "{SRC_ACCOUNT}", region: {SRC_REGION}, bucket: src-small, roleArn: "arn:aws:iam::{SRC_ACCOUNT}:role/src" }}
+  destination: {{ account: "{SRC_ACCOUNT}", region: {SRC_REGION}, bucket: src-same-dst, roleArn: "arn:aws:iam::{SRC_ACCOUNT}:role/dst" }}
+  copy: {{ include: ["tagged*"], multipartThresholdMiB: 5 }}
+"#
+    );
+    w.store
+        .create_spec(&serde_yaml_ng::from_str(&job).unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(w.run_worker("same", "r1", "t1s", &[]).await, 0);
+    for key in ["tagged.txt", "tagged-big.bin"] {
+        let want = tags_of(&w.src, "src-small", key).await;
+        assert!(!want.is_empty());
+        assert_eq!(
+            tags_of(&w.src, "src-same-dst", key).await,
+            want,
+            "{key}: tags kept"
+        );
+    }
+    let (_, meta, _, _) = head_of(&w.src, "src-same-dst", "tagged-big.bin").await;
+    assert_eq!(
+        meta.get("m").map(String::as_str),
+        Some("v"),
+        "multipart copy keeps metadata"
+    );
+    assert_eq!(
+        listing(&w.src, "src-same-dst", "").await.len(),
+        2,
+        "include patterns limit the copy"
+    );
+}
+
+fn bulk(n: usize) -> Vec<Obj> {
+    (0..n)
+        .map(|i| Obj::new(&format!("d{}/k-{i:05}", i % 8), format!("v{i}").as_bytes()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_run_is_resumed_by_another_and_nothing_is_lost() {
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-kill", SRC_REGION).await;
+    create_bucket(&w.dst("us-east-1"), "dst-kill", "us-east-1").await;
+    enable_versioning(&w.dst("us-east-1"), "dst-kill").await;
+    seed(&w.src, "src-kill", bulk(2000)).await;
+    w.job(
+        "kill",
+        ("src-kill", ""),
+        ("dst-kill", "", "us-east-1"),
+        "",
+        "",
+    )
+    .await;
+
+    let mut env = w.emu.worker_env("kill", "r1", "victim");
+    env.push(("FERRY_LEASE_SECONDS".into(), "3".into()));
+    let log = w.log("victim");
+    let mut victim = spawn_ferry(&["worker"], &env, &log);
+    let store = &w.store;
+    eventually(
+        "the first worker to copy something",
+        Duration::from_secs(120),
+        || async {
+            let s = store.run_summary("kill", "r1").await.ok()?;
+            (s.chunks_done >= 1 || s.tasks.iter().any(|t| t.copied >= 200)).then_some(())
+        },
+    )
+    .await;
+    victim.kill().expect("SIGKILL");
+    victim.wait().expect("reap");
+
+    let code = w
+        .run_worker("kill", "r1", "rescuer", &[("FERRY_LEASE_SECONDS", "3")])
+        .await;
+    assert_eq!(
+        code,
+        0,
+        "{}",
+        std::fs::read_to_string(w.log("rescuer")).unwrap()
+    );
+    let dst = w.dst("us-east-1");
+    assert_eq!(
+        listing(&dst, "dst-kill", "").await,
+        listing(&w.src, "src-kill", "").await,
+        "nothing lost"
+    );
+    let twice = copied_twice(&dst, "dst-kill").await;
+    assert!(
+        twice.len() <= 1000,
+        "at most one chunk (1,000 keys) copied twice, got {}",
+        twice.len()
+    );
+    let s = w.store.run_summary("kill", "r1").await.unwrap();
+    assert!(s.complete());
+    assert_eq!(s.progress.objects_copied + s.progress.objects_skipped, 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_one_run_share_the_chunks_and_copy_no_object_twice() {
+    // Single-threaded moto: lease claims are atomic conditional writes, as on DynamoDB.
+    let w = World::new(true).await;
+    create_bucket(&w.src, "src-two", SRC_REGION).await;
+    create_bucket(&w.dst("us-east-1"), "dst-two", "us-east-1").await;
+    enable_versioning(&w.dst("us-east-1"), "dst-two").await;
+    seed(
+        &w.src,
+        "src-two",
+        (0..1600)
+            .map(|i| Obj::new(&format!("d{:02}/k-{i:05}", i % 16), b"x"))
+            .collect(),
+    )
+    .await;
+    w.job(
+        "two",
+        ("src-two", ""),
+        ("dst-two", "", "us-east-1"),
+        "",
+        "parallelism: 2",
+    )
+    .await;
+    let (a, b) = tokio::join!(
+        w.run_worker("two", "r1", "wa", &[]),
+        w.run_worker("two", "r1", "wb", &[])
+    );
+    assert_eq!(
+        (a, b),
+        (0, 0),
+        "{}\n{}",
+        std::fs::read_to_string(w.log("wa")).unwrap(),
+        std::fs::read_to_string(w.log("wb")).unwrap()
+    );
+    let dst = w.dst("us-east-1");
+    assert_eq!(listing(&dst, "dst-two", "").await.len(), 1600);
+    assert_eq!(
+        copied_twice(&dst, "dst-two").await,
+        Vec::<String>::new(),
+        "no object copied by both"
+    );
+    let s = w.store.run_summary("two", "r1").await.unwrap();
+    let by_task: BTreeMap<String, u64> =
+        s.tasks.iter().map(|t| (t.task.clone(), t.copied)).collect();
+    assert_eq!(by_task.values().sum::<u64>(), 1600, "{by_task:?}");
+    assert!(
+        by_task.values().all(|n| *n > 0),
+        "both tasks copied a share: {by_task:?}"
+    );
+}
