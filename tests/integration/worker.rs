@@ -601,3 +601,228 @@ async fn two_workers_on_one_run_share_the_chunks_and_copy_no_object_twice() {
         "both tasks copied a share: {by_task:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_slowdowns_and_dropped_connections_are_retried_and_nothing_is_lost() {
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-faults", SRC_REGION).await;
+    create_bucket(&w.dst("us-east-1"), "dst-faults", "us-east-1").await;
+    seed(&w.src, "src-faults", bulk(600)).await;
+    w.job(
+        "faults",
+        ("src-faults", ""),
+        ("dst-faults", "", "us-east-1"),
+        "",
+        "",
+    )
+    .await;
+    let proxy = crate::support::faults::FaultProxy::start(w.emu.port).await;
+    // Only S3 goes through the proxy; the job store talks to moto directly.
+    let code = w
+        .run_worker(
+            "faults",
+            "r1",
+            "tf",
+            &[
+                ("AWS_ENDPOINT_URL_S3", proxy.endpoint.as_str()),
+                ("FERRY_COPY_CONCURRENCY", "8"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{}", std::fs::read_to_string(w.log("tf")).unwrap());
+    let st = &proxy.stats;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert!(
+        st.slowdowns.load(Relaxed) > 0 && st.drops.load(Relaxed) > 0 && st.cuts.load(Relaxed) > 0,
+        "faults were injected: {st:?}"
+    );
+    drop(proxy);
+    assert_eq!(
+        listing(&w.dst("us-east-1"), "dst-faults", "").await,
+        listing(&w.src, "src-faults", "").await
+    );
+    let s = w.store.run_summary("faults", "r1").await.unwrap();
+    // A chunk interrupted by faults is redone; what it had copied is then skipped, not lost.
+    assert_eq!(
+        (
+            s.progress.objects_copied + s.progress.objects_skipped,
+            s.progress.objects_failed
+        ),
+        (600, 0)
+    );
+}
+
+#[tokio::test]
+async fn archived_objects_are_reported_per_object_and_do_not_fail_the_run() {
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-arch", SRC_REGION).await;
+    let dst = w.dst("us-east-1");
+    create_bucket(&dst, "dst-arch", "us-east-1").await;
+    create_bucket(&dst, "dst-reports", "us-east-1").await;
+    let mut objects = bulk(30);
+    for i in 0..3 {
+        let mut o = Obj::new(&format!("cold/archived-{i}"), b"frozen");
+        o.storage_class = Some("GLACIER");
+        objects.push(o);
+    }
+    seed(&w.src, "src-arch", objects).await;
+    w.job(
+        "arch",
+        ("src-arch", ""),
+        ("dst-arch", "", "us-east-1"),
+        "reportUri: \"s3://dst-reports/ferry/\"",
+        "",
+    )
+    .await;
+    assert_eq!(
+        w.run_worker("arch", "r1", "ta", &[]).await,
+        0,
+        "{}",
+        std::fs::read_to_string(w.log("ta")).unwrap()
+    );
+    let s = w.store.run_summary("arch", "r1").await.unwrap();
+    assert!(s.complete());
+    assert_eq!(
+        (s.progress.objects_copied, s.progress.objects_failed),
+        (30, 3)
+    );
+    let mut failures = w.store.failures("arch", "r1").await.unwrap();
+    failures.sort();
+    let keys: Vec<&str> = failures.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["cold/archived-0", "cold/archived-1", "cold/archived-2"]
+    );
+    assert!(
+        failures.iter().all(|(_, r)| r.contains("CopyObject")),
+        "{failures:?}"
+    );
+    let reports = listing(&dst, "dst-reports", "ferry/arch/r1/").await;
+    let mut lines = Vec::new();
+    for key in reports.keys() {
+        let body = dst
+            .get_object()
+            .bucket("dst-reports")
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap();
+        for line in String::from_utf8(body.to_vec()).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("report lines are JSON");
+            lines.push(v["key"].as_str().unwrap().to_string());
+        }
+    }
+    lines.sort();
+    assert_eq!(lines, keys, "the report lists every failed object");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_credentials_are_refreshed_while_a_long_copy_goes_on() {
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-creds", SRC_REGION).await;
+    create_bucket(&w.dst("us-east-1"), "dst-creds", "us-east-1").await;
+    seed(&w.src, "src-creds", bulk(300)).await;
+    // 300 copies at 15 requests/s last about 20 s; sessions of 12 s must be renewed meanwhile.
+    w.job(
+        "creds",
+        ("src-creds", ""),
+        ("dst-creds", "", "us-east-1"),
+        "",
+        "maxRequestsPerSecond: 15",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let code = w
+        .run_worker("creds", "r1", "tc", &[("FERRY_SESSION_SECONDS", "12")])
+        .await;
+    assert_eq!(code, 0, "{}", std::fs::read_to_string(w.log("tc")).unwrap());
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed > Duration::from_secs(15),
+        "the copy outlived a session ({elapsed:?})"
+    );
+    let s = w.store.run_summary("creds", "r1").await.unwrap();
+    let refreshes = s
+        .tasks
+        .iter()
+        .map(|t| t.credential_refreshes)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        refreshes >= 2,
+        "AssumeRole happened again during the copy (calls: {refreshes})"
+    );
+    assert_eq!(s.progress.objects_copied, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_claiming_releases_unfinished_work_and_exits_zero() {
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-term", SRC_REGION).await;
+    create_bucket(&w.dst("us-east-1"), "dst-term", "us-east-1").await;
+    seed(&w.src, "src-term", bulk(1200)).await;
+    w.job(
+        "term",
+        ("src-term", ""),
+        ("dst-term", "", "us-east-1"),
+        "",
+        "maxRequestsPerSecond: 40",
+    )
+    .await;
+    let mut env = w.emu.worker_env("term", "r1", "tt");
+    env.push(("FERRY_SHUTDOWN_GRACE_SECONDS".into(), "2".into()));
+    let log = w.log("tt");
+    let mut child = spawn_ferry(&["worker"], &env, &log);
+    let store = &w.store;
+    eventually(
+        "the worker to hold chunks",
+        Duration::from_secs(60),
+        || async {
+            let chunks = store.open_chunks("term", "r1").await.ok()?;
+            chunks
+                .iter()
+                .any(|c| c.owner.as_deref() == Some("tt"))
+                .then_some(())
+        },
+    )
+    .await;
+    let sent = std::time::Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let code = wait_child(&mut child, Duration::from_secs(30), &log).await;
+    assert_eq!(code, 0, "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        sent.elapsed() < Duration::from_secs(25),
+        "stopped within Fargate's 30 s"
+    );
+    let held: Vec<_> = w
+        .store
+        .open_chunks("term", "r1")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| {
+            c.owner.as_deref() == Some("tt") && c.state == ferry::store::runs::WorkState::Leased
+        })
+        .collect();
+    assert!(
+        held.is_empty(),
+        "no chunk is left leased by the stopped task: {held:?}"
+    );
+    assert!(
+        !w.store.run_summary("term", "r1").await.unwrap().complete(),
+        "stopped before the end"
+    );
+    assert_eq!(w.run_worker("term", "r1", "tt2", &[]).await, 0);
+    assert_eq!(
+        listing(&w.dst("us-east-1"), "dst-term", "").await.len(),
+        1200
+    );
+}
