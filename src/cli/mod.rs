@@ -16,8 +16,9 @@ use crate::store::{InitOutcome, Store, StoreError, StoredJob};
 
 /// ferry: copy S3 data between AWS accounts and regions, declaratively.
 ///
-/// CopyJob records live in a DynamoDB table. Write jobs as YAML, `ferry apply` them, and the
-/// operator (`ferry operator`) keeps the cloud matching them.
+/// CopyJob records live in a DynamoDB table. Write jobs as YAML and `ferry apply` them; worker
+/// tasks (`ferry worker`) copy the data. The operator that starts them is not part of this build
+/// yet.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, propagate_version = true)]
 pub struct Cli {
@@ -69,8 +70,8 @@ pub enum Command {
         /// Job name.
         name: String,
     },
-    /// Request deletion of jobs; the operator stops their tasks, removes what it created (never
-    /// destination data) and then removes the records.
+    /// Request deletion of jobs: marks them; the operator (once built) stops their tasks, removes
+    /// what it created (never destination data) and then removes the records.
     Delete(DeleteArgs),
     /// Print the CopyJob JSON Schema (the content of schemas/copyjob.schema.json).
     Schema,
@@ -80,7 +81,8 @@ pub enum Command {
     /// Configured by environment variables (set by the operator as RunTask overrides):
     /// FERRY_JOB and FERRY_RUN (required), FERRY_TASK (default: random), FERRY_TABLE,
     /// FERRY_LEASE_SECONDS (60), FERRY_SESSION_SECONDS (3600), FERRY_COPY_CONCURRENCY (64),
-    /// FERRY_SHUTDOWN_GRACE_SECONDS (25), FERRY_S3_FORCE_PATH_STYLE (for emulators).
+    /// FERRY_SHUTDOWN_GRACE_SECONDS (25), FERRY_S3_FORCE_PATH_STYLE (for emulators),
+    /// FERRY_ASSUME_DESTINATION_ROLE (true; false copies with the task's own credentials).
     ///
     /// Exit codes: 0 run complete, or stopped cleanly on SIGTERM with work checkpointed;
     /// 1 unexpected error; 2 bad configuration; 3 job or run not found; 4 AWS refused a call

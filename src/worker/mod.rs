@@ -15,6 +15,7 @@
 //! | `FERRY_COPY_CONCURRENCY` | objects copied at once per task (default 64) |
 //! | `FERRY_SHUTDOWN_GRACE_SECONDS` | after SIGTERM, time to finish in-flight chunks (default 25) |
 //! | `FERRY_S3_FORCE_PATH_STYLE` | `true` for S3 emulators |
+//! | `FERRY_ASSUME_DESTINATION_ROLE` | `false` to copy with the task's own credentials (a task role that already is the destination role's equal; local benchmarks) |
 //!
 //! Exit codes: 0 the run is complete, or the task stopped cleanly on SIGTERM/SIGINT with its
 //! work checkpointed or released; 1 an unexpected error; 2 bad configuration (environment);
@@ -61,6 +62,8 @@ pub struct WorkerConfig {
     pub copy_concurrency: usize,
     pub grace: Duration,
     pub force_path_style: bool,
+    /// Assume `spec.destination.roleArn` (default) or use the base credentials as they are.
+    pub assume_role: bool,
 }
 
 /// Errors of the worker layer.
@@ -148,6 +151,8 @@ impl WorkerConfig {
             grace: secs("FERRY_SHUTDOWN_GRACE_SECONDS", 25)?,
             force_path_style: var("FERRY_S3_FORCE_PATH_STYLE")
                 .is_some_and(|v| v == "true" || v == "1"),
+            assume_role: !var("FERRY_ASSUME_DESTINATION_ROLE")
+                .is_some_and(|v| v == "false" || v == "0"),
         })
     }
 }
