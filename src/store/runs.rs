@@ -8,7 +8,11 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
 
 use super::{Store, StoreError, get_n, get_s, now_rfc3339};
 use crate::model::Progress;
@@ -517,11 +521,33 @@ impl Store {
             .expression_attribute_values(":one", n(1))
             .send()
             .await;
+        self.applied(res)
+    }
+
+    /// An update of `sk` conditional on `owner` holding its lease.
+    fn held_by(&self, job: &str, run: &str, sk: &str, owner: &str) -> UpdateItemFluentBuilder {
+        self.client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(run_pk(job, run)))
+            .key("sk", s(sk))
+            .condition_expression("#o = :me AND #st = :leased")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":leased", s("leased"))
+    }
+
+    /// `true` if a conditional update was applied, `false` if its condition failed.
+    fn applied(
+        &self,
+        res: Result<UpdateItemOutput, SdkError<UpdateItemError, HttpResponse>>,
+    ) -> Result<bool, StoreError> {
         match res {
             Ok(_) => Ok(true),
             Err(e)
                 if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
             {
                 Ok(false)
             }
@@ -539,30 +565,12 @@ impl Store {
         lease_ms: u64,
     ) -> Result<bool, StoreError> {
         let res = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .key("pk", s(run_pk(job, run)))
-            .key("sk", s(sk))
+            .held_by(job, run, sk, owner)
             .update_expression("SET leaseExpiry = :e")
-            .condition_expression("#o = :me AND #st = :leased")
-            .expression_attribute_names("#o", "owner")
-            .expression_attribute_names("#st", "state")
-            .expression_attribute_values(":me", s(owner))
-            .expression_attribute_values(":leased", s("leased"))
             .expression_attribute_values(":e", n(now_ms() + lease_ms))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.aws_err("UpdateItem", e)),
-        }
+        self.applied(res)
     }
 
     /// Gives a lease back (on shutdown) so another task can take the work at once.
@@ -574,31 +582,13 @@ impl Store {
         owner: &str,
     ) -> Result<bool, StoreError> {
         let res = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .key("pk", s(run_pk(job, run)))
-            .key("sk", s(sk))
+            .held_by(job, run, sk, owner)
             .update_expression("SET leaseExpiry = :zero, #st = :pending REMOVE #o")
-            .condition_expression("#o = :me AND #st = :leased")
-            .expression_attribute_names("#o", "owner")
-            .expression_attribute_names("#st", "state")
-            .expression_attribute_values(":me", s(owner))
-            .expression_attribute_values(":leased", s("leased"))
             .expression_attribute_values(":pending", s("pending"))
             .expression_attribute_values(":zero", n(0))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.aws_err("UpdateItem", e)),
-        }
+        self.applied(res)
     }
 
     /// Marks a chunk done with its counters, if `owner` still holds it. `false`: the lease was
@@ -612,20 +602,11 @@ impl Store {
         c: &ChunkCounts,
     ) -> Result<bool, StoreError> {
         let res = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .key("pk", s(run_pk(job, run)))
-            .key("sk", s(id))
+            .held_by(job, run, id, owner)
             .update_expression(
                 "SET #st = :done, copied = :c, copiedBytes = :cb, skipped = :s, skippedBytes = :sb, \
                  failed = :f, deleted = :d, doneAt = :t",
             )
-            .condition_expression("#o = :me AND #st = :leased")
-            .expression_attribute_names("#o", "owner")
-            .expression_attribute_names("#st", "state")
-            .expression_attribute_values(":me", s(owner))
-            .expression_attribute_values(":leased", s("leased"))
             .expression_attribute_values(":done", s("done"))
             .expression_attribute_values(":c", n(c.copied))
             .expression_attribute_values(":cb", n(c.copied_bytes))
@@ -636,16 +617,7 @@ impl Store {
             .expression_attribute_values(":t", s(now_rfc3339()))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.aws_err("UpdateItem", e)),
-        }
+        self.applied(res)
     }
 
     /// Writes a task's heartbeat and live counters (unconditional: only that task writes it).
