@@ -826,3 +826,74 @@ async fn sigterm_stops_claiming_releases_unfinished_work_and_exits_zero() {
         1200
     );
 }
+
+#[tokio::test]
+async fn extraneous_objects_are_deleted_only_when_the_job_asks_and_the_storage_class_is_applied() {
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-sync", SRC_REGION).await;
+    let dst = w.dst("us-east-1");
+    create_bucket(&dst, "dst-sync", "us-east-1").await;
+    seed(&w.src, "src-sync", bulk(20)).await;
+    seed(
+        &dst,
+        "dst-sync",
+        vec![Obj::new("m/stale", b"old"), Obj::new("d0/zz-stale", b"old")],
+    )
+    .await;
+    let keep = w
+        .job(
+            "keep",
+            ("src-sync", ""),
+            ("dst-sync", "", "us-east-1"),
+            "",
+            "",
+        )
+        .await;
+    assert!(!keep.spec.copy.delete_extraneous);
+    assert_eq!(w.run_worker("keep", "r1", "k1", &[]).await, 0);
+    assert_eq!(
+        listing(&dst, "dst-sync", "").await.len(),
+        22,
+        "without deleteExtraneous nothing is deleted"
+    );
+
+    let yaml = r#"apiVersion: ferry.dev/v1alpha1
+kind: CopyJob
+metadata: { name: mirror }
+spec:
+  source: { account: "111111111111", region: eu-west-1, bucket: src-sync, roleArn: "arn:aws:iam::111111111111:role/src" }
+  destination: { account: "222222222222", region: us-east-1, bucket: dst-sync, roleArn: "arn:aws:iam::222222222222:role/dst", storageClass: STANDARD_IA }
+  copy: { deleteExtraneous: true, overwrite: Always }
+"#;
+    w.store
+        .create_spec(&serde_yaml_ng::from_str(yaml).unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        w.run_worker("mirror", "r1", "m1", &[]).await,
+        0,
+        "{}",
+        std::fs::read_to_string(w.log("m1")).unwrap()
+    );
+    assert_eq!(
+        listing(&dst, "dst-sync", "").await,
+        listing(&w.src, "src-sync", "").await,
+        "stale objects deleted"
+    );
+    let s = w.store.run_summary("mirror", "r1").await.unwrap();
+    assert_eq!(
+        (s.progress.objects_deleted, s.progress.objects_copied),
+        (2, 20)
+    );
+    let head = dst
+        .head_object()
+        .bucket("dst-sync")
+        .key("d1/k-00001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.storage_class().map(|c| c.as_str()),
+        Some("STANDARD_IA")
+    );
+}
