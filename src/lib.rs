@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod controller;
 pub mod model;
 pub mod store;
 pub mod worker;
