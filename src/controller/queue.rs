@@ -1,0 +1,220 @@
+//! The operator's work queue, as in kube-runtime's controller: a job is never reconciled twice at
+//! once, repeated triggers collapse into one, and a job whose reconcile failed waits an
+//! exponentially growing, jittered delay that resets on success. Time is passed in, so the queue
+//! is plain data and tested without clocks.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Per-job error backoff: `base` doubling per consecutive failure, capped at `cap`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay after `failures` consecutive failures (>= 1), before jitter.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(20);
+        self.base.saturating_mul(1 << exp).min(self.cap)
+    }
+}
+
+/// What a reconcile asked for when it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Succeeded; look again after this long (or never).
+    Requeue(Option<Duration>),
+    /// Failed; back off.
+    Failed,
+}
+
+/// The queue of jobs to reconcile.
+#[derive(Debug, Default)]
+pub struct Queue {
+    backoff: Backoff,
+    /// When each waiting job becomes due.
+    due: HashMap<String, Instant>,
+    /// Jobs being reconciled now.
+    active: HashSet<String>,
+    /// Jobs triggered while active: re-run as soon as they finish.
+    dirty: HashSet<String>,
+    failures: HashMap<String, u32>,
+}
+
+impl Queue {
+    pub fn new(backoff: Backoff) -> Queue {
+        Queue {
+            backoff,
+            ..Queue::default()
+        }
+    }
+
+    /// Asks for `job` to be reconciled at `at` (or earlier, if it is already due earlier). A job
+    /// that is being reconciled is marked to run again when it finishes.
+    pub fn trigger(&mut self, job: &str, at: Instant) {
+        if self.active.contains(job) {
+            self.dirty.insert(job.to_string());
+            return;
+        }
+        let when = self.due.entry(job.to_string()).or_insert(at);
+        *when = (*when).min(at);
+    }
+
+    /// Takes the most overdue job that is due at `now` and not active, marking it active.
+    pub fn pop(&mut self, now: Instant) -> Option<String> {
+        let job = self
+            .due
+            .iter()
+            .filter(|(j, t)| **t <= now && !self.active.contains(*j))
+            .min_by_key(|(j, t)| (**t, (*j).clone()))
+            .map(|(j, _)| j.clone())?;
+        self.due.remove(&job);
+        self.active.insert(job.clone());
+        Some(job)
+    }
+
+    /// When the next job becomes due, if any is waiting.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.due
+            .iter()
+            .filter(|(j, _)| !self.active.contains(*j))
+            .map(|(_, t)| *t)
+            .min()
+    }
+
+    /// Records the end of a reconcile. `jitter` in [0, 1) spreads retries of many jobs.
+    pub fn finish(&mut self, job: &str, outcome: Outcome, now: Instant, jitter: f64) {
+        self.active.remove(job);
+        let again = self.dirty.remove(job);
+        let next = match outcome {
+            Outcome::Requeue(after) => {
+                self.failures.remove(job);
+                after.map(|d| now + d)
+            }
+            Outcome::Failed => {
+                let n = self.failures.entry(job.to_string()).or_insert(0);
+                *n += 1;
+                let d = self.backoff.delay(*n);
+                Some(now + d.mul_f64(1.0 + jitter.clamp(0.0, 1.0) * 0.5))
+            }
+        };
+        // A trigger during a failed reconcile does not skip the backoff.
+        let next = match (again, outcome) {
+            (true, Outcome::Requeue(_)) => Some(now),
+            _ => next,
+        };
+        if let Some(at) = next {
+            self.trigger(job, at);
+        }
+    }
+
+    /// Forgets a job (deleted).
+    pub fn forget(&mut self, job: &str) {
+        self.due.remove(job);
+        self.dirty.remove(job);
+        self.failures.remove(job);
+    }
+
+    /// Consecutive failures of a job.
+    pub fn failures(&self, job: &str) -> u32 {
+        self.failures.get(job).copied().unwrap_or(0)
+    }
+
+    /// Waiting jobs and when they are due, for tests and metrics.
+    pub fn waiting(&self) -> BTreeMap<String, Instant> {
+        self.due.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn a_job_is_never_handed_out_twice_at_once_and_triggers_collapse() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(Backoff::default());
+        q.trigger("a", t0);
+        q.trigger("a", t0);
+        q.trigger("b", t0 + secs(1));
+        assert_eq!(q.pop(t0).as_deref(), Some("a"));
+        assert_eq!(q.pop(t0), None, "b is not due and a is active");
+        q.trigger("a", t0);
+        assert_eq!(q.pop(t0 + secs(1)).as_deref(), Some("b"));
+        assert_eq!(
+            q.pop(t0 + secs(1)),
+            None,
+            "a triggered while active waits for it to finish"
+        );
+        q.finish("a", Outcome::Requeue(Some(secs(300))), t0 + secs(2), 0.0);
+        assert_eq!(
+            q.pop(t0 + secs(2)).as_deref(),
+            Some("a"),
+            "the collapsed trigger runs once, at once"
+        );
+        q.finish("a", Outcome::Requeue(None), t0 + secs(3), 0.0);
+        assert_eq!(q.pop(t0 + secs(1000)), None);
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_and_success_resets() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(Backoff {
+            base: secs(1),
+            cap: secs(8),
+        });
+        q.trigger("a", t0);
+        let mut now = t0;
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            let job = q.pop(now).expect("due");
+            q.finish(&job, Outcome::Failed, now, 0.0);
+            let due = q.waiting()["a"];
+            delays.push((due - now).as_secs());
+            assert_eq!(
+                q.pop(due - Duration::from_millis(1)),
+                None,
+                "not before the backoff"
+            );
+            now = due;
+        }
+        assert_eq!(delays, [1, 2, 4, 8, 8]);
+        assert_eq!(q.failures("a"), 5);
+        let job = q.pop(now).unwrap();
+        q.finish(&job, Outcome::Requeue(Some(secs(60))), now, 0.0);
+        assert_eq!(q.failures("a"), 0, "success resets the backoff");
+        q.trigger("a", now);
+        let job = q.pop(now).unwrap();
+        q.finish(&job, Outcome::Failed, now, 0.0);
+        assert_eq!((q.waiting()["a"] - now).as_secs(), 1);
+    }
+
+    #[test]
+    fn jitter_stretches_a_backoff_by_at_most_half() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(Backoff {
+            base: secs(10),
+            cap: secs(100),
+        });
+        q.trigger("a", t0);
+        q.pop(t0);
+        q.finish("a", Outcome::Failed, t0, 0.999);
+        let d = q.waiting()["a"] - t0;
+        assert!(d >= secs(10) && d < secs(15), "{d:?}");
+    }
+}
