@@ -69,8 +69,10 @@ impl WorkState {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     Claimed(Partition),
-    /// Another task holds a live lease on it.
-    Held,
+    /// Another task holds a lease on it until `until` (epoch ms).
+    Held {
+        until: u64,
+    },
     /// Completely listed.
     Done,
 }
@@ -323,7 +325,8 @@ impl Store {
             Err(e) => match e.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
                     let done = c.item().and_then(|i| get_s(i, "state")) == Some("done");
-                    Ok(if done { Claim::Done } else { Claim::Held })
+                    let until = c.item().and_then(|i| get_n(i, "leaseExpiry")).unwrap_or(0);
+                    Ok(if done { Claim::Done } else { Claim::Held { until } })
                 }
                 _ => Err(self.aws_err("UpdateItem", e)),
             },

@@ -283,6 +283,15 @@ fn ranges_from(boundaries: &[String]) -> Vec<Range> {
     ranges
 }
 
+/// What this task knows about partitions it did not get, to avoid claiming them in vain.
+#[derive(Debug, Default)]
+struct PartitionView {
+    /// Listed completely: never claimable again.
+    done: HashSet<u32>,
+    /// Held by another task until (epoch ms).
+    busy_until: std::collections::HashMap<u32, u64>,
+}
+
 /// One unit of claimed work.
 enum Work {
     List(crate::store::runs::Partition),
@@ -298,7 +307,7 @@ impl Worker {
     /// the task is told to stop.
     async fn schedule(self: Arc<Self>) -> Result<(), WorkerError> {
         let mut set: JoinSet<Result<(), WorkerError>> = JoinSet::new();
-        let mut listed_done: HashSet<u32> = HashSet::new();
+        let mut partitions = PartitionView::default();
         let mut first_error = None;
         loop {
             let mut claimed_any = false;
@@ -306,7 +315,7 @@ impl Worker {
                 && !self.stopping.load(Ordering::Relaxed)
                 && first_error.is_none()
             {
-                match self.claim(&mut listed_done).await? {
+                match self.claim(&mut partitions).await? {
                     Some(work) => {
                         claimed_any = true;
                         let this = Arc::clone(&self);
@@ -354,7 +363,7 @@ impl Worker {
     }
 
     /// Finds a partition to list or a chunk to copy and takes its lease.
-    async fn claim(&self, listed_done: &mut HashSet<u32>) -> Result<Option<Work>, WorkerError> {
+    async fn claim(&self, partitions: &mut PartitionView) -> Result<Option<Work>, WorkerError> {
         let (job, run, me, lease) = (
             &self.cfg.job,
             &self.cfg.run,
@@ -367,7 +376,11 @@ impl Worker {
         for k in 0..n {
             let i = (start + k) % n;
             let sk = format!("PART#{i:04}");
-            if listed_done.contains(&i) || held.contains(&sk) {
+            let busy = partitions
+                .busy_until
+                .get(&i)
+                .is_some_and(|until| *until >= now_ms());
+            if partitions.done.contains(&i) || busy || held.contains(&sk) {
                 continue;
             }
             match self
@@ -381,9 +394,12 @@ impl Worker {
                 }
                 // A listed partition is never claimable again.
                 Claim::Done => {
-                    listed_done.insert(i);
+                    partitions.done.insert(i);
                 }
-                Claim::Held => {}
+                // Not worth another conditional write until that lease could have expired.
+                Claim::Held { until } => {
+                    partitions.busy_until.insert(i, until);
+                }
             }
         }
         let mut chunks = self.store.open_chunks(job, run).await?;
