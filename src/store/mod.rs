@@ -14,9 +14,10 @@
 //! | operator lease    | `LEASE#operator`    | `LEASE`         |                   | operator   |
 //!
 //! Spec and status are separate items with separate version counters, so the CLI and the
-//! operator never overwrite each other. Every write is conditional on the version it read (or
-//! on the item's absence); a failed condition is reported as [`StoreError::Conflict`], never
-//! swallowed.
+//! operator never overwrite each other. Every write to a shared item is conditional on the
+//! version it read, the item's absence or the lease owner; a failed condition is reported as
+//! [`StoreError::Conflict`] (or `false` for lease operations), never swallowed. A worker task's
+//! own heartbeat item and the idempotent failure records are plain puts.
 
 use std::collections::HashMap;
 

@@ -285,9 +285,32 @@ pub fn s3(config: &SdkConfig, region: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// A background `ferry` process, killed when dropped so a failing test leaves nothing behind.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.kill();
+        }
+    }
+}
+
 /// Starts `ferry ARGS` in the background with a clean AWS environment plus `env`; stderr goes to
 /// `log`.
-pub fn spawn_ferry(args: &[&str], env: &[(String, String)], log: &Path) -> Child {
+pub fn spawn_ferry(args: &[&str], env: &[(String, String)], log: &Path) -> Proc {
     let mut cmd = Command::new(ferry_bin());
     cmd.args(args).current_dir(root());
     for (k, _) in std::env::vars() {
@@ -299,19 +322,18 @@ pub fn spawn_ferry(args: &[&str], env: &[(String, String)], log: &Path) -> Child
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("worker log"));
-    cmd.spawn().expect("spawn ferry")
+    Proc(cmd.spawn().expect("spawn ferry"))
 }
 
 /// Waits for a child with a deadline; kills it and panics (with its log) on timeout.
-pub async fn wait_child(child: &mut Child, limit: Duration, log: &Path) -> i32 {
+pub async fn wait_child(child: &mut Proc, limit: Duration, log: &Path) -> i32 {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
             return status.code().unwrap_or(-1);
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
             panic!(
                 "process did not exit within {limit:?}; log:\n{}",
                 std::fs::read_to_string(log).unwrap_or_default()
