@@ -204,8 +204,14 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         ))
     })?;
     let spec = Arc::new(job.spec);
-    let (provider, refreshes) =
-        credentials::destination_provider(base, &spec.destination.role_arn, &cfg).await;
+    let (provider, refreshes) = if cfg.assume_role {
+        credentials::destination_provider(base, &spec.destination.role_arn, &cfg).await
+    } else {
+        let own = base
+            .credentials_provider()
+            .ok_or_else(|| WorkerError::Config("no credentials in the environment".into()))?;
+        (own, Arc::new(AtomicU64::new(0)))
+    };
     let client = |region: &str| {
         let conf = aws_sdk_s3::config::Builder::from(base)
             .credentials_provider(provider.clone())

@@ -849,7 +849,26 @@ async fn extraneous_objects_are_deleted_only_when_the_job_asks_and_the_storage_c
         )
         .await;
     assert!(!keep.spec.copy.delete_extraneous);
-    assert_eq!(w.run_worker("keep", "r1", "k1", &[]).await, 0);
+    // With FERRY_ASSUME_DESTINATION_ROLE=false the task copies with its own credentials.
+    assert_eq!(
+        w.run_worker(
+            "keep",
+            "r1",
+            "k1",
+            &[("FERRY_ASSUME_DESTINATION_ROLE", "false")]
+        )
+        .await,
+        0
+    );
+    let own = w.store.run_summary("keep", "r1").await.unwrap();
+    assert_eq!(
+        own.tasks
+            .iter()
+            .map(|t| t.credential_refreshes)
+            .sum::<u64>(),
+        0,
+        "no AssumeRole"
+    );
     assert_eq!(
         listing(&dst, "dst-sync", "").await.len(),
         22,
@@ -883,6 +902,10 @@ spec:
     assert_eq!(
         (s.progress.objects_deleted, s.progress.objects_copied),
         (2, 20)
+    );
+    assert!(
+        s.tasks.iter().all(|t| t.credential_refreshes >= 1),
+        "the destination role was assumed"
     );
     let head = dst
         .head_object()
