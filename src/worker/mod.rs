@@ -46,8 +46,11 @@ use crate::store::{Store, StoreError, spec_document};
 const CHUNK_KEYS: usize = 1000;
 /// Most listing partitions per run.
 const MAX_PARTITIONS: usize = 64;
-/// Concurrent chunks (listing or copying) per task.
-const SLOTS: usize = 4;
+/// Concurrent work units (listing or copying) per task.
+const SLOTS: usize = 8;
+/// Of those, at most this many list partitions, so copying starts as soon as the first chunk
+/// exists instead of after the whole bucket is listed.
+const MAX_LISTERS: usize = 4;
 /// First failures kept in the store per task.
 const MAX_STORED_FAILURES: usize = 100;
 
@@ -177,6 +180,8 @@ struct Worker {
     live: Live,
     refreshes: Arc<AtomicU64>,
     copies: Arc<Semaphore>,
+    /// Partitions this task is listing now.
+    listing: std::sync::atomic::AtomicUsize,
     /// Set on SIGTERM: claim nothing new.
     stopping: AtomicBool,
     /// Set when the grace period is over: abandon in-flight work and release it.
@@ -253,6 +258,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         held: Mutex::new(HashSet::new()),
         live: Live::default(),
         refreshes,
+        listing: std::sync::atomic::AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
         abandon: AtomicBool::new(false),
     });
@@ -377,7 +383,11 @@ impl Worker {
             self.lease_ms(),
         );
         let held = self.held.lock().await.clone();
-        let n = self.ranges.len() as u32;
+        let n = if self.listing.load(Ordering::Relaxed) < MAX_LISTERS {
+            self.ranges.len() as u32
+        } else {
+            0
+        };
         let start = rand::random_range(0..n.max(1));
         for k in 0..n {
             let i = (start + k) % n;
@@ -396,6 +406,7 @@ impl Worker {
             {
                 Claim::Claimed(p) => {
                     self.held.lock().await.insert(sk);
+                    self.listing.fetch_add(1, Ordering::Relaxed);
                     return Ok(Some(Work::List(p)));
                 }
                 // A listed partition is never claimable again.
@@ -430,10 +441,16 @@ impl Worker {
             Work::List(p) => format!("PART#{:04}", p.index),
             Work::Copy(c) => c.id.clone(),
         };
+        let started = std::time::Instant::now();
         let result = match work {
-            Work::List(p) => self.list_partition(p).await,
+            Work::List(p) => {
+                let r = self.list_partition(p).await;
+                self.listing.fetch_sub(1, Ordering::Relaxed);
+                r
+            }
             Work::Copy(c) => self.copy_chunk(&c.id, &c.range).await,
         };
+        tracing::debug!(unit = %sk, ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "work unit finished");
         self.held.lock().await.remove(&sk);
         if result.is_err() || self.abandon.load(Ordering::Relaxed) {
             // Give the work back at once rather than waiting for the lease to expire.
