@@ -239,14 +239,11 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         Some(b) => b,
         None => {
             let prefixes = copier.common_prefixes().await?;
-            let planned: Vec<String> = plan::partitions(&prefixes, MAX_PARTITIONS)
-                .iter()
-                .filter_map(|r| r.upto.clone())
-                .collect();
+            let planned = plan::boundaries(&prefixes, MAX_PARTITIONS);
             store.set_boundaries(&cfg.job, &cfg.run, &planned).await?
         }
     };
-    let ranges = ranges_from(&boundaries);
+    let ranges = plan::ranges_from(&boundaries);
     tracing::info!(job = %cfg.job, run = %cfg.run, task = %cfg.task, partitions = ranges.len(), "worker started");
     let worker = Arc::new(Worker {
         filter: Filter::new(&spec.copy),
@@ -279,20 +276,6 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         "worker finished"
     );
     result
-}
-
-fn ranges_from(boundaries: &[String]) -> Vec<Range> {
-    let mut ranges = Vec::with_capacity(boundaries.len() + 1);
-    let mut after = None;
-    for b in boundaries {
-        ranges.push(Range {
-            after: after.clone(),
-            upto: Some(b.clone()),
-        });
-        after = Some(b.clone());
-    }
-    ranges.push(Range { after, upto: None });
-    ranges
 }
 
 /// What this task knows about partitions it did not get, to avoid claiming them in vain.

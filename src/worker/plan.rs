@@ -28,36 +28,43 @@ impl Range {
     }
 }
 
-/// Splits the keyspace under the source prefix into at most `max` ranges that tile it exactly,
-/// using the (relative, sorted) common prefixes of a delimited listing as boundaries. The
-/// boundary of a prefix `p/` is `p`: every key `>= p/` and also the keys between `p` and `p/` go
-/// to the next range, so each key belongs to exactly one range.
-pub fn partitions(common_prefixes: &[String], max: usize) -> Vec<Range> {
+/// Picks at most `max - 1` boundaries for splitting the keyspace under the source prefix, from
+/// the (relative, sorted) common prefixes of a delimited listing. The boundary of a prefix `p/`
+/// is `p`: keys `<= p` go to the range before it, everything after (`p.x`, `p/…`) to the next.
+pub fn boundaries(common_prefixes: &[String], max: usize) -> Vec<String> {
     let max = max.max(1);
-    let boundaries: Vec<&str> = common_prefixes
+    let all: Vec<&str> = common_prefixes
         .iter()
         .map(|p| p.strip_suffix('/').unwrap_or(p))
         .filter(|b| !b.is_empty())
         .collect();
-    // Pick at most max-1 evenly spaced boundaries.
-    let take = boundaries.len().min(max - 1);
-    let chosen: Vec<&str> = (0..take)
-        .map(|i| boundaries[(i + 1) * boundaries.len() / (take + 1)])
+    let take = all.len().min(max - 1);
+    let mut chosen: Vec<String> = (0..take)
+        .map(|i| all[(i + 1) * all.len() / (take + 1)].to_string())
         .collect();
-    let mut ranges = Vec::with_capacity(chosen.len() + 1);
+    chosen.dedup();
+    chosen
+}
+
+/// The ranges `(after, upto]` that sorted `boundaries` cut the keyspace into; they tile it
+/// exactly, so each key belongs to exactly one range.
+pub fn ranges_from(boundaries: &[String]) -> Vec<Range> {
+    let mut ranges = Vec::with_capacity(boundaries.len() + 1);
     let mut after: Option<String> = None;
-    for b in chosen {
-        if after.as_deref() == Some(b) {
-            continue;
-        }
+    for b in boundaries {
         ranges.push(Range {
             after: after.clone(),
-            upto: Some(b.to_string()),
+            upto: Some(b.clone()),
         });
-        after = Some(b.to_string());
+        after = Some(b.clone());
     }
     ranges.push(Range { after, upto: None });
     ranges
+}
+
+/// Splits the keyspace into at most `max` ranges at the given common prefixes.
+pub fn partitions(common_prefixes: &[String], max: usize) -> Vec<Range> {
+    ranges_from(&boundaries(common_prefixes, max))
 }
 
 /// Part size for a multipart copy of `size` bytes: within S3's limits (5 MiB–5 GiB, at most

@@ -39,6 +39,14 @@ async fn store(emu: &Emulator) -> Store {
     store
 }
 
+/// (name, generation, version) of every stored job.
+async fn versions(store: &Store) -> Vec<(String, u64, u64)> {
+    let jobs = store.list_jobs().await.expect("list");
+    jobs.iter()
+        .map(|j| (j.name().to_string(), j.generation, j.version))
+        .collect()
+}
+
 async fn generation(store: &Store, name: &str) -> u64 {
     store
         .get_job(name)
@@ -73,26 +81,14 @@ async fn applying_the_same_files_twice_is_unchanged_and_keeps_generations() {
         first.stdout,
         "copyjob/assets-nightly-sync created\ncopyjob/backups-to-dr created\ncopyjob/logs-migration created\n"
     );
-    let before: Vec<(String, u64, u64)> = store
-        .list_jobs()
-        .await
-        .expect("list")
-        .iter()
-        .map(|j| (j.name().to_string(), j.generation, j.version))
-        .collect();
+    let before = versions(&store).await;
     let second = emu.ferry(&["apply", "-f", "examples/"]);
     assert_eq!(second.code, 0, "{second:?}");
     assert_eq!(
         second.stdout,
         "copyjob/assets-nightly-sync unchanged\ncopyjob/backups-to-dr unchanged\ncopyjob/logs-migration unchanged\n"
     );
-    let after: Vec<(String, u64, u64)> = store
-        .list_jobs()
-        .await
-        .expect("list")
-        .iter()
-        .map(|j| (j.name().to_string(), j.generation, j.version))
-        .collect();
+    let after = versions(&store).await;
     assert_eq!(before, after, "an unchanged apply must write nothing");
     assert!(after.iter().all(|(_, g, _)| *g == 1));
 }
