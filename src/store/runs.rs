@@ -14,18 +14,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
-use super::{Store, StoreError, get_n, get_s, now_rfc3339};
+use super::{Store, StoreError, get_n, get_s, n, now_rfc3339, s};
 use crate::model::Progress;
 use crate::worker::plan::Range;
 
 type Item = HashMap<String, AttributeValue>;
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-fn n(v: u64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {

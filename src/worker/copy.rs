@@ -146,6 +146,13 @@ where
     }
 }
 
+/// A key as listed with `encoding-type=url`: percent-encoded, with `+` for a space.
+fn decode_listed_key(raw: &str) -> String {
+    percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// The `x-amz-copy-source` value for a key.
 pub fn copy_source(bucket: &str, key: &str) -> String {
     format!("{}/{}", bucket, utf8_percent_encode(key, COPY_SOURCE))
@@ -217,9 +224,7 @@ impl Copier {
                 .map_err(|e| s3_err("ListObjectsV2", bucket, e))?;
             for o in resp.contents() {
                 let raw = o.key().unwrap_or_default();
-                let key = percent_decode_str(&raw.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned();
+                let key = decode_listed_key(raw);
                 let rel = key
                     .strip_prefix(prefix.as_str())
                     .unwrap_or(&key)
@@ -267,9 +272,7 @@ impl Copier {
                 .map_err(|e| s3_err("ListObjectsV2", bucket, e))?;
             for p in resp.common_prefixes() {
                 let raw = p.prefix().unwrap_or_default();
-                let full = percent_decode_str(&raw.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned();
+                let full = decode_listed_key(raw);
                 out.push(
                     full.strip_prefix(prefix.as_str())
                         .unwrap_or(&full)
@@ -824,6 +827,11 @@ struct SourceHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_keys_are_url_decoded_with_plus_as_space() {
+        assert_eq!(decode_listed_key("a+b%2Bc%25%2F%C3%BC"), "a b+c%/ü");
+    }
 
     #[test]
     fn copy_source_encodes_everything_but_slashes_and_unreserved() {
