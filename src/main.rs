@@ -36,11 +36,7 @@ fn main() {
         Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(e) => {
             eprintln!("error: {e}");
-            if matches!(cli.command, cli::Command::Diff(_)) {
-                2
-            } else {
-                1
-            }
+            e.exit_code(&cli.command)
         }
     };
     std::process::exit(code);

@@ -7,6 +7,8 @@
 //! configured here once for every client. Callers never wrap SDK calls in a retry loop of their
 //! own; optimistic-concurrency re-reads after a failed condition are not retries of one call.
 
+pub mod assumed;
+
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;

@@ -16,9 +16,9 @@ use crate::store::{InitOutcome, Store, StoreError, StoredJob};
 
 /// ferry: copy S3 data between AWS accounts and regions, declaratively.
 ///
-/// CopyJob records live in a DynamoDB table. Write jobs as YAML and `ferry apply` them; worker
-/// tasks (`ferry worker`) copy the data. The operator that starts them is not part of this build
-/// yet.
+/// CopyJob records live in a DynamoDB table. Write jobs as YAML and `ferry apply` them; the
+/// operator (`ferry operator`) reconciles them on ECS, and its Fargate tasks (`ferry worker`)
+/// copy the data. `ferry local-agent` stands in for Fargate on a laptop.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, propagate_version = true)]
 pub struct Cli {
@@ -70,8 +70,9 @@ pub enum Command {
         /// Job name.
         name: String,
     },
-    /// Request deletion of jobs: marks them; the operator (once built) stops their tasks, removes
-    /// what it created (never destination data) and then removes the records.
+    /// Request deletion of jobs: marks them; the operator stops their tasks, removes what it
+    /// created (its source bucket policy statement, the task role, task definitions; never
+    /// destination data) and then removes the records.
     Delete(DeleteArgs),
     /// Print the CopyJob JSON Schema (the content of schemas/copyjob.schema.json).
     Schema,
@@ -88,6 +89,97 @@ pub enum Command {
     /// 1 unexpected error; 2 bad configuration; 3 job or run not found; 4 AWS refused a call
     /// that cannot succeed on retry (e.g. AccessDenied).
     Worker,
+    /// Reconcile every CopyJob on ECS: task roles, source bucket policy statements, destination
+    /// buckets, task definitions and worker tasks; restart failed tasks with backoff, correct
+    /// drift, finalize deleted jobs, write status and serve Prometheus metrics.
+    ///
+    /// Several replicas may run: one holds a lease item in the table and reconciles, the others
+    /// wait to take over. Stops cleanly (releasing the lease) on SIGTERM.
+    Operator(OperatorArgs),
+    /// Stand in for Fargate: run `ferry worker` for each RUNNING task ferry started on an
+    /// (emulated) ECS cluster, with the task's environment overrides, and StopTask with the exit
+    /// status when it ends. For the local quick start and tests.
+    LocalAgent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:9090")]
+    pub listen: std::net::SocketAddr,
+    /// ECS cluster for jobs that name none.
+    #[arg(long, env = "FERRY_CLUSTER", default_value = "ferry")]
+    pub cluster: String,
+    /// Subnets for jobs that name none (comma-separated).
+    #[arg(long, env = "FERRY_SUBNETS", value_delimiter = ',')]
+    pub subnets: Vec<String>,
+    /// Security groups for jobs that name none (comma-separated).
+    #[arg(long, env = "FERRY_SECURITY_GROUPS", value_delimiter = ',')]
+    pub security_groups: Vec<String>,
+    /// Give tasks a public IP unless the job says otherwise.
+    #[arg(long, env = "FERRY_ASSIGN_PUBLIC_IP")]
+    pub assign_public_ip: bool,
+    /// Worker image for jobs that name none.
+    #[arg(long, env = "FERRY_IMAGE", default_value = "ferry:latest")]
+    pub image: String,
+    /// Task execution role (pulls the image, writes logs).
+    #[arg(long, env = "FERRY_EXECUTION_ROLE_ARN", default_value = "")]
+    pub execution_role_arn: String,
+    /// CloudWatch log group of the workers.
+    #[arg(long, env = "FERRY_LOG_GROUP", default_value = "/ferry/workers")]
+    pub log_group: String,
+    /// Extra environment for every worker task, KEY=VALUE (repeatable).
+    #[arg(long = "worker-env", value_parser = parse_key_value)]
+    pub worker_env: Vec<(String, String)>,
+    /// S3 path-style addressing for the operator's S3 clients (emulators).
+    #[arg(long, env = "FERRY_S3_FORCE_PATH_STYLE")]
+    pub s3_force_path_style: bool,
+    /// Seconds between full resyncs of every job.
+    #[arg(long, env = "FERRY_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+    /// Seconds between drift checks of a job's slow-changing resources (role, bucket policy,
+    /// bucket, task definition). Tasks are checked on every resync.
+    #[arg(long, env = "FERRY_DRIFT_SECONDS", default_value_t = 1800)]
+    pub drift_seconds: u64,
+    /// Seconds between checks of an active run's tasks (besides stream events).
+    #[arg(long, env = "FERRY_TASK_POLL_SECONDS", default_value_t = 30)]
+    pub task_poll_seconds: u64,
+    /// Leader lease length in seconds (renewed every third of it).
+    #[arg(long, env = "FERRY_LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// First restart backoff of a failed task in seconds (doubles, capped at 36 times this).
+    #[arg(long, env = "FERRY_RESTART_BACKOFF_SECONDS", default_value_t = 10)]
+    pub restart_backoff_seconds: u64,
+    /// Reconciles at once.
+    #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+    /// This replica's name in the leader lease [default: host name + random suffix].
+    #[arg(long, env = "FERRY_REPLICA_ID")]
+    pub replica_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The ECS cluster to watch.
+    #[arg(long, env = "FERRY_CLUSTER", default_value = "ferry")]
+    pub cluster: String,
+    /// Create the cluster if it does not exist.
+    #[arg(long)]
+    pub create_cluster: bool,
+    /// Milliseconds between looks at the cluster.
+    #[arg(long, default_value_t = 500)]
+    pub poll_ms: u64,
+    /// Run this shell command for each task instead of `ferry worker` (simulates a broken
+    /// image in tests).
+    #[arg(long)]
+    pub worker_command: Option<String>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +306,19 @@ pub async fn run(
             crate::worker::run(cfg, config, table).await?;
             Ok(0)
         }
+        Command::Operator(a) => operator(a, config, table).await,
+        Command::LocalAgent(a) => {
+            let cfg = crate::agent::AgentConfig {
+                cluster: a.cluster.clone(),
+                poll: std::time::Duration::from_millis(a.poll_ms.max(50)),
+                worker_command: a.worker_command.clone(),
+                create_cluster: a.create_cluster,
+            };
+            crate::agent::run(aws_sdk_ecs::Client::new(config), cfg)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            Ok(0)
+        }
         Command::Init => {
             let outcome = store.init().await?;
             let what = match outcome {
@@ -232,6 +337,67 @@ pub async fn run(
         Command::Validate(f) => validate(&f.files, out),
         Command::Schema => Ok(out.write_all(model::schema_json().as_bytes()).map(|_| 0)?),
     }
+}
+
+async fn operator(
+    a: &OperatorArgs,
+    config: &aws_config::SdkConfig,
+    table: &str,
+) -> Result<ExitCode, CliError> {
+    use crate::controller::{Context, Timing, desired::Settings};
+    use std::time::Duration;
+    let identity = aws_sdk_sts::Client::new(config)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| {
+            CliError::Failed(format!(
+                "cannot find the operator's own account (sts:GetCallerIdentity): {}",
+                crate::aws::describe(&e)
+            ))
+        })?;
+    let account = identity.account().unwrap_or_default().to_string();
+    let region = config
+        .region()
+        .map(|r| r.as_ref().to_string())
+        .unwrap_or_else(|| "us-east-1".into());
+    let settings = Settings {
+        account,
+        region,
+        table: table.to_string(),
+        cluster: a.cluster.clone(),
+        subnets: a.subnets.clone(),
+        security_groups: a.security_groups.clone(),
+        assign_public_ip: a.assign_public_ip,
+        image: a.image.clone(),
+        execution_role_arn: a.execution_role_arn.clone(),
+        log_group: a.log_group.clone(),
+        worker_env: a.worker_env.clone(),
+        restart_backoff: Duration::from_secs(a.restart_backoff_seconds.max(1)),
+    };
+    let secs = |n: u64| Duration::from_secs(n.max(1));
+    let timing = Timing {
+        resync: secs(a.resync_seconds),
+        drift: secs(a.drift_seconds),
+        task_poll: secs(a.task_poll_seconds),
+        lease: secs(a.lease_seconds.max(3)),
+        concurrency: a.concurrency.max(1),
+        stream_poll: Duration::from_millis(500),
+    };
+    let store = Store::from_config(config, table);
+    let ctx = std::sync::Arc::new(Context::new(
+        config,
+        store,
+        settings,
+        timing,
+        a.s3_force_path_style,
+    ));
+    let holder = a.replica_id.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ferry".into());
+        format!("{host}-{:08x}", rand::random::<u32>())
+    });
+    crate::controller::run_operator(ctx, a.listen, holder).await?;
+    Ok(0)
 }
 
 async fn apply_files(

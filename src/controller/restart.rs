@@ -15,13 +15,15 @@ pub enum StopKind {
     Failed,
 }
 
-/// Classifies a stopped task from what ECS reports. `exit_code` is the worker container's
-/// (`None` if it never ran). The worker exits 0 only when the run is complete or when it was
-/// stopped by a signal, so exit 0 of an unfinished run is an interruption.
+/// Classifies a stopped task from what ECS reports and the last state its worker wrote to the
+/// store (`None` if it never wrote one). The worker records `stopped` when a signal stopped it
+/// cleanly and `done` when the run was complete; anything else (`failed`, a heartbeat's
+/// `running`, nothing) means the task died. Exit codes are not used: ECS emulators report 0 for
+/// everything, and the store is the worker's own account of what happened.
 pub fn classify_stop(
     stop_code: Option<&str>,
     stopped_reason: Option<&str>,
-    exit_code: Option<i32>,
+    worker_state: Option<&str>,
 ) -> StopKind {
     let reason = stopped_reason.unwrap_or_default();
     match stop_code {
@@ -32,7 +34,6 @@ pub fn classify_stop(
             return StopKind::Platform;
         }
         Some("TaskFailedToStart") => return StopKind::Failed,
-        Some("UserInitiated") => return StopKind::Interrupted,
         _ => {}
     }
     if reason.starts_with("CannotPullContainerError")
@@ -40,18 +41,18 @@ pub fn classify_stop(
     {
         return StopKind::Failed;
     }
-    match exit_code {
-        Some(0) => StopKind::Interrupted,
+    match worker_state {
+        Some("stopped" | "done") => StopKind::Interrupted,
+        _ if stop_code == Some("UserInitiated") && worker_state.is_none() => StopKind::Interrupted,
         _ => StopKind::Failed,
     }
 }
 
-/// Delay before starting the replacement of the `failures`-th failed task (1-based).
-pub fn backoff(failures: u32) -> Duration {
-    const BASE: u64 = 10;
-    const CAP: u64 = 360;
+/// Delay before starting the replacement of the `failures`-th failed task (1-based): `base`
+/// (10 s in production) doubling, capped at 36 × base (6 min).
+pub fn backoff(failures: u32, base: Duration) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
-    Duration::from_secs((BASE << exp).min(CAP))
+    base.saturating_mul(1 << exp).min(base.saturating_mul(36))
 }
 
 #[cfg(test)]
@@ -60,24 +61,24 @@ mod tests {
 
     #[test]
     fn stops_are_classified_like_a_kubernetes_pod_failure_policy() {
-        let cases: &[(Option<&str>, Option<&str>, Option<i32>, StopKind)] = &[
+        let cases: &[(Option<&str>, Option<&str>, Option<&str>, StopKind)] = &[
             (
                 Some("SpotInterruption"),
                 None,
-                Some(137),
+                Some("running"),
                 StopKind::Platform,
             ),
             (Some("TerminationNotice"), None, None, StopKind::Platform),
             (
                 Some("ServiceSchedulerInitiated"),
                 None,
-                Some(0),
+                Some("stopped"),
                 StopKind::Platform,
             ),
             (
                 Some("EssentialContainerExited"),
                 Some("Task retirement: scheduled maintenance"),
-                Some(143),
+                Some("running"),
                 StopKind::Platform,
             ),
             (
@@ -95,43 +96,51 @@ mod tests {
             (
                 Some("UserInitiated"),
                 Some("stopped by hand"),
-                Some(0),
+                Some("stopped"),
+                StopKind::Interrupted,
+            ),
+            (
+                Some("UserInitiated"),
+                Some("stopped by hand"),
+                None,
                 StopKind::Interrupted,
             ),
             (
                 Some("EssentialContainerExited"),
                 None,
-                Some(137),
+                Some("running"),
                 StopKind::Failed,
             ),
             (
                 Some("EssentialContainerExited"),
                 None,
-                Some(1),
+                Some("failed"),
                 StopKind::Failed,
             ),
             (
                 Some("EssentialContainerExited"),
                 None,
-                Some(0),
+                Some("stopped"),
                 StopKind::Interrupted,
             ),
+            (None, Some("exit code 137"), None, StopKind::Failed),
             (None, None, None, StopKind::Failed),
         ];
-        for (code, reason, exit, want) in cases {
+        for (code, reason, worker, want) in cases {
             assert_eq!(
-                classify_stop(*code, *reason, *exit),
+                classify_stop(*code, *reason, *worker),
                 *want,
-                "{code:?} {reason:?} {exit:?}"
+                "{code:?} {reason:?} {worker:?}"
             );
         }
     }
 
     #[test]
     fn backoff_doubles_from_ten_seconds_up_to_six_minutes() {
-        let got: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        let base = Duration::from_secs(10);
+        let got: Vec<u64> = (1..=8).map(|n| backoff(n, base).as_secs()).collect();
         assert_eq!(got, [10, 20, 40, 80, 160, 320, 360, 360]);
-        assert_eq!(backoff(0).as_secs(), 10);
-        assert_eq!(backoff(u32::MAX).as_secs(), 360);
+        assert_eq!(backoff(0, base).as_secs(), 10);
+        assert_eq!(backoff(u32::MAX, base).as_secs(), 360);
     }
 }

@@ -371,6 +371,9 @@ pub struct CopyJobStatus {
     /// Counters of the current or last run.
     #[serde(default)]
     pub progress: Progress,
+    /// Counters of all earlier runs added up (metrics export totals + progress).
+    #[serde(default)]
+    pub totals: Progress,
     /// When the last run started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_time: Option<String>,
@@ -437,6 +440,34 @@ pub struct RunStatus {
     /// Tasks replaced after a platform stop (not counted).
     #[serde(default)]
     pub platform_restarts: u32,
+    /// Tasks replaced after someone stopped them (not counted).
+    #[serde(default)]
+    pub interruptions: u32,
+    /// When the run finished, successfully or not (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// The worker task of each of the run's `parallelism` slots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskStatus>,
+}
+
+/// One worker slot of a run: its current attempt and the ECS task running it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    /// 0 .. parallelism.
+    pub slot: u32,
+    /// 1 for the first task of the slot, +1 for each replacement.
+    pub attempt: u32,
+    /// The ECS task ARN, once RunTask answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    /// Do not start this attempt before (RFC 3339): the restart backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// Why the previous attempt stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stop: Option<String>,
 }
 
 /// Counters summed over the worker tasks of a run.
@@ -459,6 +490,22 @@ pub struct Progress {
     pub objects_failed: u64,
     #[serde(default)]
     pub objects_deleted: u64,
+}
+
+impl Progress {
+    /// The two counters added up.
+    pub fn plus(&self, b: &Progress) -> Progress {
+        Progress {
+            objects_listed: self.objects_listed + b.objects_listed,
+            bytes_listed: self.bytes_listed + b.bytes_listed,
+            objects_copied: self.objects_copied + b.objects_copied,
+            bytes_copied: self.bytes_copied + b.bytes_copied,
+            objects_skipped: self.objects_skipped + b.objects_skipped,
+            bytes_skipped: self.bytes_skipped + b.bytes_skipped,
+            objects_failed: self.objects_failed + b.objects_failed,
+            objects_deleted: self.objects_deleted + b.objects_deleted,
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {

@@ -31,6 +31,7 @@ use aws_sdk_dynamodb::types::{
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
+pub mod lease;
 pub mod runs;
 
 use crate::aws::{ErrorClass, classify, describe};

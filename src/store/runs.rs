@@ -30,6 +30,10 @@ pub fn run_pk(job: &str, run: &str) -> String {
     format!("RUN#{job}#{run}")
 }
 
+fn runs_gsi_pk(job: &str) -> String {
+    format!("RUNS#{job}")
+}
+
 /// A run's metadata: the spec it copies and the listing partitions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunMeta {
@@ -194,6 +198,9 @@ impl Store {
             .item("sk", s("META"))
             .item("job", s(job))
             .item("run", s(run))
+            // Indexed so the finalizer can find every run of a job.
+            .item("gsi1pk", s(runs_gsi_pk(job)))
+            .item("gsi1sk", s(run))
             .item("generation", n(generation))
             .item("document", s(document))
             .item("createdAt", s(now_rfc3339()))
@@ -672,6 +679,122 @@ impl Store {
                 )
             })
             .collect())
+    }
+
+    /// The ids of every run of a job.
+    pub async fn list_runs(&self, job: &str) -> Result<Vec<String>, StoreError> {
+        let mut runs = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client()
+                .query()
+                .table_name(self.table())
+                .index_name(super::GSI)
+                .key_condition_expression("gsi1pk = :p")
+                .expression_attribute_values(":p", s(runs_gsi_pk(job)))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.aws_err("Query", e))?;
+            runs.extend(out.items().iter().filter_map(|i| opt_s(i, "run")));
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(runs),
+            }
+        }
+    }
+
+    /// Removes every record of a job: its runs' items, its status and, last, its spec (only if
+    /// deletion was requested). Safe to repeat after an interruption.
+    pub async fn delete_job_records(&self, job: &str) -> Result<(), StoreError> {
+        for run in self.list_runs(job).await? {
+            let items = self.query_prefix(job, &run, "", None).await?;
+            // META last, so an interrupted delete can still find the run.
+            let (meta, rest): (Vec<Item>, Vec<Item>) = items
+                .into_iter()
+                .partition(|i| get_s(i, "sk") == Some("META"));
+            self.delete_items(rest).await?;
+            self.delete_items(meta).await?;
+        }
+        let key = |sk: &str| {
+            let mut k = Item::new();
+            k.insert("pk".into(), s(super::job_pk(job)));
+            k.insert("sk".into(), s(sk));
+            k
+        };
+        self.delete_items(vec![key("STATUS")]).await?;
+        let res = self
+            .client()
+            .delete_item()
+            .table_name(self.table())
+            .key("pk", s(super::job_pk(job)))
+            .key("sk", s("SPEC"))
+            .condition_expression(
+                "attribute_not_exists(pk) OR attribute_exists(deletionRequestedAt)",
+            )
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict {
+                    what: format!("copyjob/{job} (deletion was withdrawn)"),
+                })
+            }
+            Err(e) => Err(self.aws_err("DeleteItem", e)),
+        }
+    }
+
+    /// Deletes items by key in batches of 25, resending what DynamoDB left unprocessed.
+    async fn delete_items(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+        for batch in items.chunks(25) {
+            let mut requests: Vec<WriteRequest> = Vec::new();
+            for i in batch {
+                let key: Item = ["pk", "sk"]
+                    .iter()
+                    .filter_map(|k| i.get(*k).map(|v| ((*k).to_string(), v.clone())))
+                    .collect();
+                let del = DeleteRequest::builder()
+                    .set_key(Some(key))
+                    .build()
+                    .map_err(|e| self.malformed("batch", e.to_string()))?;
+                requests.push(WriteRequest::builder().delete_request(del).build());
+            }
+            // Unprocessed items are a partial success, not an error: send them again, a
+            // bounded number of times.
+            for round in 0..8u32 {
+                if requests.is_empty() {
+                    break;
+                }
+                let out = self
+                    .client()
+                    .batch_write_item()
+                    .request_items(self.table(), requests.clone())
+                    .send()
+                    .await
+                    .map_err(|e| self.aws_err("BatchWriteItem", e))?;
+                requests = out
+                    .unprocessed_items()
+                    .and_then(|m| m.get(self.table()))
+                    .cloned()
+                    .unwrap_or_default();
+                if !requests.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << round)).await;
+                }
+            }
+            if !requests.is_empty() {
+                return Err(StoreError::NotReady {
+                    table: self.table().to_string(),
+                    seconds: 0,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Sums a run's items into its progress and completion state.

@@ -1,0 +1,224 @@
+//! `ferry local-agent`: Fargate for a laptop or a test. Watches an (emulated) ECS cluster and,
+//! for each RUNNING task that ferry started, runs `ferry worker` as a child process with the
+//! task's environment overrides; when the child exits it calls StopTask with a reason carrying
+//! the exit status, and when someone stops the task it sends the child SIGTERM (as ECS does).
+//! The operator runs its production code path unchanged.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_sdk_ecs::types::DesiredStatus;
+use tokio::process::{Child, Command};
+
+use crate::aws::describe;
+
+/// Agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub cluster: String,
+    pub poll: Duration,
+    /// Run this shell command instead of `ferry worker` (to simulate a broken image).
+    pub worker_command: Option<String>,
+    /// Create the cluster if it does not exist.
+    pub create_cluster: bool,
+}
+
+/// Errors of the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("ECS {op} failed: {message}")]
+    Ecs { op: &'static str, message: String },
+    #[error("cannot start a worker: {0}")]
+    Spawn(#[from] std::io::Error),
+}
+
+struct Running {
+    child: Child,
+    terminated: bool,
+}
+
+/// Runs the agent until SIGTERM/SIGINT; then stops its workers like ECS would.
+pub async fn run(ecs: aws_sdk_ecs::Client, cfg: AgentConfig) -> Result<(), AgentError> {
+    if cfg.create_cluster {
+        ecs.create_cluster()
+            .cluster_name(&cfg.cluster)
+            .send()
+            .await
+            .map_err(|e| AgentError::Ecs {
+                op: "CreateCluster",
+                message: describe(&e),
+            })?;
+    }
+    let exe = std::env::current_exe()?;
+    let mut children: HashMap<String, Running> = HashMap::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tracing::info!(cluster = %cfg.cluster, "local agent watching for tasks");
+    loop {
+        if let Err(e) = step(&ecs, &cfg, &exe, &mut children).await {
+            tracing::warn!(error = %e, "local agent pass failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.poll) => {}
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    for (arn, r) in children.iter_mut() {
+        if let Some(pid) = r.child.id() {
+            tracing::info!(task = %arn, "stopping worker");
+            signal_term(pid);
+        }
+    }
+    for (arn, mut r) in children {
+        let status = tokio::time::timeout(Duration::from_secs(30), r.child.wait()).await;
+        let reason = match status {
+            Ok(Ok(s)) => exit_reason(&s),
+            _ => {
+                let _ = r.child.kill().await;
+                "Essential container in task exited (killed after 30 s)".to_string()
+            }
+        };
+        let _ = ecs
+            .stop_task()
+            .cluster(&cfg.cluster)
+            .task(&arn)
+            .reason(reason)
+            .send()
+            .await;
+    }
+    Ok(())
+}
+
+fn signal_term(pid: u32) {
+    // tokio's Child::kill sends SIGKILL; ECS sends SIGTERM first.
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
+fn exit_reason(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("Essential container in task exited (exit code {code})"),
+        (None, Some(sig)) => format!("Essential container in task exited (signal {sig})"),
+        _ => "Essential container in task exited".to_string(),
+    }
+}
+
+async fn step(
+    ecs: &aws_sdk_ecs::Client,
+    cfg: &AgentConfig,
+    exe: &std::path::Path,
+    children: &mut HashMap<String, Running>,
+) -> Result<(), AgentError> {
+    // Children that exited: report the task stopped.
+    let mut exited = Vec::new();
+    for (arn, r) in children.iter_mut() {
+        if let Some(status) = r.child.try_wait()? {
+            exited.push((arn.clone(), status));
+        }
+    }
+    for (arn, status) in exited {
+        let Some(r) = children.remove(&arn) else {
+            continue;
+        };
+        let reason = exit_reason(&status);
+        if r.terminated {
+            // Someone stopped the task; ECS already has it STOPPED with their reason.
+            tracing::info!(task = %arn, %reason, "worker of a stopped task exited");
+            continue;
+        }
+        tracing::info!(task = %arn, %reason, "worker exited");
+        ecs.stop_task()
+            .cluster(&cfg.cluster)
+            .task(&arn)
+            .reason(reason)
+            .send()
+            .await
+            .map_err(|e| AgentError::Ecs {
+                op: "StopTask",
+                message: describe(&e),
+            })?;
+    }
+
+    let listed = ecs
+        .list_tasks()
+        .cluster(&cfg.cluster)
+        .desired_status(DesiredStatus::Running)
+        .send()
+        .await
+        .map_err(|e| AgentError::Ecs {
+            op: "ListTasks",
+            message: describe(&e),
+        })?;
+    let arns: Vec<String> = listed.task_arns().to_vec();
+    let mut desired_running = std::collections::HashSet::new();
+    for batch in arns.chunks(100) {
+        let out = ecs
+            .describe_tasks()
+            .cluster(&cfg.cluster)
+            .set_tasks(Some(batch.to_vec()))
+            .send()
+            .await
+            .map_err(|e| AgentError::Ecs {
+                op: "DescribeTasks",
+                message: describe(&e),
+            })?;
+        for t in out.tasks() {
+            let Some(arn) = t.task_arn() else { continue };
+            let ours = t.started_by().is_some_and(|s| s.starts_with("ferry-"));
+            let running =
+                t.last_status() == Some("RUNNING") && t.desired_status() == Some("RUNNING");
+            if !ours || !running {
+                continue;
+            }
+            desired_running.insert(arn.to_string());
+            if children.contains_key(arn) {
+                continue;
+            }
+            let env: Vec<(String, String)> = t
+                .overrides()
+                .map(|o| o.container_overrides())
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|c| c.environment())
+                .filter_map(|kv| Some((kv.name()?.to_string(), kv.value()?.to_string())))
+                .collect();
+            let mut cmd = match &cfg.worker_command {
+                Some(shell) => {
+                    let mut c = Command::new("sh");
+                    c.arg("-c").arg(shell);
+                    c
+                }
+                None => {
+                    let mut c = Command::new(exe);
+                    c.arg("worker");
+                    c
+                }
+            };
+            cmd.envs(env).stdin(Stdio::null()).kill_on_drop(true);
+            let child = cmd.spawn()?;
+            tracing::info!(task = %arn, pid = child.id().unwrap_or(0), "started worker");
+            children.insert(
+                arn.to_string(),
+                Running {
+                    child,
+                    terminated: false,
+                },
+            );
+        }
+    }
+    // Tasks someone stopped: SIGTERM their workers (the exit is reported on a later pass).
+    for (arn, r) in children.iter_mut() {
+        if !desired_running.contains(arn) && !r.terminated {
+            if let Some(pid) = r.child.id() {
+                tracing::info!(task = %arn, "task stopped in ECS; sending SIGTERM to its worker");
+                signal_term(pid);
+            }
+            r.terminated = true;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,602 @@
+//! Idempotent `ensure_*` steps that carry out a plan, and the finalizer's cleanup. "Already
+//! exists" and "already gone" are success; every RunTask carries the attempt's token and is
+//! preceded by a look for a task with that token, so no attempt ever starts twice.
+
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition, ContainerOverride,
+    DesiredStatus, KeyValuePair, LaunchType, LogConfiguration, LogDriver, NetworkConfiguration,
+    NetworkMode, TaskOverride,
+};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+    ObjectOwnership as S3Ownership, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
+};
+
+use super::desired;
+use super::plan::{Problem, Step};
+use super::{Context, ReconcileError, aws_error};
+use crate::aws::{classify, describe, error_code};
+use crate::model::{CopyJob, CopyJobStatus, EncryptionKind, ObjectOwnership};
+use crate::store::{StoredJob, spec_document};
+
+/// A step that failed: the condition it concerns and the problem to record there, plus the
+/// error to back off on.
+#[derive(Debug)]
+pub struct StepFailure {
+    pub condition: &'static str,
+    pub problem: Problem,
+    pub error: ReconcileError,
+}
+
+fn fail(condition: &'static str, error: ReconcileError) -> StepFailure {
+    let reason = match &error {
+        ReconcileError::Aws { code, .. } => code.clone(),
+        ReconcileError::Store(_) => "StoreError".into(),
+        ReconcileError::Blocked(p) => p.reason.clone(),
+        ReconcileError::Invalid(_) => "InvalidRequest".into(),
+    };
+    StepFailure {
+        condition,
+        problem: Problem {
+            reason,
+            message: error.to_string(),
+            // Even AccessDenied may be fixed by the user: keep retrying, with backoff.
+            terminal: false,
+        },
+        error,
+    }
+}
+
+/// Runs the steps in order; stops at the first failure. Task ARNs from RunTask are written into
+/// `status`.
+pub async fn apply(
+    ctx: &Context,
+    stored: &StoredJob,
+    steps: &[Step],
+    status: &mut CopyJobStatus,
+) -> Result<(), StepFailure> {
+    let job = &stored.job;
+    for step in steps {
+        match step {
+            Step::EnsureTaskRole => ensure_task_role(ctx, job)
+                .await
+                .map_err(|e| fail(super::plan::ROLES_READY, e))?,
+            Step::PutSourcePolicy { document } => ensure_source_policy(ctx, job, document)
+                .await
+                .map_err(|e| fail(super::plan::SOURCE_POLICY_READY, e))?,
+            Step::CreateBucket => ensure_bucket(ctx, job).await?,
+            Step::RegisterTaskDefinition => ensure_task_definition(ctx, job)
+                .await
+                .map_err(|e| fail(super::plan::TASK_DEFINITION_READY, e))?,
+            Step::StartRun { run } => {
+                ctx.store
+                    .ensure_run(
+                        &job.metadata.name,
+                        run,
+                        stored.generation,
+                        &spec_document(job),
+                    )
+                    .await
+                    .map_err(|e| fail(super::plan::COMPLETE, e.into()))?;
+            }
+            Step::RunTask { slot, attempt } => {
+                let Some(run) = status.run.as_mut() else {
+                    continue;
+                };
+                let arn = ensure_task(ctx, job, &run.id, *slot, *attempt)
+                    .await
+                    .map_err(|e| fail(super::plan::COMPLETE, e))?;
+                if let Some(t) = run.tasks.iter_mut().find(|t| t.slot == *slot) {
+                    t.arn = Some(arn);
+                }
+            }
+            Step::StopTask { arn, reason } => {
+                stop_task(ctx, &desired::cluster(job, &ctx.settings), arn, reason)
+                    .await
+                    .map_err(|e| fail(super::plan::COMPLETE, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates or updates the job's task role: trust policy and ferry's inline policy.
+pub async fn ensure_task_role(ctx: &Context, job: &CopyJob) -> Result<(), ReconcileError> {
+    let name = desired::role_name(&job.metadata.name);
+    let trust = desired::trust_policy(&ctx.settings).to_string();
+    let created = ctx
+        .iam
+        .create_role()
+        .role_name(&name)
+        .assume_role_policy_document(&trust)
+        .description(format!(
+            "ferry worker tasks of copyjob/{}",
+            job.metadata.name
+        ))
+        .tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key("ferry:job")
+                .value(&job.metadata.name)
+                .build()
+                .map_err(|e| ReconcileError::Invalid(e.to_string()))?,
+        )
+        .send()
+        .await;
+    match created {
+        Ok(_) => ctx.count("iam", "CreateRole", "ok"),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_entity_already_exists_exception()) =>
+        {
+            ctx.count("iam", "CreateRole", "exists");
+            ctx.iam
+                .update_assume_role_policy()
+                .role_name(&name)
+                .policy_document(&trust)
+                .send()
+                .await
+                .map_err(|e| aws_error("IAM", "UpdateAssumeRolePolicy", e))?;
+            ctx.count("iam", "UpdateAssumeRolePolicy", "ok");
+        }
+        Err(e) => return Err(aws_error("IAM", "CreateRole", e)),
+    }
+    ctx.iam
+        .put_role_policy()
+        .role_name(&name)
+        .policy_name(desired::ROLE_POLICY)
+        .policy_document(desired::task_policy(job, &ctx.settings).to_string())
+        .send()
+        .await
+        .map_err(|e| aws_error("IAM", "PutRolePolicy", e))?;
+    ctx.count("iam", "PutRolePolicy", "ok");
+    Ok(())
+}
+
+async fn ensure_source_policy(
+    ctx: &Context,
+    job: &CopyJob,
+    document: &str,
+) -> Result<(), ReconcileError> {
+    let src = &job.spec.source;
+    ctx.roles
+        .s3(&src.role_arn, &src.region)
+        .await
+        .put_bucket_policy()
+        .bucket(&src.bucket)
+        .policy(document)
+        .send()
+        .await
+        .map_err(|e| aws_error("S3", "PutBucketPolicy", e))?;
+    ctx.count("s3", "PutBucketPolicy", "ok");
+    Ok(())
+}
+
+/// Creates the destination bucket in its region with the job's settings.
+async fn ensure_bucket(ctx: &Context, job: &CopyJob) -> Result<(), StepFailure> {
+    let cond = super::plan::DESTINATION_READY;
+    let dst = &job.spec.destination;
+    let settings = dst.create.clone().unwrap_or_default();
+    let s3 = ctx.roles.s3(&dst.role_arn, &dst.region).await;
+    let mut req =
+        s3.create_bucket()
+            .bucket(&dst.bucket)
+            .object_ownership(match settings.object_ownership {
+                ObjectOwnership::BucketOwnerEnforced => S3Ownership::BucketOwnerEnforced,
+                ObjectOwnership::BucketOwnerPreferred => S3Ownership::BucketOwnerPreferred,
+                ObjectOwnership::ObjectWriter => S3Ownership::ObjectWriter,
+            });
+    // us-east-1 takes no LocationConstraint; every other region must name itself.
+    if dst.region != "us-east-1" {
+        req = req.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(dst.region.as_str()))
+                .build(),
+        );
+    }
+    match req.send().await {
+        Ok(_) => ctx.count("s3", "CreateBucket", "ok"),
+        Err(e) if error_code(&e) == "BucketAlreadyOwnedByYou" => {
+            ctx.count("s3", "CreateBucket", "exists");
+        }
+        Err(e) if error_code(&e) == "BucketAlreadyExists" => {
+            ctx.count("s3", "CreateBucket", "error");
+            let problem = Problem {
+                reason: "BucketAlreadyExists".into(),
+                message: format!(
+                    "bucket name {} is taken by another account; choose another name",
+                    dst.bucket
+                ),
+                terminal: true,
+            };
+            return Err(StepFailure {
+                condition: cond,
+                error: ReconcileError::Blocked(problem.clone()),
+                problem,
+            });
+        }
+        Err(e) => {
+            ctx.count("s3", "CreateBucket", "error");
+            let problem = Problem {
+                reason: error_code(&e),
+                message: format!(
+                    "cannot create bucket {} in {}: {}",
+                    dst.bucket,
+                    dst.region,
+                    describe(&e)
+                ),
+                terminal: false,
+            };
+            return Err(StepFailure {
+                condition: cond,
+                problem,
+                error: aws_error("S3", "CreateBucket", e),
+            });
+        }
+    }
+    let settings_result: Result<(), ReconcileError> = async {
+        if settings.versioning {
+            s3.put_bucket_versioning()
+                .bucket(&dst.bucket)
+                .versioning_configuration(
+                    VersioningConfiguration::builder()
+                        .status(BucketVersioningStatus::Enabled)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| aws_error("S3", "PutBucketVersioning", e))?;
+            ctx.count("s3", "PutBucketVersioning", "ok");
+        }
+        let mut default = ServerSideEncryptionByDefault::builder();
+        default = match settings.encryption.kind {
+            EncryptionKind::SseS3 => default.sse_algorithm(ServerSideEncryption::Aes256),
+            EncryptionKind::SseKms => default
+                .sse_algorithm(ServerSideEncryption::AwsKms)
+                .set_kms_master_key_id(settings.encryption.kms_key_id.clone()),
+        };
+        let rule = ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(
+                default
+                    .build()
+                    .map_err(|e| ReconcileError::Invalid(e.to_string()))?,
+            )
+            .build();
+        s3.put_bucket_encryption()
+            .bucket(&dst.bucket)
+            .server_side_encryption_configuration(
+                ServerSideEncryptionConfiguration::builder()
+                    .rules(rule)
+                    .build()
+                    .map_err(|e| ReconcileError::Invalid(e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|e| aws_error("S3", "PutBucketEncryption", e))?;
+        ctx.count("s3", "PutBucketEncryption", "ok");
+        Ok(())
+    }
+    .await;
+    settings_result.map_err(|e| fail(cond, e))
+}
+
+/// Registers the job's task definition (a new revision of its family).
+async fn ensure_task_definition(ctx: &Context, job: &CopyJob) -> Result<(), ReconcileError> {
+    let td = desired::task_definition(job, &ctx.settings);
+    let log = LogConfiguration::builder()
+        .log_driver(LogDriver::Awslogs)
+        .options("awslogs-group", &td.log_group)
+        .options("awslogs-region", &td.log_region)
+        .options("awslogs-stream-prefix", "ferry")
+        .build()
+        .map_err(|e| ReconcileError::Invalid(e.to_string()))?;
+    let memory = i32::try_from(job.spec.run.memory_mib).unwrap_or(i32::MAX);
+    let container = ContainerDefinition::builder()
+        .name(desired::CONTAINER)
+        .image(&td.image)
+        .essential(true)
+        .command("worker")
+        .memory(memory)
+        .stop_timeout(30)
+        .log_configuration(log)
+        .build();
+    let mut req = ctx
+        .ecs
+        .register_task_definition()
+        .family(&td.family)
+        .requires_compatibilities(Compatibility::Fargate)
+        .network_mode(NetworkMode::Awsvpc)
+        .cpu(&td.cpu)
+        .memory(&td.memory)
+        .task_role_arn(&td.task_role_arn)
+        .container_definitions(container)
+        .tags(
+            aws_sdk_ecs::types::Tag::builder()
+                .key("ferry:job")
+                .value(&job.metadata.name)
+                .build(),
+        );
+    if !td.execution_role_arn.is_empty() {
+        req = req.execution_role_arn(&td.execution_role_arn);
+    }
+    req.send()
+        .await
+        .map_err(|e| aws_error("ECS", "RegisterTaskDefinition", e))?;
+    ctx.count("ecs", "RegisterTaskDefinition", "ok");
+    Ok(())
+}
+
+/// Starts the task of one attempt, or finds the one a previous try started (same token).
+async fn ensure_task(
+    ctx: &Context,
+    job: &CopyJob,
+    run: &str,
+    slot: u32,
+    attempt: u32,
+) -> Result<String, ReconcileError> {
+    let name = &job.metadata.name;
+    let cluster = desired::cluster(job, &ctx.settings);
+    let token = desired::attempt_token(name, run, slot, attempt);
+    let existing = ctx
+        .ecs
+        .list_tasks()
+        .cluster(&cluster)
+        .started_by(&token)
+        .send()
+        .await
+        .map_err(|e| aws_error("ECS", "ListTasks", e))?;
+    ctx.count("ecs", "ListTasks", "ok");
+    if let Some(arn) = existing.task_arns().first() {
+        tracing::info!(job = %name, run, slot, attempt, task = %arn, "found the attempt's task already started");
+        return Ok(arn.clone());
+    }
+    let stopped = ctx
+        .ecs
+        .list_tasks()
+        .cluster(&cluster)
+        .started_by(&token)
+        .desired_status(DesiredStatus::Stopped)
+        .send()
+        .await
+        .map_err(|e| aws_error("ECS", "ListTasks", e))?;
+    ctx.count("ecs", "ListTasks", "ok");
+    if let Some(arn) = stopped.task_arns().first() {
+        return Ok(arn.clone());
+    }
+    let (subnets, groups, public_ip) = desired::network(job, &ctx.settings);
+    if subnets.is_empty() || groups.is_empty() {
+        return Err(ReconcileError::Blocked(Problem {
+            reason: "NoNetwork".into(),
+            message: "no subnets or security groups: set spec.ecs.subnets/securityGroups or `ferry operator --subnets/--security-groups`".into(),
+            terminal: false,
+        }));
+    }
+    let env: Vec<KeyValuePair> =
+        desired::worker_environment(name, run, slot, attempt, &ctx.settings)
+            .into_iter()
+            .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+            .collect();
+    let vpc = AwsVpcConfiguration::builder()
+        .set_subnets(Some(subnets))
+        .set_security_groups(Some(groups))
+        .assign_public_ip(if public_ip {
+            AssignPublicIp::Enabled
+        } else {
+            AssignPublicIp::Disabled
+        })
+        .build()
+        .map_err(|e| ReconcileError::Invalid(e.to_string()))?;
+    let out = ctx
+        .ecs
+        .run_task()
+        .cluster(&cluster)
+        .task_definition(desired::family(name))
+        .launch_type(LaunchType::Fargate)
+        .count(1)
+        .started_by(&token)
+        .client_token(&token)
+        .network_configuration(
+            NetworkConfiguration::builder()
+                .awsvpc_configuration(vpc)
+                .build(),
+        )
+        .overrides(
+            TaskOverride::builder()
+                .container_overrides(
+                    ContainerOverride::builder()
+                        .name(desired::CONTAINER)
+                        .set_environment(Some(env))
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| aws_error("ECS", "RunTask", e))?;
+    ctx.count("ecs", "RunTask", "ok");
+    match out.tasks().first().and_then(|t| t.task_arn()) {
+        Some(arn) => {
+            tracing::info!(job = %name, run, slot, attempt, task = %arn, "started worker task");
+            Ok(arn.to_string())
+        }
+        None => {
+            let why: Vec<String> = out
+                .failures()
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}: {}",
+                        f.reason().unwrap_or("?"),
+                        f.detail().unwrap_or("")
+                    )
+                })
+                .collect();
+            Err(ReconcileError::Blocked(Problem {
+                reason: "RunTaskFailed".into(),
+                message: format!("RunTask started no task: {}", why.join("; ")),
+                terminal: false,
+            }))
+        }
+    }
+}
+
+/// Stops a task; a task that is already stopped or gone is success.
+pub async fn stop_task(
+    ctx: &Context,
+    cluster: &str,
+    arn: &str,
+    reason: &str,
+) -> Result<(), ReconcileError> {
+    match ctx
+        .ecs
+        .stop_task()
+        .cluster(cluster)
+        .task(arn)
+        .reason(reason)
+        .send()
+        .await
+    {
+        Ok(_) => {
+            ctx.count("ecs", "StopTask", "ok");
+            tracing::info!(task = %arn, reason, "stopped task");
+            Ok(())
+        }
+        Err(e) if classify(&e) == crate::aws::ErrorClass::Terminal => {
+            ctx.count("ecs", "StopTask", "not_found");
+            Ok(())
+        }
+        Err(e) => Err(aws_error("ECS", "StopTask", e)),
+    }
+}
+
+/// The finalizer: stops the job's tasks, removes ferry's statement from the source bucket
+/// policy, removes the task role and the task definitions, then the job's records. Every step
+/// tolerates its resource never having existed, so an interrupted cleanup simply runs again.
+/// Destination data is never touched.
+pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileError> {
+    let job = &stored.job;
+    let name = &job.metadata.name;
+    let cluster = desired::cluster(job, &ctx.settings);
+    let family = desired::family(name);
+
+    // 1. Tasks of the job's family, whatever run they belong to.
+    let mut next: Option<String> = None;
+    loop {
+        let out = ctx
+            .ecs
+            .list_tasks()
+            .cluster(&cluster)
+            .family(&family)
+            .desired_status(DesiredStatus::Running)
+            .set_next_token(next.take())
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            // No such cluster or family: nothing runs.
+            Err(e) if classify(&e) == crate::aws::ErrorClass::Terminal => break,
+            Err(e) => return Err(aws_error("ECS", "ListTasks", e)),
+        };
+        ctx.count("ecs", "ListTasks", "ok");
+        for arn in out.task_arns() {
+            stop_task(ctx, &cluster, arn, "ferry: job deleted").await?;
+        }
+        match out.next_token() {
+            Some(t) => next = Some(t.to_string()),
+            None => break,
+        }
+    }
+
+    // 2. ferry's statement in the source bucket policy; every other statement stays.
+    let src = &job.spec.source;
+    let s3 = ctx.roles.s3(&src.role_arn, &src.region).await;
+    let current = match s3.get_bucket_policy().bucket(&src.bucket).send().await {
+        Ok(o) => o.policy().map(str::to_string),
+        Err(e)
+            if matches!(
+                error_code(&e).as_str(),
+                "NoSuchBucketPolicy" | "NoSuchBucket"
+            ) =>
+        {
+            None
+        }
+        Err(e) => return Err(aws_error("S3", "GetBucketPolicy", e)),
+    };
+    ctx.count("s3", "GetBucketPolicy", "ok");
+    match super::policy::remove(current.as_deref(), name) {
+        Ok(None) => {}
+        Ok(Some(Some(doc))) => {
+            s3.put_bucket_policy()
+                .bucket(&src.bucket)
+                .policy(doc)
+                .send()
+                .await
+                .map_err(|e| aws_error("S3", "PutBucketPolicy", e))?;
+            ctx.count("s3", "PutBucketPolicy", "ok");
+        }
+        Ok(Some(None)) => {
+            s3.delete_bucket_policy()
+                .bucket(&src.bucket)
+                .send()
+                .await
+                .map_err(|e| aws_error("S3", "DeleteBucketPolicy", e))?;
+            ctx.count("s3", "DeleteBucketPolicy", "ok");
+        }
+        Err(e) => {
+            tracing::warn!(job = %name, error = %e, "source bucket policy is unreadable; leaving it as it is");
+        }
+    }
+
+    // 3. The task role.
+    let role = desired::role_name(name);
+    match ctx
+        .iam
+        .delete_role_policy()
+        .role_name(&role)
+        .policy_name(desired::ROLE_POLICY)
+        .send()
+        .await
+    {
+        Ok(_) => ctx.count("iam", "DeleteRolePolicy", "ok"),
+        Err(e) if error_code(&e) == "NoSuchEntity" => {}
+        Err(e) => return Err(aws_error("IAM", "DeleteRolePolicy", e)),
+    }
+    match ctx.iam.delete_role().role_name(&role).send().await {
+        Ok(_) => ctx.count("iam", "DeleteRole", "ok"),
+        Err(e) if error_code(&e) == "NoSuchEntity" => {}
+        Err(e) => return Err(aws_error("IAM", "DeleteRole", e)),
+    }
+
+    // 4. Task definitions of the family.
+    if let Ok(out) = ctx
+        .ecs
+        .list_task_definitions()
+        .family_prefix(&family)
+        .send()
+        .await
+    {
+        for arn in out.task_definition_arns() {
+            // The prefix also matches longer family names: deregister only this family.
+            let fam = arn.rsplit_once('/').map(|(_, f)| f).unwrap_or("");
+            if fam.rsplit_once(':').map(|(f, _)| f) != Some(family.as_str()) {
+                continue;
+            }
+            if let Err(e) = ctx
+                .ecs
+                .deregister_task_definition()
+                .task_definition(arn)
+                .send()
+                .await
+            {
+                if classify(&e) != crate::aws::ErrorClass::Terminal {
+                    return Err(aws_error("ECS", "DeregisterTaskDefinition", e));
+                }
+            }
+        }
+    }
+
+    // 5. The records: runs, status, and last the spec itself.
+    ctx.store.delete_job_records(name).await?;
+    tracing::info!(job = %name, "job finalized and removed");
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! The desired state of a job's cloud resources, computed from its spec and the operator's
+//! settings: resource names, the task role's trust and permission policies, the ECS task
+//! definition, run ids and RunTask idempotency tokens. Pure: no IO, cannot fail.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::model::CopyJob;
+
+/// Operator-wide settings (from `ferry operator` flags) that jobs fall back to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// The operator's own account (the task roles and the table live there).
+    pub account: String,
+    /// The operator's region (the table, the cluster, the log group).
+    pub region: String,
+    /// ferry's table.
+    pub table: String,
+    pub cluster: String,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub assign_public_ip: bool,
+    pub image: String,
+    pub execution_role_arn: String,
+    pub log_group: String,
+    /// Extra environment for every worker (e.g. `FERRY_S3_FORCE_PATH_STYLE=true`).
+    pub worker_env: Vec<(String, String)>,
+    /// First restart backoff of a failed task (10 s), doubling up to 36 times this.
+    pub restart_backoff: std::time::Duration,
+}
+
+/// FNV-1a, for short stable names (not for security).
+pub fn fnv(parts: &[&str]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325_u64;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h = (h ^ 0x1f).wrapping_mul(0x0100_0000_01b3);
+        }
+        for b in p.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Name of the job's ECS task role (IAM role names are at most 64 characters).
+pub fn role_name(job: &str) -> String {
+    let name = format!("ferry-task-{job}");
+    if name.len() <= 64 {
+        return name;
+    }
+    format!("ferry-task-{}-{:08x}", &job[..44], fnv(&[job]) as u32)
+}
+
+/// ARN of the job's task role.
+pub fn role_arn(job: &str, s: &Settings) -> String {
+    format!("arn:aws:iam::{}:role/{}", s.account, role_name(job))
+}
+
+/// Name of the inline policy ferry keeps on the task role.
+pub const ROLE_POLICY: &str = "ferry-worker";
+
+/// Task definition family of a job.
+pub fn family(job: &str) -> String {
+    format!("ferry-{job}")
+}
+
+/// Trust policy of the task role: ECS tasks of the operator's account.
+pub fn trust_policy(s: &Settings) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": { "Service": "ecs-tasks.amazonaws.com" },
+            "Action": "sts:AssumeRole",
+            "Condition": { "StringEquals": { "aws:SourceAccount": s.account } }
+        }]
+    })
+}
+
+/// Permissions of the task role: assume this job's destination role; read this job's spec and
+/// write this job's run items, nothing else in the table.
+pub fn task_policy(job: &CopyJob, s: &Settings) -> Value {
+    let name = &job.metadata.name;
+    let table = format!(
+        "arn:aws:dynamodb:{}:{}:table/{}",
+        s.region, s.account, s.table
+    );
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AssumeDestinationRole",
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Resource": job.spec.destination.role_arn
+            },
+            {
+                "Sid": "ReadJob",
+                "Effect": "Allow",
+                "Action": ["dynamodb:GetItem", "dynamodb:Query"],
+                "Resource": table,
+                "Condition": {
+                    "ForAllValues:StringEquals": { "dynamodb:LeadingKeys": [format!("JOB#{name}")] }
+                }
+            },
+            {
+                "Sid": "WriteRuns",
+                "Effect": "Allow",
+                "Action": ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                "Resource": table,
+                "Condition": {
+                    "ForAllValues:StringLike": { "dynamodb:LeadingKeys": [format!("RUN#{name}#*")] }
+                }
+            }
+        ]
+    })
+}
+
+/// The parts of a task definition ferry sets, in a form that compares equal when ECS holds what
+/// ferry would register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskDefinition {
+    pub family: String,
+    pub image: String,
+    pub cpu: String,
+    pub memory: String,
+    pub task_role_arn: String,
+    pub execution_role_arn: String,
+    pub log_group: String,
+    pub log_region: String,
+}
+
+/// Name of the worker container.
+pub const CONTAINER: &str = "worker";
+
+/// The task definition a job should have.
+pub fn task_definition(job: &CopyJob, s: &Settings) -> TaskDefinition {
+    let run = &job.spec.run;
+    TaskDefinition {
+        family: family(&job.metadata.name),
+        image: job
+            .spec
+            .ecs
+            .image
+            .clone()
+            .unwrap_or_else(|| s.image.clone()),
+        cpu: run.cpu.to_string(),
+        memory: run.memory_mib.to_string(),
+        task_role_arn: role_arn(&job.metadata.name, s),
+        execution_role_arn: s.execution_role_arn.clone(),
+        log_group: s.log_group.clone(),
+        log_region: s.region.clone(),
+    }
+}
+
+/// Network settings of a job's tasks: the job's, else the operator's.
+pub fn network(job: &CopyJob, s: &Settings) -> (Vec<String>, Vec<String>, bool) {
+    let e = &job.spec.ecs;
+    let pick = |own: &Vec<String>, default: &Vec<String>| {
+        if own.is_empty() {
+            default.clone()
+        } else {
+            own.clone()
+        }
+    };
+    (
+        pick(&e.subnets, &s.subnets),
+        pick(&e.security_groups, &s.security_groups),
+        e.assign_public_ip.unwrap_or(s.assign_public_ip),
+    )
+}
+
+/// The ECS cluster of a job's tasks.
+pub fn cluster(job: &CopyJob, s: &Settings) -> String {
+    job.spec
+        .ecs
+        .cluster
+        .clone()
+        .unwrap_or_else(|| s.cluster.clone())
+}
+
+/// Id of the `seq`-th run of a generation.
+pub fn run_id(generation: u64, seq: u64) -> String {
+    format!("g{generation}r{seq}")
+}
+
+/// The worker task id of an attempt (`FERRY_TASK`), unique within a run.
+pub fn task_id(slot: u32, attempt: u32) -> String {
+    format!("s{slot}a{attempt}")
+}
+
+/// The RunTask `clientToken` and `startedBy` of one attempt: the same attempt always gets the
+/// same token, so a retried or restarted operator finds the task instead of starting another.
+/// At most 64 characters of `[A-Za-z0-9_-]`.
+pub fn attempt_token(job: &str, run: &str, slot: u32, attempt: u32) -> String {
+    let h = fnv(&[job, run, &slot.to_string(), &attempt.to_string()]);
+    let short: String = job.chars().take(24).collect();
+    format!("ferry-{short}-{h:016x}")
+}
+
+/// The environment a worker task gets as RunTask overrides.
+pub fn worker_environment(
+    job: &str,
+    run: &str,
+    slot: u32,
+    attempt: u32,
+    s: &Settings,
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = s.worker_env.iter().cloned().collect();
+    env.insert("FERRY_JOB".into(), job.into());
+    env.insert("FERRY_RUN".into(), run.into());
+    env.insert("FERRY_TASK".into(), task_id(slot, attempt));
+    env.insert("FERRY_TABLE".into(), s.table.clone());
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_fit_iam_limits_and_stay_distinct() {
+        let long = "a".repeat(63);
+        let other = format!("{}b", "a".repeat(62));
+        assert_eq!(role_name("logs"), "ferry-task-logs");
+        assert!(role_name(&long).len() <= 64);
+        assert_ne!(role_name(&long), role_name(&other));
+    }
+
+    #[test]
+    fn attempt_tokens_are_stable_distinct_and_valid() {
+        let a = attempt_token("logs-migration", "g1r1", 0, 1);
+        assert_eq!(a, attempt_token("logs-migration", "g1r1", 0, 1));
+        assert_ne!(a, attempt_token("logs-migration", "g1r1", 0, 2));
+        assert_ne!(a, attempt_token("logs-migration", "g1r1", 1, 1));
+        assert_ne!(a, attempt_token("logs-migration", "g2r1", 0, 1));
+        let long = attempt_token(&"x".repeat(63), "g100r100", 999, 999);
+        assert!(long.len() <= 64, "{long}");
+        assert!(
+            long.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+    }
+}

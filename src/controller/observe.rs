@@ -1,0 +1,304 @@
+//! Read-only: what exists in AWS and in the store for one job, turned into the planner's
+//! `Observed`. Never writes anything.
+
+use std::collections::HashMap;
+
+use aws_sdk_ecs::types::TaskDefinitionStatus;
+use serde_json::Value;
+
+use super::desired::{self, TaskDefinition};
+use super::plan::{BucketState, Infra, Observed, Problem, RoleState, RunState, TaskState};
+use super::{Context, ReconcileError, aws_error};
+use crate::aws::{ErrorClass, classify, error_code};
+use crate::model::CopyJob;
+use crate::store::StoredJob;
+use crate::store::runs::now_ms;
+
+/// Gathers what the planner needs. `check_infra` reads the slow-changing resources too.
+pub async fn observe(
+    ctx: &Context,
+    stored: &StoredJob,
+    check_infra: bool,
+) -> Result<Observed, ReconcileError> {
+    let job = &stored.job;
+    let mut obs = Observed {
+        now_ms: now_ms(),
+        generation: stored.generation,
+        ..Observed::default()
+    };
+    if check_infra {
+        obs.infra = Some(infra(ctx, job).await?);
+    }
+    if let Some(run) = job.status.as_ref().and_then(|s| s.run.as_ref()) {
+        let arns: Vec<String> = run.tasks.iter().filter_map(|t| t.arn.clone()).collect();
+        obs.tasks = describe_tasks(ctx, &desired::cluster(job, &ctx.settings), &arns).await?;
+        if run.finished_at.is_none() {
+            let summary = ctx
+                .store
+                .run_summary(job.metadata.name.as_str(), &run.id)
+                .await?;
+            obs.run = Some(RunState {
+                complete: summary.complete(),
+                progress: summary.progress,
+                workers: summary
+                    .tasks
+                    .into_iter()
+                    .map(|t| (t.task, t.state))
+                    .collect(),
+            });
+        }
+    }
+    // Now that the reads are done, take the time the plan compares against.
+    obs.now_ms = now_ms();
+    Ok(obs)
+}
+
+/// The tasks' states by ARN, in DescribeTasks batches of 100.
+pub async fn describe_tasks(
+    ctx: &Context,
+    cluster: &str,
+    arns: &[String],
+) -> Result<HashMap<String, TaskState>, ReconcileError> {
+    let mut out = HashMap::new();
+    for batch in arns.chunks(100) {
+        let resp = ctx
+            .ecs
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(batch.to_vec()))
+            .send()
+            .await
+            .map_err(|e| aws_error("ECS", "DescribeTasks", e))?;
+        ctx.count("ecs", "DescribeTasks", "ok");
+        for t in resp.tasks() {
+            let Some(arn) = t.task_arn() else { continue };
+            let state = match t.last_status().unwrap_or_default() {
+                "STOPPED" | "DELETED" => TaskState::Stopped {
+                    stop_code: t.stop_code().map(|c| c.as_str().to_string()),
+                    reason: t.stopped_reason().map(str::to_string),
+                },
+                "RUNNING" => TaskState::Running,
+                _ => TaskState::Pending,
+            };
+            out.insert(arn.to_string(), state);
+        }
+        for f in resp.failures() {
+            if let Some(arn) = f.arn() {
+                out.insert(arn.to_string(), TaskState::Missing);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn problem(reason: impl Into<String>, message: impl Into<String>, terminal: bool) -> Problem {
+    Problem {
+        reason: reason.into(),
+        message: message.into(),
+        terminal,
+    }
+}
+
+/// A policy document as IAM returns it (URL-encoded JSON) or as ferry wrote it.
+pub fn policy_json(doc: &str) -> Option<Value> {
+    serde_json::from_str(doc).ok().or_else(|| {
+        let decoded = percent_encoding::percent_decode_str(doc)
+            .decode_utf8()
+            .ok()?;
+        serde_json::from_str(&decoded).ok()
+    })
+}
+
+async fn infra(ctx: &Context, job: &CopyJob) -> Result<Infra, ReconcileError> {
+    let spec = &job.spec;
+    let roles = match (
+        ctx.roles.check(&spec.source.role_arn).await,
+        ctx.roles.check(&spec.destination.role_arn).await,
+    ) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(m), _) | (_, Err(m)) => Err(problem("AssumeRoleFailed", m, false)),
+    };
+    let task_role = task_role(ctx, job).await?;
+    let (source_policy, bucket) = match &roles {
+        Err(p) => (Err(p.clone()), Err(p.clone())),
+        Ok(()) => (source_policy(ctx, job).await?, bucket(ctx, job).await?),
+    };
+    Ok(Infra {
+        roles,
+        task_role,
+        source_policy,
+        bucket,
+        task_definition: task_definition(ctx, job).await?,
+    })
+}
+
+async fn task_role(ctx: &Context, job: &CopyJob) -> Result<RoleState, ReconcileError> {
+    let name = desired::role_name(&job.metadata.name);
+    let role = match ctx.iam.get_role().role_name(&name).send().await {
+        Ok(r) => r,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            ctx.count("iam", "GetRole", "not_found");
+            return Ok(RoleState::Missing);
+        }
+        Err(e) => return Err(aws_error("IAM", "GetRole", e)),
+    };
+    ctx.count("iam", "GetRole", "ok");
+    let trust_ok = role
+        .role()
+        .and_then(|r| r.assume_role_policy_document())
+        .and_then(policy_json)
+        .is_some_and(|v| v == desired::trust_policy(&ctx.settings));
+    let policy_ok = match ctx
+        .iam
+        .get_role_policy()
+        .role_name(&name)
+        .policy_name(desired::ROLE_POLICY)
+        .send()
+        .await
+    {
+        Ok(p) => {
+            ctx.count("iam", "GetRolePolicy", "ok");
+            policy_json(p.policy_document())
+                .is_some_and(|v| v == desired::task_policy(job, &ctx.settings))
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) =>
+        {
+            ctx.count("iam", "GetRolePolicy", "not_found");
+            false
+        }
+        Err(e) => return Err(aws_error("IAM", "GetRolePolicy", e)),
+    };
+    Ok(RoleState::Present {
+        trust_ok,
+        policy_ok,
+    })
+}
+
+async fn source_policy(
+    ctx: &Context,
+    job: &CopyJob,
+) -> Result<Result<Option<String>, Problem>, ReconcileError> {
+    let src = &job.spec.source;
+    let s3 = ctx.roles.s3(&src.role_arn, &src.region).await;
+    match s3.get_bucket_policy().bucket(&src.bucket).send().await {
+        Ok(out) => {
+            ctx.count("s3", "GetBucketPolicy", "ok");
+            Ok(Ok(out.policy().map(str::to_string)))
+        }
+        Err(e) => {
+            let code = error_code(&e);
+            ctx.count("s3", "GetBucketPolicy", "error");
+            match (code.as_str(), classify(&e)) {
+                ("NoSuchBucketPolicy", _) => Ok(Ok(None)),
+                ("NoSuchBucket", _) => Ok(Err(problem(
+                    "NoSuchBucket",
+                    format!("source bucket {} does not exist", src.bucket),
+                    false,
+                ))),
+                (_, ErrorClass::Terminal) => Ok(Err(problem(
+                    code.clone(),
+                    format!(
+                        "cannot read the policy of source bucket {} as {}: {}",
+                        src.bucket,
+                        src.role_arn,
+                        crate::aws::describe(&e)
+                    ),
+                    false,
+                ))),
+                _ => Err(aws_error("S3", "GetBucketPolicy", e)),
+            }
+        }
+    }
+}
+
+async fn bucket(
+    ctx: &Context,
+    job: &CopyJob,
+) -> Result<Result<BucketState, Problem>, ReconcileError> {
+    let dst = &job.spec.destination;
+    let s3 = ctx.roles.s3(&dst.role_arn, &dst.region).await;
+    match s3.head_bucket().bucket(&dst.bucket).send().await {
+        Ok(out) => {
+            ctx.count("s3", "HeadBucket", "ok");
+            Ok(Ok(BucketState::Exists {
+                region: out.bucket_region().map(str::to_string),
+            }))
+        }
+        Err(e) => {
+            ctx.count("s3", "HeadBucket", "error");
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            match (status, classify(&e)) {
+                (Some(404), _) => Ok(Ok(BucketState::Missing)),
+                (Some(403), _) => Ok(Err(problem(
+                    "AccessDenied",
+                    format!(
+                        "{} may not access destination bucket {} (does another account own it?)",
+                        dst.role_arn, dst.bucket
+                    ),
+                    false,
+                ))),
+                (_, ErrorClass::Terminal) => Ok(Err(problem(
+                    error_code(&e),
+                    crate::aws::describe(&e),
+                    false,
+                ))),
+                _ => Err(aws_error("S3", "HeadBucket", e)),
+            }
+        }
+    }
+}
+
+async fn task_definition(
+    ctx: &Context,
+    job: &CopyJob,
+) -> Result<Option<TaskDefinition>, ReconcileError> {
+    let family = desired::family(&job.metadata.name);
+    let out = match ctx
+        .ecs
+        .describe_task_definition()
+        .task_definition(&family)
+        .send()
+        .await
+    {
+        Ok(o) => o,
+        Err(e) if classify(&e) == ErrorClass::Terminal => {
+            // ClientException: no ACTIVE revision of the family.
+            ctx.count("ecs", "DescribeTaskDefinition", "not_found");
+            return Ok(None);
+        }
+        Err(e) => return Err(aws_error("ECS", "DescribeTaskDefinition", e)),
+    };
+    ctx.count("ecs", "DescribeTaskDefinition", "ok");
+    let Some(td) = out.task_definition() else {
+        return Ok(None);
+    };
+    if td.status() == Some(&TaskDefinitionStatus::Inactive) {
+        return Ok(None);
+    }
+    let container = td
+        .container_definitions()
+        .iter()
+        .find(|c| c.name() == Some(desired::CONTAINER));
+    let log = container
+        .and_then(|c| c.log_configuration())
+        .and_then(|l| l.options());
+    let opt = |k: &str| log.and_then(|o| o.get(k)).cloned().unwrap_or_default();
+    Ok(Some(TaskDefinition {
+        family: td.family().unwrap_or_default().to_string(),
+        image: container
+            .and_then(|c| c.image())
+            .unwrap_or_default()
+            .to_string(),
+        cpu: td.cpu().unwrap_or_default().to_string(),
+        memory: td.memory().unwrap_or_default().to_string(),
+        task_role_arn: td.task_role_arn().unwrap_or_default().to_string(),
+        execution_role_arn: td.execution_role_arn().unwrap_or_default().to_string(),
+        log_group: opt("awslogs-group"),
+        log_region: opt("awslogs-region"),
+    }))
+}

@@ -1,0 +1,1148 @@
+//! The reconcile planner: from a job, its last status and what `observe` found, the steps that
+//! bring the cloud to the desired state and the status to write. Pure: no IO, no clock (time is
+//! an input), cannot fail; every decision of the operator is table-tested here.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::desired::{self, Settings, TaskDefinition};
+use super::policy;
+use super::restart::{self, StopKind};
+use crate::model::{
+    Condition, CopyJob, CopyJobStatus, Phase, Progress, RunMode, RunStatus, TaskStatus,
+};
+
+/// Condition types, in the order `describe` shows them.
+pub const ROLES_READY: &str = "RolesReady";
+pub const SOURCE_POLICY_READY: &str = "SourcePolicyReady";
+pub const DESTINATION_READY: &str = "DestinationReady";
+pub const TASK_DEFINITION_READY: &str = "TaskDefinitionReady";
+pub const COMPLETE: &str = "Complete";
+const INFRA: [&str; 4] = [
+    ROLES_READY,
+    SOURCE_POLICY_READY,
+    DESTINATION_READY,
+    TASK_DEFINITION_READY,
+];
+
+/// A problem `observe` met, as a condition reason and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// One CamelCase word (usually the AWS error code).
+    pub reason: String,
+    pub message: String,
+    /// Retrying will not help until someone changes something.
+    pub terminal: bool,
+}
+
+/// The job's task role as IAM has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleState {
+    Missing,
+    Present { trust_ok: bool, policy_ok: bool },
+}
+
+/// The destination bucket as S3 has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketState {
+    Missing,
+    /// Exists and is ours; its region if S3 said.
+    Exists {
+        region: Option<String>,
+    },
+    /// The name is taken by another account.
+    OwnedByOther,
+}
+
+/// The slow-changing resources, read when a drift check is due or something is not ready.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Infra {
+    /// Whether the source and destination roles can be assumed.
+    pub roles: Result<(), Problem>,
+    pub task_role: RoleState,
+    /// The source bucket policy document (None: the bucket has no policy).
+    pub source_policy: Result<Option<String>, Problem>,
+    pub bucket: Result<BucketState, Problem>,
+    /// The latest ACTIVE revision of the job's task definition family.
+    pub task_definition: Option<TaskDefinition>,
+}
+
+/// An ECS task as DescribeTasks reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskState {
+    Pending,
+    Running,
+    Stopped {
+        stop_code: Option<String>,
+        reason: Option<String>,
+    },
+    /// DescribeTasks does not know the task.
+    Missing,
+}
+
+/// The current run as the store has it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunState {
+    pub complete: bool,
+    pub progress: Progress,
+    /// The last state each worker task wrote (`running`, `done`, `stopped`, `failed`), by task id.
+    pub workers: HashMap<String, String>,
+}
+
+/// Everything `observe` found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub now_ms: u64,
+    pub generation: u64,
+    /// `None`: not checked this pass (the status says it was ready).
+    pub infra: Option<Infra>,
+    /// The tasks named in the status, by ARN.
+    pub tasks: HashMap<String, TaskState>,
+    /// The current run (the status's), if there is one.
+    pub run: Option<RunState>,
+}
+
+/// One idempotent step of `apply`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Create or update the job's task role, its trust policy and its inline policy.
+    EnsureTaskRole,
+    /// Write the source bucket policy with ferry's statement merged in.
+    PutSourcePolicy {
+        document: String,
+    },
+    /// Create the destination bucket with the job's settings.
+    CreateBucket,
+    RegisterTaskDefinition,
+    /// Create the run's record in the store (with the spec it copies).
+    StartRun {
+        run: String,
+    },
+    /// Start (or find, by its token) the task of one attempt of a slot of the current run.
+    RunTask {
+        slot: u32,
+        attempt: u32,
+    },
+    StopTask {
+        arn: String,
+        reason: String,
+    },
+}
+
+/// What one reconcile does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub status: CopyJobStatus,
+    /// Look again after this long (besides events and resyncs).
+    pub requeue: Option<Duration>,
+    /// Resource kinds found drifted and put back this pass.
+    pub corrections: Vec<&'static str>,
+    /// A problem that keeps the job from progressing: the status records it and the reconcile
+    /// backs off (unless it is terminal).
+    pub blocked: Option<Problem>,
+}
+
+/// RFC 3339 of epoch milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Epoch milliseconds of an RFC 3339 time (0 if unreadable).
+pub fn epoch_ms(t: &str) -> u64 {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| u64::try_from(d.timestamp_millis()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// Sets a condition; its transition time moves only when its status flips.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    now: &str,
+) {
+    let status = if ok { "True" } else { "False" };
+    match conditions.iter_mut().find(|c| c.kind == kind) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now.to_string();
+            }
+            c.status = status.to_string();
+            c.reason = reason.to_string();
+            c.message = message.to_string();
+        }
+        None => conditions.push(Condition {
+            kind: kind.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+            last_transition_time: now.to_string(),
+        }),
+    }
+}
+
+fn is_true(status: &CopyJobStatus, kind: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.kind == kind && c.status == "True")
+}
+
+/// Whether the status says every slow-changing resource was ready for this generation; if not,
+/// `observe` must check them this pass.
+pub fn infra_ready(status: Option<&CopyJobStatus>, generation: u64) -> bool {
+    status
+        .is_some_and(|s| s.observed_generation == generation && INFRA.iter().all(|k| is_true(s, k)))
+}
+
+/// The next tick of a cron expression strictly after `after_ms`.
+pub fn next_tick(expr: &str, after_ms: u64) -> Option<u64> {
+    let cron = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(&crate::model::validate::normalize_cron(expr))
+        .ok()?;
+    let after = chrono::DateTime::from_timestamp_millis(i64::try_from(after_ms).ok()?)?;
+    let next = cron.find_next_occurrence(&after, false).ok()?;
+    u64::try_from(next.timestamp_millis()).ok()
+}
+
+/// The sequence number of a run id (`g3r2` → 2).
+fn run_seq(id: &str) -> u64 {
+    id.rsplit_once('r')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Plans one reconcile of a job that is not being deleted.
+pub fn plan(
+    job: &CopyJob,
+    prev: Option<&CopyJobStatus>,
+    obs: &Observed,
+    settings: &Settings,
+) -> Plan {
+    let now = obs.now_ms;
+    let now_s = rfc3339(now);
+    let spec = &job.spec;
+    let generation = obs.generation;
+    let mut st = prev.cloned().unwrap_or_default();
+    let mut p = Plan {
+        steps: Vec::new(),
+        status: CopyJobStatus::default(),
+        requeue: None,
+        corrections: Vec::new(),
+        blocked: None,
+    };
+
+    let live_arns = |run: &RunStatus| -> Vec<String> {
+        run.tasks
+            .iter()
+            .filter_map(|t| t.arn.clone())
+            .filter(|a| {
+                matches!(
+                    obs.tasks.get(a),
+                    Some(TaskState::Pending | TaskState::Running)
+                )
+            })
+            .collect()
+    };
+
+    if spec.run.suspend {
+        if let Some(run) = &st.run {
+            for arn in live_arns(run) {
+                p.steps.push(Step::StopTask {
+                    arn,
+                    reason: "ferry: job suspended".into(),
+                });
+            }
+        }
+        st.phase = Phase::Suspended;
+        st.observed_generation = generation;
+        st.next_run_time = None;
+        p.status = st;
+        return p;
+    }
+
+    // Slow-changing resources.
+    if let Some(infra) = &obs.infra {
+        check_infra(job, &mut st, infra, settings, &now_s, generation, &mut p);
+    }
+
+    // Runs.
+    let mut start_new: Option<u64> = None; // sequence number of a run to start
+    match st.run.clone() {
+        None => start_new = Some(1),
+        Some(run) if run.generation != generation => {
+            for arn in live_arns(&run) {
+                p.steps.push(Step::StopTask {
+                    arn,
+                    reason: format!("ferry: superseded by generation {generation}"),
+                });
+            }
+            start_new = Some(1);
+        }
+        Some(run) if run.finished_at.is_some() => {
+            if spec.run.mode == RunMode::Sync {
+                let expr = spec.run.schedule.as_deref().unwrap_or_default();
+                let finished = run.finished_at.as_deref().map(epoch_ms).unwrap_or(now);
+                let next = st
+                    .next_run_time
+                    .as_deref()
+                    .map(epoch_ms)
+                    .or_else(|| next_tick(expr, finished));
+                match next {
+                    Some(t) if t <= now => start_new = Some(run_seq(&run.id) + 1),
+                    Some(t) => {
+                        st.next_run_time = Some(rfc3339(t));
+                        p.requeue = Some(Duration::from_millis(t - now));
+                    }
+                    None => {}
+                }
+            }
+        }
+        Some(_) => manage_run(job, &mut st, obs, settings, &now_s, &mut p),
+    }
+
+    if let Some(seq) = start_new {
+        if p.blocked.is_none() {
+            let id = desired::run_id(generation, seq);
+            p.steps.push(Step::StartRun { run: id.clone() });
+            let tasks = (0..spec.run.parallelism)
+                .map(|slot| TaskStatus {
+                    slot,
+                    attempt: 1,
+                    ..TaskStatus::default()
+                })
+                .collect();
+            for slot in 0..spec.run.parallelism {
+                p.steps.push(Step::RunTask { slot, attempt: 1 });
+            }
+            st.run = Some(RunStatus {
+                id,
+                generation,
+                started_at: now_s.clone(),
+                tasks,
+                ..RunStatus::default()
+            });
+            if st.run.is_some() {
+                st.totals = st.totals.plus(&st.progress);
+            }
+            st.progress = Progress::default();
+            st.last_run_time = Some(now_s.clone());
+            st.next_run_time = None;
+            st.phase = Phase::Provisioning;
+            set_condition(
+                &mut st.conditions,
+                COMPLETE,
+                false,
+                "Running",
+                "the run has started",
+                &now_s,
+            );
+        } else if st.phase != Phase::Failed {
+            st.phase = Phase::Provisioning;
+        }
+    }
+
+    if let Some(problem) = &p.blocked {
+        if problem.terminal {
+            st.phase = Phase::Failed;
+        } else if st.phase == Phase::Pending {
+            st.phase = Phase::Provisioning;
+        }
+    }
+    st.observed_generation = generation;
+    p.status = st;
+    p
+}
+
+/// Compares the slow-changing resources with the desired state; adds steps, conditions and
+/// corrections.
+fn check_infra(
+    job: &CopyJob,
+    st: &mut CopyJobStatus,
+    infra: &Infra,
+    settings: &Settings,
+    now: &str,
+    generation: u64,
+    p: &mut Plan,
+) {
+    // Drift means "was ready for this very generation": a new generation's first check is
+    // provisioning, not drift.
+    let same_generation = st.observed_generation == generation;
+    let block = |p: &mut Plan, problem: &Problem| {
+        if p.blocked
+            .as_ref()
+            .is_none_or(|b| !b.terminal && problem.terminal)
+        {
+            p.blocked = Some(problem.clone());
+        }
+    };
+    let was_ready = |st: &CopyJobStatus, kind: &str| same_generation && is_true(st, kind);
+
+    // Roles: the job's roles can be assumed, and ferry's task role is as it should be.
+    match (&infra.roles, infra.task_role) {
+        (Err(problem), _) => {
+            set_condition(
+                &mut st.conditions,
+                ROLES_READY,
+                false,
+                &problem.reason,
+                &problem.message,
+                now,
+            );
+            block(p, problem);
+        }
+        (Ok(()), role) => {
+            if role
+                != (RoleState::Present {
+                    trust_ok: true,
+                    policy_ok: true,
+                })
+            {
+                if was_ready(st, ROLES_READY) {
+                    p.corrections.push("task_role");
+                }
+                p.steps.push(Step::EnsureTaskRole);
+            }
+            set_condition(
+                &mut st.conditions,
+                ROLES_READY,
+                true,
+                "Ready",
+                "source and destination roles can be assumed; the task role is in place",
+                now,
+            );
+        }
+    }
+
+    match &infra.source_policy {
+        Err(problem) => {
+            set_condition(
+                &mut st.conditions,
+                SOURCE_POLICY_READY,
+                false,
+                &problem.reason,
+                &problem.message,
+                now,
+            );
+            block(p, problem);
+        }
+        Ok(current) => match policy::merge(current.as_deref(), job) {
+            Ok(None) => set_condition(
+                &mut st.conditions,
+                SOURCE_POLICY_READY,
+                true,
+                "Ready",
+                "the source bucket policy grants the destination role read access",
+                now,
+            ),
+            Ok(Some(document)) => {
+                if was_ready(st, SOURCE_POLICY_READY) {
+                    p.corrections.push("source_policy");
+                }
+                p.steps.push(Step::PutSourcePolicy { document });
+                set_condition(
+                    &mut st.conditions,
+                    SOURCE_POLICY_READY,
+                    true,
+                    "Ready",
+                    "the source bucket policy grants the destination role read access",
+                    now,
+                );
+            }
+            Err(e) => {
+                let problem = Problem {
+                    reason: "InvalidBucketPolicy".into(),
+                    message: format!("the source bucket's existing policy cannot be merged: {e}"),
+                    terminal: false,
+                };
+                set_condition(
+                    &mut st.conditions,
+                    SOURCE_POLICY_READY,
+                    false,
+                    &problem.reason,
+                    &problem.message,
+                    now,
+                );
+                block(p, &problem);
+            }
+        },
+    }
+
+    let dst = &job.spec.destination;
+    let bucket_problem = match &infra.bucket {
+        Err(problem) => Some(problem.clone()),
+        Ok(BucketState::OwnedByOther) => Some(Problem {
+            reason: "BucketAlreadyExists".into(),
+            message: format!(
+                "bucket {} belongs to another account; choose another name",
+                dst.bucket
+            ),
+            terminal: true,
+        }),
+        Ok(BucketState::Exists { region: Some(r) }) if *r != dst.region => Some(Problem {
+            reason: "RegionMismatch".into(),
+            message: format!(
+                "bucket {} is in {r}, the job says {}",
+                dst.bucket, dst.region
+            ),
+            terminal: true,
+        }),
+        Ok(BucketState::Exists { .. }) => None,
+        Ok(BucketState::Missing) if dst.create.is_some() => {
+            if was_ready(st, DESTINATION_READY) {
+                p.corrections.push("destination_bucket");
+            }
+            p.steps.push(Step::CreateBucket);
+            None
+        }
+        Ok(BucketState::Missing) => Some(Problem {
+            reason: "BucketNotFound".into(),
+            message: format!(
+                "bucket {} does not exist and the job does not ask to create it (destination.create)",
+                dst.bucket
+            ),
+            terminal: false,
+        }),
+    };
+    match bucket_problem {
+        Some(problem) => {
+            set_condition(
+                &mut st.conditions,
+                DESTINATION_READY,
+                false,
+                &problem.reason,
+                &problem.message,
+                now,
+            );
+            block(p, &problem);
+        }
+        None => set_condition(
+            &mut st.conditions,
+            DESTINATION_READY,
+            true,
+            "Ready",
+            &format!("bucket {} is ready in {}", dst.bucket, dst.region),
+            now,
+        ),
+    }
+
+    let want = desired::task_definition(job, settings);
+    if infra.task_definition.as_ref() != Some(&want) {
+        if was_ready(st, TASK_DEFINITION_READY) {
+            p.corrections.push("task_definition");
+        }
+        p.steps.push(Step::RegisterTaskDefinition);
+    }
+    set_condition(
+        &mut st.conditions,
+        TASK_DEFINITION_READY,
+        true,
+        "Ready",
+        &format!("task definition family {} is current", want.family),
+        now,
+    );
+}
+
+/// Handles an active run: completion, deadline, stopped tasks and their replacements.
+fn manage_run(
+    job: &CopyJob,
+    st: &mut CopyJobStatus,
+    obs: &Observed,
+    settings: &Settings,
+    now_s: &str,
+    p: &mut Plan,
+) {
+    let now = obs.now_ms;
+    let spec = &job.spec;
+    let Some(mut run) = st.run.clone() else {
+        return;
+    };
+    let state = obs.run.clone().unwrap_or_default();
+    st.progress = state.progress;
+
+    if state.complete {
+        run.finished_at = Some(now_s.to_string());
+        st.phase = Phase::Succeeded;
+        set_condition(
+            &mut st.conditions,
+            COMPLETE,
+            true,
+            "Completed",
+            &format!(
+                "run {} copied {} objects, skipped {}, {} failed",
+                run.id,
+                state.progress.objects_copied,
+                state.progress.objects_skipped,
+                state.progress.objects_failed
+            ),
+            now_s,
+        );
+        if spec.run.mode == RunMode::Sync {
+            let next = spec.run.schedule.as_deref().and_then(|e| next_tick(e, now));
+            st.next_run_time = next.map(rfc3339);
+            p.requeue = next.map(|t| Duration::from_millis(t.saturating_sub(now)));
+        }
+        st.run = Some(run);
+        return;
+    }
+
+    let live: Vec<String> = run
+        .tasks
+        .iter()
+        .filter_map(|t| t.arn.clone())
+        .filter(|a| {
+            matches!(
+                obs.tasks.get(a),
+                Some(TaskState::Pending | TaskState::Running)
+            )
+        })
+        .collect();
+    let fail_run = |run: &mut RunStatus,
+                    st: &mut CopyJobStatus,
+                    p: &mut Plan,
+                    reason: &str,
+                    message: String| {
+        for arn in &live {
+            p.steps.push(Step::StopTask {
+                arn: arn.clone(),
+                reason: format!("ferry: {reason}"),
+            });
+        }
+        run.finished_at = Some(now_s.to_string());
+        st.phase = Phase::Failed;
+        set_condition(&mut st.conditions, COMPLETE, false, reason, &message, now_s);
+    };
+
+    if let Some(deadline) = spec.run.active_deadline_seconds {
+        let started = epoch_ms(&run.started_at);
+        if now.saturating_sub(started) > deadline.saturating_mul(1000) {
+            let message = format!("run {} was active for longer than {deadline} s", run.id);
+            fail_run(&mut run, st, p, "DeadlineExceeded", message);
+            st.run = Some(run);
+            return;
+        }
+    }
+
+    let mut running = 0;
+    let mut wake: Option<u64> = None;
+    let mut exceeded = None;
+    for i in 0..run.tasks.len() {
+        let slot = run.tasks[i].clone();
+        if let Some(arn) = &slot.arn {
+            let observed = obs.tasks.get(arn).cloned().unwrap_or(TaskState::Missing);
+            let (code, reason) = match observed {
+                TaskState::Pending | TaskState::Running => {
+                    running += 1;
+                    continue;
+                }
+                TaskState::Stopped { stop_code, reason } => (stop_code, reason),
+                TaskState::Missing => (None, Some("the task vanished from ECS".to_string())),
+            };
+            let worker = state
+                .workers
+                .get(&desired::task_id(slot.slot, slot.attempt))
+                .map(String::as_str);
+            let kind = restart::classify_stop(code.as_deref(), reason.as_deref(), worker);
+            let why = reason.unwrap_or_else(|| "stopped".into());
+            let next = &mut run.tasks[i];
+            next.attempt += 1;
+            next.arn = None;
+            next.last_stop = Some(why);
+            match kind {
+                StopKind::Platform => run.platform_restarts += 1,
+                StopKind::Interrupted => {
+                    run.interruptions += 1;
+                    p.corrections.push("task");
+                }
+                StopKind::Failed => {
+                    run.failures += 1;
+                    if run.failures > spec.run.backoff_limit {
+                        exceeded = Some(run.failures);
+                        break;
+                    }
+                    let at = now
+                        + u64::try_from(
+                            restart::backoff(run.failures, settings.restart_backoff).as_millis(),
+                        )
+                        .unwrap_or(0);
+                    next.not_before = Some(rfc3339(at));
+                }
+            }
+        }
+        let slot = run.tasks[i].clone();
+        let due = slot.not_before.as_deref().map(epoch_ms).unwrap_or(0);
+        if due <= now {
+            if p.blocked.is_none() {
+                run.tasks[i].not_before = None;
+                p.steps.push(Step::RunTask {
+                    slot: slot.slot,
+                    attempt: slot.attempt,
+                });
+                running += 1;
+            }
+        } else {
+            wake = Some(wake.map_or(due, |w| w.min(due)));
+        }
+    }
+    if let Some(failures) = exceeded {
+        fail_run(
+            &mut run,
+            st,
+            p,
+            "BackoffLimitExceeded",
+            format!(
+                "{failures} task failures, more than backoffLimit {}",
+                spec.run.backoff_limit
+            ),
+        );
+        st.run = Some(run);
+        return;
+    }
+    st.phase = if running > 0 {
+        Phase::Running
+    } else {
+        Phase::Provisioning
+    };
+    if let Some(w) = wake {
+        p.requeue = Some(Duration::from_millis(w - now));
+    }
+    st.run = Some(run);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_800_000_000_000;
+
+    fn job(extra_run: &str) -> CopyJob {
+        let yaml = format!(
+            r#"apiVersion: ferry.dev/v1alpha1
+kind: CopyJob
+metadata: {{ name: logs }}
+spec:
+  source: {{ account: "111111111111", region: eu-west-1, bucket: src, roleArn: "arn:aws:iam::111111111111:role/s" }}
+  destination: {{ account: "222222222222", region: us-east-1, bucket: dst, roleArn: "arn:aws:iam::222222222222:role/d", create: {{}} }}
+  run: {{ parallelism: 2, backoffLimit: 2 {extra_run} }}
+"#
+        );
+        serde_yaml_ng::from_str(&yaml).expect("job")
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            account: "123456789012".into(),
+            region: "eu-west-1".into(),
+            table: "ferry".into(),
+            cluster: "ferry".into(),
+            image: "ferry:1".into(),
+            log_group: "/ferry".into(),
+            restart_backoff: Duration::from_secs(10),
+            ..Settings::default()
+        }
+    }
+
+    fn ready_infra(job: &CopyJob) -> Infra {
+        let policy = policy::merge(None, job).unwrap();
+        Infra {
+            roles: Ok(()),
+            task_role: RoleState::Present {
+                trust_ok: true,
+                policy_ok: true,
+            },
+            source_policy: Ok(policy),
+            bucket: Ok(BucketState::Exists {
+                region: Some("us-east-1".into()),
+            }),
+            task_definition: Some(desired::task_definition(job, &settings())),
+        }
+    }
+
+    fn observed(now: u64, infra: Option<Infra>) -> Observed {
+        Observed {
+            now_ms: now,
+            generation: 1,
+            infra,
+            ..Observed::default()
+        }
+    }
+
+    /// The status after the first reconcile of `job`, with both tasks started.
+    fn started(job: &CopyJob) -> CopyJobStatus {
+        let mut p = plan(
+            job,
+            None,
+            &observed(T0, Some(ready_infra(job))),
+            &settings(),
+        );
+        for (i, t) in p.status.run.as_mut().unwrap().tasks.iter_mut().enumerate() {
+            t.arn = Some(format!("arn:task/{i}"));
+        }
+        p.status
+    }
+
+    fn running(arns: &[&str]) -> HashMap<String, TaskState> {
+        arns.iter()
+            .map(|a| (a.to_string(), TaskState::Running))
+            .collect()
+    }
+
+    fn cond<'a>(s: &'a CopyJobStatus, kind: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.kind == kind).unwrap()
+    }
+
+    #[test]
+    fn a_new_job_gets_every_resource_and_a_run_with_one_task_per_slot() {
+        let j = job("");
+        let infra = Infra {
+            roles: Ok(()),
+            task_role: RoleState::Missing,
+            source_policy: Ok(None),
+            bucket: Ok(BucketState::Missing),
+            task_definition: None,
+        };
+        let p = plan(&j, None, &observed(T0, Some(infra)), &settings());
+        assert_eq!(p.steps[0], Step::EnsureTaskRole);
+        assert!(matches!(p.steps[1], Step::PutSourcePolicy { .. }));
+        assert_eq!(
+            p.steps[2..],
+            [
+                Step::CreateBucket,
+                Step::RegisterTaskDefinition,
+                Step::StartRun { run: "g1r1".into() },
+                Step::RunTask {
+                    slot: 0,
+                    attempt: 1
+                },
+                Step::RunTask {
+                    slot: 1,
+                    attempt: 1
+                },
+            ]
+        );
+        assert!(p.corrections.is_empty(), "creation is not drift");
+        assert_eq!(p.status.phase, Phase::Provisioning);
+        assert_eq!(p.status.observed_generation, 1);
+        for kind in INFRA {
+            assert_eq!(cond(&p.status, kind).status, "True", "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_finished_job_at_rest_plans_nothing_and_keeps_its_status() {
+        let j = job("");
+        let mut st = started(&j);
+        let mut obs = observed(T0 + 1000, None);
+        obs.tasks = running(&["arn:task/0", "arn:task/1"]);
+        obs.run = Some(RunState {
+            complete: true,
+            ..RunState::default()
+        });
+        let done = plan(&j, Some(&st), &obs, &settings()).status;
+        assert_eq!(done.phase, Phase::Succeeded);
+        assert_eq!(cond(&done, COMPLETE).status, "True");
+        st = done;
+        let again = plan(
+            &j,
+            Some(&st),
+            &observed(T0 + 5000, Some(ready_infra(&j))),
+            &settings(),
+        );
+        assert!(again.steps.is_empty(), "{:?}", again.steps);
+        assert_eq!(
+            again.status, st,
+            "nothing moved, not even a transition time"
+        );
+    }
+
+    #[test]
+    fn drifted_resources_are_put_back_and_counted_per_kind() {
+        let j = job("");
+        let st = started(&j);
+        let cases: Vec<(&str, Box<dyn Fn(&mut Infra)>, Step)> = vec![
+            (
+                "source_policy",
+                Box::new(|i: &mut Infra| i.source_policy = Ok(None)),
+                Step::PutSourcePolicy {
+                    document: policy::merge(None, &j).unwrap().unwrap(),
+                },
+            ),
+            (
+                "destination_bucket",
+                Box::new(|i: &mut Infra| i.bucket = Ok(BucketState::Missing)),
+                Step::CreateBucket,
+            ),
+            (
+                "task_definition",
+                Box::new(|i: &mut Infra| i.task_definition = None),
+                Step::RegisterTaskDefinition,
+            ),
+            (
+                "task_role",
+                Box::new(|i: &mut Infra| {
+                    i.task_role = RoleState::Present {
+                        trust_ok: true,
+                        policy_ok: false,
+                    }
+                }),
+                Step::EnsureTaskRole,
+            ),
+        ];
+        for (kind, breaks, step) in cases {
+            let mut infra = ready_infra(&j);
+            breaks(&mut infra);
+            let mut obs = observed(T0 + 1000, Some(infra));
+            obs.tasks = running(&["arn:task/0", "arn:task/1"]);
+            obs.run = Some(RunState::default());
+            let p = plan(&j, Some(&st), &obs, &settings());
+            assert_eq!(p.corrections, [kind]);
+            assert_eq!(p.steps, [step], "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_policy_with_other_statements_keeps_them_when_ferry_adds_its_own() {
+        let j = job("");
+        let other = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Keep","Effect":"Deny","Principal":"*","Action":"s3:DeleteBucket","Resource":"arn:aws:s3:::src"}]}"#;
+        let mut infra = ready_infra(&j);
+        infra.source_policy = Ok(Some(other.into()));
+        let p = plan(&j, None, &observed(T0, Some(infra)), &settings());
+        let Step::PutSourcePolicy { document } = &p.steps[0] else {
+            panic!("{:?}", p.steps)
+        };
+        let doc: serde_json::Value = serde_json::from_str(document).unwrap();
+        let keep: serde_json::Value = serde_json::from_str(other).unwrap();
+        assert_eq!(doc["Statement"][0], keep["Statement"][0]);
+    }
+
+    #[test]
+    fn failed_tasks_are_replaced_with_backoff_until_the_limit_then_the_job_fails() {
+        let j = job("");
+        let mut st = started(&j);
+        let mut now = T0;
+        let mut delays = Vec::new();
+        for attempt in 1..=3u32 {
+            // Slot 0's task dies; slot 1 keeps running.
+            let mut obs = observed(now, None);
+            obs.tasks = running(&["arn:task/1"]);
+            let arn = if attempt == 1 {
+                "arn:task/0".to_string()
+            } else {
+                format!("arn:task/0-{attempt}")
+            };
+            obs.tasks.insert(
+                arn,
+                TaskState::Stopped {
+                    stop_code: Some("EssentialContainerExited".into()),
+                    reason: Some("exit code 1".into()),
+                },
+            );
+            obs.run = Some(RunState::default());
+            let p = plan(&j, Some(&st), &obs, &settings());
+            if attempt == 3 {
+                assert_eq!(p.status.phase, Phase::Failed);
+                assert_eq!(cond(&p.status, COMPLETE).reason, "BackoffLimitExceeded");
+                assert_eq!(
+                    p.steps,
+                    [Step::StopTask {
+                        arn: "arn:task/1".into(),
+                        reason: "ferry: BackoffLimitExceeded".into()
+                    }]
+                );
+                assert_eq!(p.status.run.as_ref().unwrap().failures, 3);
+                return;
+            }
+            assert!(p.steps.is_empty(), "waits for the backoff: {:?}", p.steps);
+            let slot = &p.status.run.as_ref().unwrap().tasks[0];
+            assert_eq!(slot.attempt, attempt + 1);
+            let due = epoch_ms(slot.not_before.as_deref().unwrap());
+            delays.push((due - now) / 1000);
+            assert_eq!(p.requeue, Some(Duration::from_millis(due - now)));
+            // At the due time the next attempt starts.
+            st = p.status;
+            let mut obs = observed(due, None);
+            obs.tasks = running(&["arn:task/1"]);
+            obs.run = Some(RunState::default());
+            let p = plan(&j, Some(&st), &obs, &settings());
+            assert_eq!(
+                p.steps,
+                [Step::RunTask {
+                    slot: 0,
+                    attempt: attempt + 1
+                }]
+            );
+            st = p.status;
+            st.run.as_mut().unwrap().tasks[0].arn = Some(format!("arn:task/0-{}", attempt + 1));
+            now = due;
+        }
+        assert_eq!(delays, [10, 20]);
+    }
+
+    #[test]
+    fn platform_and_manual_stops_are_replaced_at_once_without_counting() {
+        let j = job("");
+        for (code, reason, worker, counted) in [
+            (Some("SpotInterruption"), "spot", None, "platform"),
+            (None, "stopped by hand", Some("stopped"), "interrupted"),
+        ] {
+            let st = started(&j);
+            let mut obs = observed(T0 + 1000, None);
+            obs.tasks = running(&["arn:task/1"]);
+            obs.tasks.insert(
+                "arn:task/0".into(),
+                TaskState::Stopped {
+                    stop_code: code.map(str::to_string),
+                    reason: Some(reason.into()),
+                },
+            );
+            let mut run = RunState::default();
+            if let Some(w) = worker {
+                run.workers.insert("s0a1".into(), w.into());
+            }
+            obs.run = Some(run);
+            let p = plan(&j, Some(&st), &obs, &settings());
+            assert_eq!(
+                p.steps,
+                [Step::RunTask {
+                    slot: 0,
+                    attempt: 2
+                }],
+                "{counted}"
+            );
+            let r = p.status.run.unwrap();
+            assert_eq!(r.failures, 0);
+            assert_eq!(
+                (r.platform_restarts, r.interruptions),
+                if counted == "platform" {
+                    (1, 0)
+                } else {
+                    (0, 1)
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_task_that_vanished_from_ecs_counts_as_failed() {
+        let j = job("");
+        let st = started(&j);
+        let mut obs = observed(T0 + 1000, None);
+        obs.tasks = running(&["arn:task/1"]);
+        obs.run = Some(RunState::default());
+        let p = plan(&j, Some(&st), &obs, &settings());
+        assert_eq!(p.status.run.unwrap().failures, 1);
+    }
+
+    #[test]
+    fn a_spec_change_during_a_run_stops_its_tasks_and_starts_the_new_generation() {
+        let j = job("");
+        let st = started(&j);
+        let mut obs = observed(T0 + 1000, Some(ready_infra(&j)));
+        obs.generation = 2;
+        obs.tasks = running(&["arn:task/0", "arn:task/1"]);
+        let p = plan(&j, Some(&st), &obs, &settings());
+        assert_eq!(
+            p.steps[..3],
+            [
+                Step::StopTask {
+                    arn: "arn:task/0".into(),
+                    reason: "ferry: superseded by generation 2".into()
+                },
+                Step::StopTask {
+                    arn: "arn:task/1".into(),
+                    reason: "ferry: superseded by generation 2".into()
+                },
+                Step::StartRun { run: "g2r1".into() },
+            ]
+        );
+        assert_eq!(p.status.run.unwrap().generation, 2);
+        assert_eq!(p.status.observed_generation, 2);
+    }
+
+    #[test]
+    fn a_sync_job_starts_the_next_run_on_its_tick_and_folds_progress_into_totals() {
+        let j = job(", mode: Sync, schedule: \"*/5 * * * *\"");
+        let st = started(&j);
+        let mut obs = observed(T0, None);
+        obs.run = Some(RunState {
+            complete: true,
+            progress: Progress {
+                bytes_copied: 7,
+                ..Progress::default()
+            },
+            ..RunState::default()
+        });
+        let done = plan(&j, Some(&st), &obs, &settings());
+        let next = epoch_ms(done.status.next_run_time.as_deref().unwrap());
+        assert!(next > T0 && next <= T0 + 300_000);
+        assert_eq!(done.requeue, Some(Duration::from_millis(next - T0)));
+        // Before the tick: nothing. At the tick: run 2.
+        let early = plan(
+            &j,
+            Some(&done.status),
+            &observed(next - 1, None),
+            &settings(),
+        );
+        assert!(early.steps.is_empty());
+        let tick = plan(&j, Some(&done.status), &observed(next, None), &settings());
+        assert_eq!(tick.steps[0], Step::StartRun { run: "g1r2".into() });
+        assert_eq!(tick.status.totals.bytes_copied, 7);
+        assert_eq!(tick.status.progress, Progress::default());
+    }
+
+    #[test]
+    fn a_bucket_owned_by_another_account_fails_the_job_without_starting_tasks() {
+        let j = job("");
+        let mut infra = ready_infra(&j);
+        infra.bucket = Ok(BucketState::OwnedByOther);
+        let p = plan(&j, None, &observed(T0, Some(infra)), &settings());
+        assert!(
+            p.steps
+                .iter()
+                .all(|s| !matches!(s, Step::RunTask { .. } | Step::StartRun { .. }))
+        );
+        assert_eq!(p.status.phase, Phase::Failed);
+        assert_eq!(
+            cond(&p.status, DESTINATION_READY).reason,
+            "BucketAlreadyExists"
+        );
+        assert!(p.blocked.unwrap().terminal);
+    }
+
+    #[test]
+    fn suspending_stops_the_tasks_and_the_deadline_fails_the_run() {
+        let st = started(&job(""));
+        let mut obs = observed(T0 + 1000, None);
+        obs.tasks = running(&["arn:task/0"]);
+        let p = plan(&job(", suspend: true"), Some(&st), &obs, &settings());
+        assert_eq!(p.status.phase, Phase::Suspended);
+        assert_eq!(p.steps.len(), 1);
+
+        let j = job(", activeDeadlineSeconds: 60");
+        let st = started(&j);
+        let mut obs = observed(T0 + 61_000, None);
+        obs.tasks = running(&["arn:task/0", "arn:task/1"]);
+        obs.run = Some(RunState::default());
+        let p = plan(&j, Some(&st), &obs, &settings());
+        assert_eq!(p.status.phase, Phase::Failed);
+        assert_eq!(cond(&p.status, COMPLETE).reason, "DeadlineExceeded");
+        assert_eq!(p.steps.len(), 2);
+    }
+
+    #[test]
+    fn condition_times_move_only_when_the_status_flips() {
+        let mut c = Vec::new();
+        set_condition(&mut c, "A", true, "Ready", "m", "t1");
+        set_condition(&mut c, "A", true, "Ready", "m2", "t2");
+        assert_eq!(c[0].last_transition_time, "t1");
+        set_condition(&mut c, "A", false, "Broken", "m3", "t3");
+        assert_eq!(c[0].last_transition_time, "t3");
+    }
+}

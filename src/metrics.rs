@@ -1,0 +1,353 @@
+//! The operator's Prometheus metrics. Names follow `ferry_<name>_<unit>` with `_total` for
+//! counters; label values come from small fixed sets, except the job name. Job counters are
+//! derived from the progress the store keeps (cumulative over runs), so they do not go
+//! backwards when the operator restarts or leadership moves.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::model::{CopyJobStatus, Phase, Progress};
+
+/// Every phase, for the one-hot `ferry_job_phase` gauge.
+pub const PHASES: [Phase; 7] = [
+    Phase::Pending,
+    Phase::Provisioning,
+    Phase::Running,
+    Phase::Succeeded,
+    Phase::Failed,
+    Phase::Suspended,
+    Phase::Deleting,
+];
+
+/// The metric names ferry exports (the dashboard test checks against this list).
+pub const NAMES: &[&str] = &[
+    "ferry_copied_bytes_total",
+    "ferry_copied_objects_total",
+    "ferry_skipped_objects_total",
+    "ferry_failed_objects_total",
+    "ferry_listed_objects_total",
+    "ferry_remaining_objects",
+    "ferry_remaining_bytes",
+    "ferry_job_phase",
+    "ferry_running_tasks",
+    "ferry_task_restarts_total",
+    "ferry_drift_corrections_total",
+    "ferry_reconcile_duration_seconds",
+    "ferry_reconcile_errors_total",
+    "ferry_aws_requests_total",
+    "ferry_leader",
+];
+
+/// The operator's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    copied_bytes: IntCounterVec,
+    copied_objects: IntCounterVec,
+    skipped_objects: IntCounterVec,
+    failed_objects: IntCounterVec,
+    listed_objects: IntCounterVec,
+    remaining_objects: IntGaugeVec,
+    remaining_bytes: IntGaugeVec,
+    phase: IntGaugeVec,
+    running_tasks: IntGaugeVec,
+    restarts: IntCounterVec,
+    corrections: IntCounterVec,
+    reconcile_duration: HistogramVec,
+    reconcile_errors: IntCounterVec,
+    aws_requests: IntCounterVec,
+    leader: IntGauge,
+    /// Restart counts last seen per (job, run), to turn status totals into counter increments.
+    seen_restarts: Mutex<HashMap<String, (String, u32, u32, u32)>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+/// Raises a counter to `target` (never lowers it).
+fn raise(c: &IntCounterVec, labels: &[&str], target: u64) {
+    let m = c.with_label_values(labels);
+    let cur = m.get();
+    if target > cur {
+        m.inc_by(target - cur);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let leader = IntGauge::new("ferry_leader", "1 if this replica holds the leader lease")
+            .expect("valid metric");
+        r.register(Box::new(leader.clone())).expect("unique metric");
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ferry_reconcile_duration_seconds",
+                "Time one reconcile of one job took",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(reconcile_duration.clone()))
+            .expect("unique metric");
+        Metrics {
+            copied_bytes: counter(
+                &r,
+                "ferry_copied_bytes_total",
+                "Bytes copied, over all runs",
+                &["job"],
+            ),
+            copied_objects: counter(
+                &r,
+                "ferry_copied_objects_total",
+                "Objects copied, over all runs",
+                &["job"],
+            ),
+            skipped_objects: counter(
+                &r,
+                "ferry_skipped_objects_total",
+                "Objects already identical at the destination, over all runs",
+                &["job"],
+            ),
+            failed_objects: counter(
+                &r,
+                "ferry_failed_objects_total",
+                "Objects that failed (reported per object), over all runs",
+                &["job"],
+            ),
+            listed_objects: counter(
+                &r,
+                "ferry_listed_objects_total",
+                "Source objects listed, over all runs",
+                &["job"],
+            ),
+            remaining_objects: gauge(
+                &r,
+                "ferry_remaining_objects",
+                "Objects listed but not yet handled in the current run",
+                &["job"],
+            ),
+            remaining_bytes: gauge(
+                &r,
+                "ferry_remaining_bytes",
+                "Bytes listed but not yet handled in the current run",
+                &["job"],
+            ),
+            phase: gauge(
+                &r,
+                "ferry_job_phase",
+                "1 for the job's current phase, 0 for the others",
+                &["job", "phase"],
+            ),
+            running_tasks: gauge(
+                &r,
+                "ferry_running_tasks",
+                "Worker tasks of the job's current run that ECS reports running",
+                &["job"],
+            ),
+            restarts: counter(
+                &r,
+                "ferry_task_restarts_total",
+                "Worker tasks replaced, by reason (failed, platform, interrupted)",
+                &["job", "reason"],
+            ),
+            corrections: counter(
+                &r,
+                "ferry_drift_corrections_total",
+                "Drifted resources put back, by kind",
+                &["kind"],
+            ),
+            reconcile_errors: counter(
+                &r,
+                "ferry_reconcile_errors_total",
+                "Failed reconciles, by error kind",
+                &["kind"],
+            ),
+            aws_requests: counter(
+                &r,
+                "ferry_aws_requests_total",
+                "AWS requests the operator made, by service, operation and outcome",
+                &["service", "operation", "outcome"],
+            ),
+            reconcile_duration,
+            leader,
+            registry: r,
+            seen_restarts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    pub fn aws_request(&self, service: &str, operation: &str, outcome: &str) {
+        self.aws_requests
+            .with_label_values(&[service, operation, outcome])
+            .inc();
+    }
+
+    pub fn reconciled(&self, seconds: f64, error_kind: Option<&str>) {
+        self.reconcile_duration
+            .with_label_values(&[if error_kind.is_some() { "error" } else { "ok" }])
+            .observe(seconds);
+        if let Some(kind) = error_kind {
+            self.reconcile_errors.with_label_values(&[kind]).inc();
+        }
+    }
+
+    pub fn corrected(&self, kind: &str) {
+        self.corrections.with_label_values(&[kind]).inc();
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Exports a job's status: cumulative counters, phase, remaining work, tasks and restarts.
+    pub fn observe_job(&self, job: &str, status: &CopyJobStatus, running_tasks: usize) {
+        let total = cumulative(status);
+        raise(&self.copied_bytes, &[job], total.bytes_copied);
+        raise(&self.copied_objects, &[job], total.objects_copied);
+        raise(&self.skipped_objects, &[job], total.objects_skipped);
+        raise(&self.failed_objects, &[job], total.objects_failed);
+        raise(&self.listed_objects, &[job], total.objects_listed);
+        let p = &status.progress;
+        let done = p.objects_copied + p.objects_skipped + p.objects_failed;
+        let done_bytes = p.bytes_copied + p.bytes_skipped;
+        let finished = status.run.as_ref().is_some_and(|r| r.finished_at.is_some());
+        let (rem, rem_bytes) = if finished {
+            (0, 0)
+        } else {
+            (
+                p.objects_listed.saturating_sub(done),
+                p.bytes_listed.saturating_sub(done_bytes),
+            )
+        };
+        self.remaining_objects
+            .with_label_values(&[job])
+            .set(i64::try_from(rem).unwrap_or(i64::MAX));
+        self.remaining_bytes
+            .with_label_values(&[job])
+            .set(i64::try_from(rem_bytes).unwrap_or(i64::MAX));
+        for ph in PHASES {
+            self.phase
+                .with_label_values(&[job, ph.as_str()])
+                .set(i64::from(ph == status.phase));
+        }
+        self.running_tasks
+            .with_label_values(&[job])
+            .set(i64::try_from(running_tasks).unwrap_or(0));
+        if let Some(run) = &status.run {
+            let mut seen = self.seen_restarts.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = seen
+                .entry(job.to_string())
+                .or_insert_with(|| (run.id.clone(), 0, 0, 0));
+            if entry.0 != run.id {
+                *entry = (run.id.clone(), 0, 0, 0);
+            }
+            for (reason, now, before) in [
+                ("failed", run.failures, &mut entry.1),
+                ("platform", run.platform_restarts, &mut entry.2),
+                ("interrupted", run.interruptions, &mut entry.3),
+            ] {
+                if now > *before {
+                    self.restarts
+                        .with_label_values(&[job, reason])
+                        .inc_by(u64::from(now - *before));
+                    *before = now;
+                }
+            }
+        }
+    }
+
+    /// Drops a deleted job's series.
+    pub fn forget_job(&self, job: &str) {
+        for c in [
+            &self.copied_bytes,
+            &self.copied_objects,
+            &self.skipped_objects,
+            &self.failed_objects,
+            &self.listed_objects,
+        ] {
+            let _ = c.remove_label_values(&[job]);
+        }
+        let _ = self.remaining_objects.remove_label_values(&[job]);
+        let _ = self.remaining_bytes.remove_label_values(&[job]);
+        let _ = self.running_tasks.remove_label_values(&[job]);
+        for ph in PHASES {
+            let _ = self.phase.remove_label_values(&[job, ph.as_str()]);
+        }
+        for reason in ["failed", "platform", "interrupted"] {
+            let _ = self.restarts.remove_label_values(&[job, reason]);
+        }
+    }
+}
+
+/// Totals over all runs: earlier runs' totals plus the current run's progress.
+pub fn cumulative(status: &CopyJobStatus) -> Progress {
+    status.totals.plus(&status.progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exported_names_are_the_documented_ones() {
+        let m = Metrics::new();
+        let status = CopyJobStatus::default();
+        m.observe_job("a", &status, 0);
+        m.aws_request("s3", "HeadBucket", "ok");
+        m.reconciled(0.1, Some("aws"));
+        m.corrected("task");
+        let text = m.render();
+        for name in NAMES {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn job_counters_follow_the_store_and_never_go_backwards() {
+        let m = Metrics::new();
+        let mut status = CopyJobStatus::default();
+        status.progress.bytes_copied = 100;
+        m.observe_job("a", &status, 1);
+        status.progress.bytes_copied = 50; // a new run started...
+        status.totals.bytes_copied = 100; // ...and the old one was folded into the totals
+        m.observe_job("a", &status, 1);
+        assert!(
+            m.render()
+                .contains("ferry_copied_bytes_total{job=\"a\"} 150")
+        );
+    }
+}
