@@ -267,6 +267,10 @@ impl Metrics {
         self.running_tasks
             .with_label_values(&[job])
             .set(i64::try_from(running_tasks).unwrap_or(0));
+        for reason in ["failed", "platform", "interrupted"] {
+            // Create the series at 0 so rate() sees the first restart.
+            let _ = self.restarts.with_label_values(&[job, reason]);
+        }
         if let Some(run) = &status.run {
             let mut seen = self.seen_restarts.lock().unwrap_or_else(|e| e.into_inner());
             let entry = seen
