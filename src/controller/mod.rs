@@ -282,13 +282,18 @@ pub async fn reconcile(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
 }
 
 fn running_tasks(status: &CopyJobStatus, tasks: &HashMap<String, TaskState>) -> usize {
-    status.run.as_ref().map_or(0, |r| {
-        r.tasks
-            .iter()
-            .filter_map(|t| t.arn.as_ref())
-            .filter(|a| matches!(tasks.get(*a), Some(TaskState::Running)))
-            .count()
-    })
+    // A finished run's tasks are on their way out.
+    status
+        .run
+        .as_ref()
+        .filter(|r| r.finished_at.is_none())
+        .map_or(0, |r| {
+            r.tasks
+                .iter()
+                .filter_map(|t| t.arn.as_ref())
+                .filter(|a| matches!(tasks.get(*a), Some(TaskState::Running)))
+                .count()
+        })
 }
 
 /// The finalizer: phase Deleting, then cleanup, then the records go.
@@ -474,7 +479,8 @@ async fn resync(ctx: Arc<Context>, shared: Arc<Shared>) {
                         ctx.metrics.observe_job(job.name(), s, running_of(s));
                     }
                     if needs_attention(job, ctx.drift_due(job.name()), now) {
-                        shared.trigger(job.name(), Duration::ZERO).await;
+                        shared.queue.lock().await.resync(job.name(), Instant::now());
+                        shared.notify.notify_one();
                         triggered += 1;
                     }
                 }

@@ -71,6 +71,15 @@ impl Queue {
         *when = (*when).min(at);
     }
 
+    /// A periodic resync's trigger: like [`Queue::trigger`], but a job waiting out an error
+    /// backoff keeps waiting (resyncs must not defeat the backoff).
+    pub fn resync(&mut self, job: &str, at: Instant) {
+        if self.failures(job) > 0 && self.due.contains_key(job) {
+            return;
+        }
+        self.trigger(job, at);
+    }
+
     /// Takes the most overdue job that is due at `now` and not active, marking it active.
     pub fn pop(&mut self, now: Instant) -> Option<String> {
         let job = self
@@ -202,6 +211,26 @@ mod tests {
         let job = q.pop(now).unwrap();
         q.finish(&job, Outcome::Failed, now, 0.0);
         assert_eq!((q.waiting()["a"] - now).as_secs(), 1);
+    }
+
+    #[test]
+    fn a_resync_does_not_cut_an_error_backoff_short_but_an_event_does() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(Backoff {
+            base: secs(60),
+            cap: secs(600),
+        });
+        q.trigger("a", t0);
+        q.pop(t0);
+        q.finish("a", Outcome::Failed, t0, 0.0);
+        q.resync("a", t0 + secs(10));
+        assert_eq!(q.pop(t0 + secs(10)), None, "still backing off");
+        q.trigger("a", t0 + secs(10));
+        assert_eq!(
+            q.pop(t0 + secs(10)).as_deref(),
+            Some("a"),
+            "a spec change is seen at once"
+        );
     }
 
     #[test]
