@@ -33,7 +33,7 @@ pub struct Emulator {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local addr").port()
 }
@@ -211,6 +211,38 @@ fn http(
         Ok(body.to_string())
     } else {
         Err(format!("HTTP {status}: {body}"))
+    }
+}
+
+/// GET http://127.0.0.1:port/path (the operator's endpoints).
+pub fn http_get(port: u16, path: &str) -> Result<String, String> {
+    http(port, "GET", path, "", "")
+}
+
+/// The value of one Prometheus sample (`name{labels}` exactly as exposed), if present.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        (k == series).then(|| v.parse().ok()).flatten()
+    })
+}
+
+impl Emulator {
+    /// Runs `scripts/local-aws.py` (boto3 from .venv) against this emulator; returns stdout.
+    pub fn local_aws(&self, args: &[&str]) -> String {
+        let out = Command::new(root().join(".venv/bin/python"))
+            .arg(root().join("scripts/local-aws.py"))
+            .arg("--endpoint")
+            .arg(&self.endpoint)
+            .args(args)
+            .output()
+            .expect("run local-aws.py");
+        assert!(
+            out.status.success(),
+            "local-aws.py {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 

@@ -1,0 +1,682 @@
+//! The operator against moto: `ferry operator` and `ferry local-agent` as real processes, jobs
+//! applied with `ferry apply`, the cloud inspected with the SDK.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use ferry::controller::{desired, policy};
+use ferry::model::{CopyJobStatus, Phase};
+use ferry::store::Store;
+
+use crate::support::{Emulator, Proc, free_port, http_get, s3, sample, spawn_ferry, write_file};
+use crate::worker::{Obj, create_bucket, listing, seed};
+
+const SRC_BUCKET: &str = "op-source";
+const SRC_REGION: &str = "eu-west-1";
+const DST_REGION: &str = "ap-southeast-2";
+
+/// An emulator prepared for the operator: ECS tasks stay RUNNING until stopped, the default
+/// VPC's network, ferry's table, clients for both accounts.
+struct Rig {
+    emu: Emulator,
+    dir: tempfile::TempDir,
+    subnet: String,
+    group: String,
+    base: SdkConfig,
+    store: Store,
+    src: aws_sdk_s3::Client,
+    dst: aws_sdk_s3::Client,
+    logs: Vec<PathBuf>,
+}
+
+async fn rig(single_threaded: bool) -> Rig {
+    let emu = if single_threaded {
+        Emulator::start_single_threaded()
+    } else {
+        Emulator::start()
+    };
+    emu.local_aws(&["ecs-manual"]);
+    let net: serde_json::Value =
+        serde_json::from_str(&emu.local_aws(&["network"])).expect("network json");
+    let init = emu.ferry(&["init"]);
+    assert_eq!(init.code, 0, "{}", init.stderr);
+    let base = emu.sdk_config().await;
+    let src = s3(&emu.account_config("111111111111").await, SRC_REGION);
+    let dst = s3(&emu.account_config("222222222222").await, DST_REGION);
+    create_bucket(&src, SRC_BUCKET, SRC_REGION).await;
+    Rig {
+        subnet: net["subnet"].as_str().expect("subnet").to_string(),
+        group: net["securityGroup"].as_str().expect("group").to_string(),
+        store: Store::from_config(&base, "ferry"),
+        dir: tempfile::tempdir().expect("temp dir"),
+        base,
+        src,
+        dst,
+        emu,
+        logs: Vec::new(),
+    }
+}
+
+fn job_yaml(name: &str, dst_bucket: &str, run: &str) -> String {
+    format!(
+        r#"apiVersion: ferry.dev/v1alpha1
+kind: CopyJob
+metadata: {{ name: {name} }}
+spec:
+  source: {{ account: "111111111111", region: {SRC_REGION}, bucket: {SRC_BUCKET}, roleArn: "arn:aws:iam::111111111111:role/ferry-source" }}
+  destination: {{ account: "222222222222", region: {DST_REGION}, bucket: {dst_bucket}, roleArn: "arn:aws:iam::222222222222:role/ferry-destination", create: {{}} }}
+  run: {{ parallelism: 1{run} }}
+"#
+    )
+}
+
+fn objects(n: usize, tag: &str) -> Vec<Obj> {
+    (0..n)
+        .map(|i| {
+            Obj::new(
+                &format!("p{}/obj-{i:04}", i % 4),
+                format!("{tag}-{i}").as_bytes(),
+            )
+        })
+        .collect()
+}
+
+impl Rig {
+    /// Starts an operator with test timings; returns it and its metrics port.
+    fn operator(&mut self, name: &str, extra: &[&str]) -> (Proc, u16) {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            "operator",
+            "--listen",
+            &listen,
+            "--subnets",
+            &self.subnet,
+            "--security-groups",
+            &self.group,
+            "--s3-force-path-style",
+            "--worker-env",
+            "FERRY_S3_FORCE_PATH_STYLE=true",
+            "--worker-env",
+            "FERRY_LEASE_SECONDS=3",
+            "--resync-seconds",
+            "2",
+            "--drift-seconds",
+            "2",
+            "--task-poll-seconds",
+            "1",
+            "--lease-seconds",
+            "3",
+            "--restart-backoff-seconds",
+            "1",
+            "--replica-id",
+            name,
+        ];
+        args.extend_from_slice(extra);
+        let log = self.dir.path().join(format!("{name}.log"));
+        let mut env = self.emu.env();
+        env.push(("FERRY_LOG".into(), "info,ferry=debug".into()));
+        let p = spawn_ferry(&args, &env, &log);
+        self.logs.push(log);
+        (p, port)
+    }
+
+    /// Starts the local Fargate agent, optionally with a stand-in worker command.
+    fn agent(&mut self, worker_command: Option<&str>) -> Proc {
+        let mut args = vec!["local-agent", "--create-cluster", "--poll-ms", "200"];
+        if let Some(c) = worker_command {
+            args.extend(["--worker-command", c]);
+        }
+        let log = self
+            .dir
+            .path()
+            .join(format!("agent-{}.log", self.logs.len()));
+        let p = spawn_ferry(&args, &self.emu.env(), &log);
+        self.logs.push(log);
+        p
+    }
+
+    fn apply(&self, name: &str, yaml: &str) {
+        let f = write_file(self.dir.path(), &format!("{name}.yaml"), yaml);
+        let out = self.emu.ferry(&["apply", "-f", f.to_str().expect("path")]);
+        assert_eq!(out.code, 0, "apply: {}", out.stderr);
+    }
+
+    fn logs(&self) -> String {
+        self.logs
+            .iter()
+            .map(|l| {
+                let text = std::fs::read_to_string(l).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                format!(
+                    "--- {}\n{}",
+                    l.display(),
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    async fn status(&self, job: &str) -> Option<CopyJobStatus> {
+        self.store
+            .get_job(job)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|j| j.job.status)
+    }
+
+    /// Polls until `check` holds, or panics with the processes' logs.
+    async fn until<T, F, Fut>(&self, what: &str, limit: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {limit:?} waiting for {what}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn until_phase(&self, job: &str, phase: Phase, limit: Duration) -> CopyJobStatus {
+        self.until(&format!("copyjob/{job} {phase:?}"), limit, || async {
+            self.status(job).await.filter(|s| s.phase == phase)
+        })
+        .await
+    }
+
+    fn ecs(&self) -> aws_sdk_ecs::Client {
+        aws_sdk_ecs::Client::new(&self.base)
+    }
+
+    fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.base)
+    }
+
+    /// Every task in the cluster (any status): ARN -> startedBy.
+    async fn all_tasks(&self) -> BTreeMap<String, String> {
+        let ecs = self.ecs();
+        let arns = ecs
+            .list_tasks()
+            .cluster("ferry")
+            .send()
+            .await
+            .map(|o| o.task_arns().to_vec())
+            .unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for batch in arns.chunks(100) {
+            let d = ecs
+                .describe_tasks()
+                .cluster("ferry")
+                .set_tasks(Some(batch.to_vec()))
+                .send()
+                .await
+                .expect("describe tasks");
+            for t in d.tasks() {
+                out.insert(
+                    t.task_arn().unwrap_or_default().to_string(),
+                    t.started_by().unwrap_or_default().to_string(),
+                );
+            }
+        }
+        out
+    }
+
+    async fn source_policy(&self) -> Option<String> {
+        self.src
+            .get_bucket_policy()
+            .bucket(SRC_BUCKET)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.policy().map(str::to_string))
+    }
+}
+
+/// A statement of someone else's that must survive ferry byte for byte.
+const FOREIGN_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"DenyInsecureTransport","Effect":"Deny","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::op-source/never/*","Condition":{"Bool":{"aws:SecureTransport":"false"}}}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_copied_end_to_end_and_deleting_it_removes_only_what_ferry_added() {
+    let mut r = rig(false).await;
+    r.src
+        .put_bucket_policy()
+        .bucket(SRC_BUCKET)
+        .policy(FOREIGN_POLICY)
+        .send()
+        .await
+        .expect("foreign policy");
+    seed(&r.src, SRC_BUCKET, objects(120, "v1")).await;
+    let (_op, port) = r.operator("op", &[]);
+    let _agent = r.agent(None);
+    r.apply("e2e", &job_yaml("e2e", "op-dest-e2e", ""));
+
+    let st = r
+        .until_phase("e2e", Phase::Succeeded, Duration::from_secs(120))
+        .await;
+    assert_eq!(st.progress.objects_copied, 120);
+    assert_eq!(st.observed_generation, 1);
+    assert!(
+        st.conditions.iter().all(|c| c.status == "True"),
+        "{:?}",
+        st.conditions
+    );
+    assert_eq!(
+        listing(&r.dst, "op-dest-e2e", "").await,
+        listing(&r.src, SRC_BUCKET, "").await,
+        "destination equals source"
+    );
+    let policy = r.source_policy().await.expect("policy");
+    assert!(policy.contains(&policy::statement_id("e2e")), "{policy}");
+    assert!(policy.contains("DenyInsecureTransport"));
+    let metrics = r
+        .until(
+            "copied objects in /metrics",
+            Duration::from_secs(20),
+            || async {
+                http_get(port, "/metrics").ok().filter(|m| {
+                    sample(m, r#"ferry_copied_objects_total{job="e2e"}"#) == Some(120.0)
+                })
+            },
+        )
+        .await;
+    assert_eq!(sample(&metrics, "ferry_leader"), Some(1.0));
+    assert_eq!(
+        sample(&metrics, r#"ferry_job_phase{job="e2e",phase="Succeeded"}"#),
+        Some(1.0)
+    );
+    assert!(http_get(port, "/readyz").is_ok());
+
+    // Deletion: ferry's statement, task role and records go; other statements and the copied
+    // data stay.
+    let out = r.emu.ferry(&["delete", "e2e"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    r.until(
+        "the job's records to be removed",
+        Duration::from_secs(60),
+        || async { r.store.get_job("e2e").await.ok().filter(Option::is_none) },
+    )
+    .await;
+    assert_eq!(
+        r.source_policy().await.as_deref(),
+        Some(FOREIGN_POLICY),
+        "byte for byte"
+    );
+    let role = r
+        .iam()
+        .get_role()
+        .role_name(desired::role_name("e2e"))
+        .send()
+        .await;
+    assert!(role.is_err(), "task role removed");
+    assert_eq!(
+        listing(&r.dst, "op-dest-e2e", "").await.len(),
+        120,
+        "destination data is left alone"
+    );
+    assert!(r.store.list_runs("e2e").await.expect("runs").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_drift_is_put_back_on_the_next_resync() {
+    let mut r = rig(false).await;
+    // Workers that never finish keep the run active while the cloud is tampered with.
+    let (_op, port) = r.operator("op", &[]);
+    let _agent = r.agent(Some("sleep 600"));
+    r.apply("drift", &job_yaml("drift", "op-dest-drift", ""));
+    let st = r
+        .until_phase("drift", Phase::Running, Duration::from_secs(60))
+        .await;
+    let first_task = st
+        .run
+        .as_ref()
+        .and_then(|r| r.tasks[0].arn.clone())
+        .expect("task");
+    let sid = policy::statement_id("drift");
+    let family = desired::family("drift");
+    let role = desired::role_name("drift");
+
+    // 1. ferry's statement removed from the source bucket policy.
+    r.src
+        .put_bucket_policy()
+        .bucket(SRC_BUCKET)
+        .policy(FOREIGN_POLICY)
+        .send()
+        .await
+        .expect("overwrite policy");
+    // 2. The destination bucket deleted.
+    r.dst
+        .delete_bucket()
+        .bucket("op-dest-drift")
+        .send()
+        .await
+        .expect("delete bucket");
+    // 3. The task definition deregistered.
+    let defs = r
+        .ecs()
+        .list_task_definitions()
+        .family_prefix(&family)
+        .send()
+        .await
+        .expect("defs");
+    for arn in defs.task_definition_arns() {
+        r.ecs()
+            .deregister_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+            .expect("deregister");
+    }
+    // 4. The task role's policy edited.
+    r.iam()
+        .put_role_policy()
+        .role_name(&role)
+        .policy_name(desired::ROLE_POLICY)
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#)
+        .send()
+        .await
+        .expect("edit role policy");
+    // 5. The task stopped by hand.
+    r.ecs()
+        .stop_task()
+        .cluster("ferry")
+        .task(&first_task)
+        .reason("stopped by hand")
+        .send()
+        .await
+        .expect("stop task");
+
+    r.until(
+        "ferry's policy statement back",
+        Duration::from_secs(60),
+        || async {
+            r.source_policy()
+                .await
+                .filter(|p| p.contains(&sid) && p.contains("DenyInsecureTransport"))
+        },
+    )
+    .await;
+    r.until(
+        "destination bucket back",
+        Duration::from_secs(60),
+        || async {
+            r.dst
+                .head_bucket()
+                .bucket("op-dest-drift")
+                .send()
+                .await
+                .ok()
+        },
+    )
+    .await;
+    r.until("task definition back", Duration::from_secs(60), || async {
+        let d = r
+            .ecs()
+            .describe_task_definition()
+            .task_definition(&family)
+            .send()
+            .await
+            .ok()?;
+        (d.task_definition()?.status()?.as_str() == "ACTIVE").then_some(())
+    })
+    .await;
+    r.until(
+        "task role policy restored",
+        Duration::from_secs(60),
+        || async {
+            let p = r
+                .iam()
+                .get_role_policy()
+                .role_name(&role)
+                .policy_name(desired::ROLE_POLICY)
+                .send()
+                .await
+                .ok()?;
+            let doc = percent_encoding::percent_decode_str(p.policy_document())
+                .decode_utf8()
+                .ok()?;
+            (doc.contains("AssumeDestinationRole") && !doc.contains("s3:*")).then_some(())
+        },
+    )
+    .await;
+    let replaced = r
+        .until(
+            "the stopped task replaced",
+            Duration::from_secs(60),
+            || async {
+                let s = r.status("drift").await?;
+                let t = s.run?.tasks.first()?.clone();
+                (t.attempt == 2 && t.arn.is_some() && t.arn != Some(first_task.clone()))
+                    .then_some(t)
+            },
+        )
+        .await;
+    assert_eq!(replaced.last_stop.as_deref(), Some("stopped by hand"));
+    let metrics = http_get(port, "/metrics").expect("metrics");
+    for kind in [
+        "source_policy",
+        "destination_bucket",
+        "task_definition",
+        "task_role",
+    ] {
+        let n = sample(
+            &metrics,
+            &format!(r#"ferry_drift_corrections_total{{kind="{kind}"}}"#),
+        );
+        assert!(n.unwrap_or(0.0) >= 1.0, "{kind} not counted:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_replaced_and_the_job_completes() {
+    let mut r = rig(false).await;
+    seed(&r.src, SRC_BUCKET, objects(60, "v1")).await;
+    let pids = r.dir.path().to_path_buf();
+    let cmd = format!(
+        "echo $$ > {}/$FERRY_TASK.pid; exec {} worker",
+        pids.display(),
+        crate::support::ferry_bin()
+    );
+    let (_op, _) = r.operator("op", &[]);
+    let _agent = r.agent(Some(&cmd));
+    // Slow enough to be killed mid-run.
+    r.apply(
+        "kill",
+        &job_yaml("kill", "op-dest-kill", ", maxRequestsPerSecond: 8"),
+    );
+    let pid_file = pids.join("s0a1.pid");
+    r.until(
+        "the first worker to copy something",
+        Duration::from_secs(60),
+        || async {
+            let pid = std::fs::read_to_string(&pid_file).ok()?;
+            let n = listing(&r.dst, "op-dest-kill", "").await.len();
+            (n >= 5).then(|| pid.trim().to_string())
+        },
+    )
+    .await;
+    let pid = std::fs::read_to_string(&pid_file).expect("pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+
+    let st = r
+        .until_phase("kill", Phase::Succeeded, Duration::from_secs(180))
+        .await;
+    let run = st.run.expect("run");
+    assert_eq!(run.failures, 1, "the killed task counts as one failure");
+    assert_eq!(run.tasks[0].attempt, 2);
+    assert!(pids.join("s0a2.pid").exists(), "a second attempt ran");
+    assert_eq!(
+        listing(&r.dst, "op-dest-kill", "").await,
+        listing(&r.src, SRC_BUCKET, "").await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_tasks_keep_failing_ends_failed_with_backoff_limit_exceeded() {
+    let mut r = rig(false).await;
+    let (_op, port) = r.operator("op", &[]);
+    let _agent = r.agent(Some("exit 3"));
+    r.apply(
+        "doomed",
+        &job_yaml("doomed", "op-dest-doomed", ", backoffLimit: 2"),
+    );
+    let st = r
+        .until_phase("doomed", Phase::Failed, Duration::from_secs(120))
+        .await;
+    let complete = st
+        .conditions
+        .iter()
+        .find(|c| c.kind == "Complete")
+        .expect("Complete");
+    assert_eq!(complete.reason, "BackoffLimitExceeded");
+    assert_eq!(st.run.expect("run").failures, 3);
+    // backoffLimit 2: the first task and two replacements, each started exactly once.
+    let tasks = r.all_tasks().await;
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    let tokens: std::collections::BTreeSet<&String> = tasks.values().collect();
+    assert_eq!(tokens.len(), 3, "no attempt started twice: {tasks:?}");
+    let m = http_get(port, "/metrics").expect("metrics");
+    assert_eq!(
+        sample(
+            &m,
+            r#"ferry_task_restarts_total{job="doomed",reason="failed"}"#
+        ),
+        Some(3.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_operators_elect_one_leader_and_a_killed_leader_is_replaced_without_duplicate_tasks() {
+    let mut r = rig(true).await;
+    let (mut a, port_a) = r.operator("op-a", &[]);
+    r.until("op-a to lead", Duration::from_secs(30), || async {
+        let m = http_get(port_a, "/metrics").ok()?;
+        (sample(&m, "ferry_leader") == Some(1.0)).then_some(())
+    })
+    .await;
+    let (_b, port_b) = r.operator("op-b", &[]);
+    let _agent = r.agent(Some("sleep 600"));
+    r.apply(
+        "ha-one",
+        &job_yaml("ha-one", "op-dest-ha-one", ", parallelism: 2"),
+    );
+    r.until_phase("ha-one", Phase::Running, Duration::from_secs(60))
+        .await;
+    let m = http_get(port_b, "/metrics").expect("b metrics");
+    assert_eq!(sample(&m, "ferry_leader"), Some(0.0), "b waits");
+    assert!(!m.contains("RunTask"), "the standby started nothing:\n{m}");
+
+    // Kill the leader in the middle of starting a job's tasks.
+    r.apply(
+        "ha-two",
+        &job_yaml("ha-two", "op-dest-ha-two", ", parallelism: 2"),
+    );
+    let token = desired::attempt_token("ha-two", "g1r1", 0, 1);
+    r.until(
+        "ha-two's first RunTask",
+        Duration::from_secs(60),
+        || async {
+            r.all_tasks()
+                .await
+                .values()
+                .any(|t| *t == token)
+                .then_some(())
+        },
+    )
+    .await;
+    a.kill();
+    let killed_at = Instant::now();
+    r.until("op-b to lead", Duration::from_secs(30), || async {
+        let m = http_get(port_b, "/metrics").ok()?;
+        (sample(&m, "ferry_leader") == Some(1.0)).then_some(())
+    })
+    .await;
+    let took_over = killed_at.elapsed();
+    assert!(
+        took_over < Duration::from_secs(10),
+        "took over after {took_over:?} (lease 3 s)"
+    );
+    let st = r
+        .until_phase("ha-two", Phase::Running, Duration::from_secs(60))
+        .await;
+    assert!(st.run.expect("run").tasks.iter().all(|t| t.arn.is_some()));
+    // The restarted operator converges too, and nothing was started twice.
+    let (_a2, _) = r.operator("op-a2", &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tasks = r.all_tasks().await;
+    assert_eq!(tasks.len(), 4, "two jobs x parallelism 2: {tasks:?}");
+    let tokens: std::collections::BTreeSet<&String> = tasks.values().collect();
+    assert_eq!(tokens.len(), 4, "no attempt started twice: {tasks:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_sync_job_starts_a_second_run_on_its_tick_and_copies_only_what_changed() {
+    let mut r = rig(false).await;
+    seed(&r.src, SRC_BUCKET, objects(30, "v1")).await;
+    let (_op, _) = r.operator("op", &[]);
+    let _agent = r.agent(None);
+    r.apply(
+        "sync",
+        &job_yaml(
+            "sync",
+            "op-dest-sync",
+            r#", mode: Sync, schedule: "*/10 * * * * *""#,
+        ),
+    );
+    let first = r
+        .until(
+            "the first run to finish",
+            Duration::from_secs(120),
+            || async {
+                let s = r.status("sync").await?;
+                let run = s.run.clone()?;
+                (run.id == "g1r1" && run.finished_at.is_some() && s.next_run_time.is_some())
+                    .then_some(s)
+            },
+        )
+        .await;
+    assert_eq!(first.progress.objects_copied, 30);
+    // Change the source: 5 new objects and 1 changed one.
+    let mut changes: Vec<Obj> = (30..35)
+        .map(|i| Obj::new(&format!("p{}/obj-{i:04}", i % 4), b"new"))
+        .collect();
+    changes.push(Obj::new("p0/obj-0000", b"changed content"));
+    seed(&r.src, SRC_BUCKET, changes).await;
+    let second = r
+        .until(
+            "the second run to finish",
+            Duration::from_secs(120),
+            || async {
+                let s = r.status("sync").await?;
+                let run = s.run.clone()?;
+                (run.id == "g1r2" && run.finished_at.is_some()).then_some(s)
+            },
+        )
+        .await;
+    assert_eq!(second.progress.objects_copied, 6, "{:?}", second.progress);
+    assert_eq!(second.progress.objects_skipped, 29);
+    assert_eq!(
+        second.totals.objects_copied, 30,
+        "the first run's counters are kept"
+    );
+    assert_eq!(
+        listing(&r.dst, "op-dest-sync", "").await,
+        listing(&r.src, SRC_BUCKET, "").await
+    );
+}
