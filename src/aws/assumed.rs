@@ -49,6 +49,7 @@ pub struct AssumedRoles {
     base: SdkConfig,
     session_name: String,
     force_path_style: bool,
+    interceptor: Option<super::CountRequests>,
     providers: Arc<Mutex<HashMap<String, SharedCredentialsProvider>>>,
 }
 
@@ -58,8 +59,15 @@ impl AssumedRoles {
             base,
             session_name: session_name.to_string(),
             force_path_style,
+            interceptor: None,
             providers: Arc::default(),
         }
+    }
+
+    /// Counts every request of the S3 clients this hands out.
+    pub fn with_interceptor(mut self, counter: super::CountRequests) -> AssumedRoles {
+        self.interceptor = Some(counter);
+        self
     }
 
     /// The base configuration (the operator's own credentials).
@@ -107,11 +115,13 @@ impl AssumedRoles {
 
     /// An S3 client acting as `role_arn` in `region`.
     pub async fn s3(&self, role_arn: &str, region: &str) -> aws_sdk_s3::Client {
-        let conf = aws_sdk_s3::config::Builder::from(&self.base)
+        let mut conf = aws_sdk_s3::config::Builder::from(&self.base)
             .credentials_provider(self.provider(role_arn).await)
             .region(aws_config::Region::new(region.to_string()))
-            .force_path_style(self.force_path_style)
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
+            .force_path_style(self.force_path_style);
+        if let Some(i) = &self.interceptor {
+            conf = conf.interceptor(i.clone());
+        }
+        aws_sdk_s3::Client::from_conf(conf.build())
     }
 }

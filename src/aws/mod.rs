@@ -164,6 +164,46 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(
     }
 }
 
+/// Called once per AWS operation (after its retries) with service, operation and outcome
+/// (`ok`, `throttled` or `error`).
+pub type RequestSink = std::sync::Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
+
+/// An SDK interceptor that reports every operation a client makes, for
+/// `ferry_aws_requests_total`. Add it to each client with `.interceptor(..)`.
+#[derive(Clone)]
+pub struct CountRequests(pub RequestSink);
+
+impl std::fmt::Debug for CountRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CountRequests")
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "ferry-count-requests"
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<'_>,
+        _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let meta = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
+        let status = context.response().map(|r| r.status().as_u16());
+        let ok = matches!(context.output_or_error(), Some(Ok(_)));
+        let outcome = match (ok, status) {
+            (true, _) => "ok",
+            (false, Some(429 | 503)) => "throttled",
+            _ => "error",
+        };
+        let (service, op) = meta.map_or(("unknown", "unknown"), |m| (m.service(), m.name()));
+        (self.0)(&service.to_ascii_lowercase().replace(' ', ""), op, outcome);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -384,10 +384,9 @@ async fn operator(
         concurrency: a.concurrency.max(1),
         stream_poll: Duration::from_millis(500),
     };
-    let store = Store::from_config(config, table);
     let ctx = std::sync::Arc::new(Context::new(
         config,
-        store,
+        table,
         settings,
         timing,
         a.s3_force_path_style,

@@ -124,12 +124,11 @@ pub async fn ensure_task_role(ctx: &Context, job: &CopyJob) -> Result<(), Reconc
         .send()
         .await;
     match created {
-        Ok(_) => ctx.count("iam", "CreateRole", "ok"),
+        Ok(_) => {}
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_entity_already_exists_exception()) =>
         {
-            ctx.count("iam", "CreateRole", "exists");
             ctx.iam
                 .update_assume_role_policy()
                 .role_name(&name)
@@ -137,7 +136,6 @@ pub async fn ensure_task_role(ctx: &Context, job: &CopyJob) -> Result<(), Reconc
                 .send()
                 .await
                 .map_err(|e| aws_error("IAM", "UpdateAssumeRolePolicy", e))?;
-            ctx.count("iam", "UpdateAssumeRolePolicy", "ok");
         }
         Err(e) => return Err(aws_error("IAM", "CreateRole", e)),
     }
@@ -149,7 +147,6 @@ pub async fn ensure_task_role(ctx: &Context, job: &CopyJob) -> Result<(), Reconc
         .send()
         .await
         .map_err(|e| aws_error("IAM", "PutRolePolicy", e))?;
-    ctx.count("iam", "PutRolePolicy", "ok");
     Ok(())
 }
 
@@ -168,7 +165,6 @@ async fn ensure_source_policy(
         .send()
         .await
         .map_err(|e| aws_error("S3", "PutBucketPolicy", e))?;
-    ctx.count("s3", "PutBucketPolicy", "ok");
     Ok(())
 }
 
@@ -195,12 +191,9 @@ async fn ensure_bucket(ctx: &Context, job: &CopyJob) -> Result<(), StepFailure> 
         );
     }
     match req.send().await {
-        Ok(_) => ctx.count("s3", "CreateBucket", "ok"),
-        Err(e) if error_code(&e) == "BucketAlreadyOwnedByYou" => {
-            ctx.count("s3", "CreateBucket", "exists");
-        }
+        Ok(_) => {}
+        Err(e) if error_code(&e) == "BucketAlreadyOwnedByYou" => {}
         Err(e) if error_code(&e) == "BucketAlreadyExists" => {
-            ctx.count("s3", "CreateBucket", "error");
             let problem = Problem {
                 reason: "BucketAlreadyExists".into(),
                 message: format!(
@@ -216,7 +209,6 @@ async fn ensure_bucket(ctx: &Context, job: &CopyJob) -> Result<(), StepFailure> 
             });
         }
         Err(e) => {
-            ctx.count("s3", "CreateBucket", "error");
             let problem = Problem {
                 reason: error_code(&e),
                 message: format!(
@@ -246,7 +238,6 @@ async fn ensure_bucket(ctx: &Context, job: &CopyJob) -> Result<(), StepFailure> 
                 .send()
                 .await
                 .map_err(|e| aws_error("S3", "PutBucketVersioning", e))?;
-            ctx.count("s3", "PutBucketVersioning", "ok");
         }
         let mut default = ServerSideEncryptionByDefault::builder();
         default = match settings.encryption.kind {
@@ -273,7 +264,6 @@ async fn ensure_bucket(ctx: &Context, job: &CopyJob) -> Result<(), StepFailure> 
             .send()
             .await
             .map_err(|e| aws_error("S3", "PutBucketEncryption", e))?;
-        ctx.count("s3", "PutBucketEncryption", "ok");
         Ok(())
     }
     .await;
@@ -322,7 +312,6 @@ async fn ensure_task_definition(ctx: &Context, job: &CopyJob) -> Result<(), Reco
     req.send()
         .await
         .map_err(|e| aws_error("ECS", "RegisterTaskDefinition", e))?;
-    ctx.count("ecs", "RegisterTaskDefinition", "ok");
     Ok(())
 }
 
@@ -345,7 +334,6 @@ async fn ensure_task(
         .send()
         .await
         .map_err(|e| aws_error("ECS", "ListTasks", e))?;
-    ctx.count("ecs", "ListTasks", "ok");
     if let Some(arn) = existing.task_arns().first() {
         tracing::info!(job = %name, run, slot, attempt, task = %arn, "found the attempt's task already started");
         return Ok(arn.clone());
@@ -359,7 +347,6 @@ async fn ensure_task(
         .send()
         .await
         .map_err(|e| aws_error("ECS", "ListTasks", e))?;
-    ctx.count("ecs", "ListTasks", "ok");
     if let Some(arn) = stopped.task_arns().first() {
         return Ok(arn.clone());
     }
@@ -413,7 +400,6 @@ async fn ensure_task(
         .send()
         .await
         .map_err(|e| aws_error("ECS", "RunTask", e))?;
-    ctx.count("ecs", "RunTask", "ok");
     match out.tasks().first().and_then(|t| t.task_arn()) {
         Some(arn) => {
             tracing::info!(job = %name, run, slot, attempt, task = %arn, "started worker task");
@@ -457,14 +443,10 @@ pub async fn stop_task(
         .await
     {
         Ok(_) => {
-            ctx.count("ecs", "StopTask", "ok");
             tracing::info!(task = %arn, reason, "stopped task");
             Ok(())
         }
-        Err(e) if classify(&e) == crate::aws::ErrorClass::Terminal => {
-            ctx.count("ecs", "StopTask", "not_found");
-            Ok(())
-        }
+        Err(e) if classify(&e) == crate::aws::ErrorClass::Terminal => Ok(()),
         Err(e) => Err(aws_error("ECS", "StopTask", e)),
     }
 }
@@ -497,7 +479,6 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
             Err(e) if classify(&e) == crate::aws::ErrorClass::Terminal => break,
             Err(e) => return Err(aws_error("ECS", "ListTasks", e)),
         };
-        ctx.count("ecs", "ListTasks", "ok");
         for arn in out.task_arns() {
             stop_task(ctx, &cluster, arn, "ferry: job deleted").await?;
         }
@@ -522,7 +503,6 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
         }
         Err(e) => return Err(aws_error("S3", "GetBucketPolicy", e)),
     };
-    ctx.count("s3", "GetBucketPolicy", "ok");
     match super::policy::remove(current.as_deref(), name) {
         Ok(None) => {}
         Ok(Some(Some(doc))) => {
@@ -532,7 +512,6 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
                 .send()
                 .await
                 .map_err(|e| aws_error("S3", "PutBucketPolicy", e))?;
-            ctx.count("s3", "PutBucketPolicy", "ok");
         }
         Ok(Some(None)) => {
             s3.delete_bucket_policy()
@@ -540,7 +519,6 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
                 .send()
                 .await
                 .map_err(|e| aws_error("S3", "DeleteBucketPolicy", e))?;
-            ctx.count("s3", "DeleteBucketPolicy", "ok");
         }
         Err(e) => {
             tracing::warn!(job = %name, error = %e, "source bucket policy is unreadable; leaving it as it is");
@@ -557,12 +535,12 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
         .send()
         .await
     {
-        Ok(_) => ctx.count("iam", "DeleteRolePolicy", "ok"),
+        Ok(_) => {}
         Err(e) if error_code(&e) == "NoSuchEntity" => {}
         Err(e) => return Err(aws_error("IAM", "DeleteRolePolicy", e)),
     }
     match ctx.iam.delete_role().role_name(&role).send().await {
-        Ok(_) => ctx.count("iam", "DeleteRole", "ok"),
+        Ok(_) => {}
         Err(e) if error_code(&e) == "NoSuchEntity" => {}
         Err(e) => return Err(aws_error("IAM", "DeleteRole", e)),
     }

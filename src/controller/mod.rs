@@ -142,6 +142,8 @@ pub struct Context {
     pub roles: AssumedRoles,
     pub metrics: Arc<Metrics>,
     pub timing: Timing,
+    /// Counts every AWS request for `ferry_aws_requests_total`.
+    counter: crate::aws::CountRequests,
     /// When each job's slow-changing resources were last compared.
     infra_checked: std::sync::Mutex<HashMap<String, Instant>>,
 }
@@ -157,26 +159,42 @@ impl std::fmt::Debug for Context {
 impl Context {
     pub fn new(
         base: &SdkConfig,
-        store: Store,
+        table: &str,
         settings: Settings,
         timing: Timing,
         force_path_style: bool,
     ) -> Context {
+        let metrics = Arc::new(Metrics::new());
+        let m = Arc::clone(&metrics);
+        let counter =
+            crate::aws::CountRequests(Arc::new(move |service: &str, op: &str, outcome: &str| {
+                m.aws_request(service, op, outcome)
+            }));
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(base)
+                .interceptor(counter.clone())
+                .build(),
+        );
         Context {
-            store,
-            ecs: aws_sdk_ecs::Client::new(base),
-            iam: aws_sdk_iam::Client::new(base),
-            roles: AssumedRoles::new(base.clone(), "ferry-operator", force_path_style),
-            metrics: Arc::new(Metrics::new()),
+            store: Store::new(dynamodb, table),
+            ecs: aws_sdk_ecs::Client::from_conf(
+                aws_sdk_ecs::config::Builder::from(base)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            iam: aws_sdk_iam::Client::from_conf(
+                aws_sdk_iam::config::Builder::from(base)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            roles: AssumedRoles::new(base.clone(), "ferry-operator", force_path_style)
+                .with_interceptor(counter.clone()),
+            counter,
+            metrics,
             settings,
             timing,
             infra_checked: std::sync::Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Counts one AWS request for `ferry_aws_requests_total`.
-    pub fn count(&self, service: &str, op: &str, outcome: &str) {
-        self.metrics.aws_request(service, op, outcome);
     }
 
     fn drift_due(&self, job: &str) -> bool {
@@ -455,7 +473,9 @@ async fn watch_stream(ctx: Arc<Context>, shared: Arc<Shared>) {
             return;
         }
     };
-    let conf = aws_sdk_dynamodbstreams::config::Builder::from(&ctx.roles_base()).build();
+    let conf = aws_sdk_dynamodbstreams::config::Builder::from(&ctx.roles_base())
+        .interceptor(ctx.counter.clone())
+        .build();
     let client = aws_sdk_dynamodbstreams::Client::from_conf(conf);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let poll = ctx.timing.stream_poll;

@@ -69,7 +69,6 @@ pub async fn describe_tasks(
             .send()
             .await
             .map_err(|e| aws_error("ECS", "DescribeTasks", e))?;
-        ctx.count("ecs", "DescribeTasks", "ok");
         for t in resp.tasks() {
             let Some(arn) = t.task_arn() else { continue };
             let state = match t.last_status().unwrap_or_default() {
@@ -140,12 +139,10 @@ async fn task_role(ctx: &Context, job: &CopyJob) -> Result<RoleState, ReconcileE
             if e.as_service_error()
                 .is_some_and(|s| s.is_no_such_entity_exception()) =>
         {
-            ctx.count("iam", "GetRole", "not_found");
             return Ok(RoleState::Missing);
         }
         Err(e) => return Err(aws_error("IAM", "GetRole", e)),
     };
-    ctx.count("iam", "GetRole", "ok");
     let trust_ok = role
         .role()
         .and_then(|r| r.assume_role_policy_document())
@@ -159,16 +156,12 @@ async fn task_role(ctx: &Context, job: &CopyJob) -> Result<RoleState, ReconcileE
         .send()
         .await
     {
-        Ok(p) => {
-            ctx.count("iam", "GetRolePolicy", "ok");
-            policy_json(p.policy_document())
-                .is_some_and(|v| v == desired::task_policy(job, &ctx.settings))
-        }
+        Ok(p) => policy_json(p.policy_document())
+            .is_some_and(|v| v == desired::task_policy(job, &ctx.settings)),
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_no_such_entity_exception()) =>
         {
-            ctx.count("iam", "GetRolePolicy", "not_found");
             false
         }
         Err(e) => return Err(aws_error("IAM", "GetRolePolicy", e)),
@@ -186,13 +179,9 @@ async fn source_policy(
     let src = &job.spec.source;
     let s3 = ctx.roles.s3(&src.role_arn, &src.region).await;
     match s3.get_bucket_policy().bucket(&src.bucket).send().await {
-        Ok(out) => {
-            ctx.count("s3", "GetBucketPolicy", "ok");
-            Ok(Ok(out.policy().map(str::to_string)))
-        }
+        Ok(out) => Ok(Ok(out.policy().map(str::to_string))),
         Err(e) => {
             let code = error_code(&e);
-            ctx.count("s3", "GetBucketPolicy", "error");
             match (code.as_str(), classify(&e)) {
                 ("NoSuchBucketPolicy", _) => Ok(Ok(None)),
                 ("NoSuchBucket", _) => Ok(Err(problem(
@@ -223,14 +212,10 @@ async fn bucket(
     let dst = &job.spec.destination;
     let s3 = ctx.roles.s3(&dst.role_arn, &dst.region).await;
     match s3.head_bucket().bucket(&dst.bucket).send().await {
-        Ok(out) => {
-            ctx.count("s3", "HeadBucket", "ok");
-            Ok(Ok(BucketState::Exists {
-                region: out.bucket_region().map(str::to_string),
-            }))
-        }
+        Ok(out) => Ok(Ok(BucketState::Exists {
+            region: out.bucket_region().map(str::to_string),
+        })),
         Err(e) => {
-            ctx.count("s3", "HeadBucket", "error");
             let status = e.raw_response().map(|r| r.status().as_u16());
             match (status, classify(&e)) {
                 (Some(404), _) => Ok(Ok(BucketState::Missing)),
@@ -268,12 +253,10 @@ async fn task_definition(
         Ok(o) => o,
         Err(e) if classify(&e) == ErrorClass::Terminal => {
             // ClientException: no ACTIVE revision of the family.
-            ctx.count("ecs", "DescribeTaskDefinition", "not_found");
             return Ok(None);
         }
         Err(e) => return Err(aws_error("ECS", "DescribeTaskDefinition", e)),
     };
-    ctx.count("ecs", "DescribeTaskDefinition", "ok");
     let Some(td) = out.task_definition() else {
         return Ok(None);
     };

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Operator benchmark: N jobs (default 1,000) at steady state on the emulator.
+
+Prints:
+  * AWS API calls per job per resync pass at steady state (every service the operator calls,
+    DynamoDB included; the stream poll, a constant per operator, is shown apart), over a window
+    of several resyncs that includes one drift check of every job;
+  * the operator's peak RSS (VmHWM);
+  * time from `ferry apply` of a new job to its RunTask (median and p90 over a sample), through
+    the table's stream.
+
+Run it with scripts/bench-operator.sh (builds ferry, installs moto). Not a timed test: figures
+only. The emulator (moto, ~100 requests/s) is much slower than AWS, so latency figures are upper
+bounds.
+"""
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import boto3
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FERRY = os.environ.get("FERRY_BIN", os.path.join(ROOT, "target", "debug", "ferry"))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def job_doc(name):
+    return f"""apiVersion: ferry.dev/v1alpha1
+kind: CopyJob
+metadata: {{ name: {name} }}
+spec:
+  source: {{ account: "111111111111", region: eu-west-1, bucket: bench-source, roleArn: "arn:aws:iam::111111111111:role/ferry-source" }}
+  destination: {{ account: "222222222222", region: us-east-1, bucket: bench-{name}, roleArn: "arn:aws:iam::222222222222:role/ferry-destination", create: {{}} }}
+---
+"""
+
+
+def metrics(port):
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+
+
+def aws_calls(text):
+    """Total operator AWS requests, and those of the stream poll."""
+    total = stream = 0.0
+    for line in text.splitlines():
+        if line.startswith("ferry_aws_requests_total{"):
+            value = float(line.rsplit(" ", 1)[1])
+            if 'service="dynamodb streams"' in line or 'service="dynamodbstreams"' in line:
+                stream += value
+            else:
+                total += value
+    return total, stream
+
+
+def phases(text):
+    counts = {}
+    for m in re.finditer(r'ferry_job_phase\{job="[^"]*",phase="(\w+)"\} 1', text):
+        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return counts
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--jobs", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--resync", type=int, default=20)
+    p.add_argument("--drift", type=int, default=120)
+    p.add_argument("--latency-samples", type=int, default=15)
+    args = p.parse_args()
+
+    env = dict(os.environ)
+    env.update(
+        AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1",
+        AWS_ENDPOINT_URL=args.endpoint, AWS_EC2_METADATA_DISABLED="true", FERRY_TABLE="ferry",
+        FERRY_LOG="warn",
+    )
+    local = [os.path.join(ROOT, ".venv", "bin", "python"), os.path.join(ROOT, "scripts", "local-aws.py"),
+             "--endpoint", args.endpoint]
+    subprocess.run(local + ["ecs-manual"], check=True)
+    net = json.loads(subprocess.run(local + ["network"], check=True, capture_output=True, text=True).stdout)
+    subprocess.run(local + ["bucket", "--account", "111111111111", "--region", "eu-west-1",
+                            "--bucket", "bench-source"], check=True)
+    subprocess.run([FERRY, "init"], env=env, check=True, stdout=subprocess.DEVNULL)
+
+    work = tempfile.mkdtemp()
+    port = free_port()
+    agent = subprocess.Popen([FERRY, "local-agent", "--create-cluster"], env=env,
+                             stderr=open(os.path.join(work, "agent.log"), "w"))
+    op = subprocess.Popen(
+        [FERRY, "operator", "--listen", f"127.0.0.1:{port}", "--subnets", net["subnet"],
+         "--security-groups", net["securityGroup"], "--s3-force-path-style",
+         "--worker-env", "FERRY_S3_FORCE_PATH_STYLE=true",
+         "--resync-seconds", str(args.resync), "--drift-seconds", str(args.drift),
+         "--task-poll-seconds", "5", "--concurrency", "16"],
+        env=env, stderr=open(os.path.join(work, "operator.log"), "w"))
+    try:
+        for _ in range(100):
+            try:
+                metrics(port)
+                break
+            except OSError:
+                time.sleep(0.2)
+        # Bring the jobs to steady state in batches (each run starts a worker process).
+        t0 = time.time()
+        for start in range(0, args.jobs, args.batch):
+            names = [f"j{i:04d}" for i in range(start, min(start + args.batch, args.jobs))]
+            path = os.path.join(work, f"batch-{start}.yaml")
+            with open(path, "w") as f:
+                f.write("".join(job_doc(n) for n in names))
+            subprocess.run([FERRY, "apply", "-f", path], env=env, check=True, stdout=subprocess.DEVNULL)
+            deadline = time.time() + 600
+            while True:
+                done = phases(metrics(port)).get("Succeeded", 0)
+                if done >= start + len(names):
+                    break
+                if time.time() > deadline:
+                    sys.exit(f"jobs did not succeed; see {work}/operator.log")
+                time.sleep(1)
+            print(f"  {start + len(names)} jobs Succeeded ({time.time() - t0:.0f} s)", flush=True)
+
+        # Steady state: count calls over a window of whole resync passes including a drift check.
+        time.sleep(args.resync)
+        before, stream_before = aws_calls(metrics(port))
+        window = args.drift
+        time.sleep(window)
+        after, stream_after = aws_calls(metrics(port))
+        passes = window / args.resync
+        per_job_pass = (after - before) / (args.jobs * passes)
+        rss = 0
+        with open(f"/proc/{op.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    rss = int(line.split()[1]) / 1024
+
+        # Apply -> RunTask latency through the stream.
+        ecs = boto3.client("ecs", endpoint_url=args.endpoint, region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test")
+        latencies = []
+        for i in range(args.latency_samples):
+            name = f"lat{i:03d}"
+            path = os.path.join(work, f"{name}.yaml")
+            with open(path, "w") as f:
+                f.write(job_doc(name))
+            family = f"ferry-{name}"
+            start = time.time()
+            subprocess.run([FERRY, "apply", "-f", path], env=env, check=True, stdout=subprocess.DEVNULL)
+            applied = time.time()
+            while time.time() - applied < 60:
+                if ecs.list_tasks(cluster="ferry", family=family)["taskArns"]:
+                    break
+                time.sleep(0.02)
+            latencies.append(time.time() - applied)
+            del start
+            time.sleep(1)
+        latencies.sort()
+        print()
+        print(f"operator benchmark: {args.jobs} jobs at steady state (resync {args.resync} s, drift check {args.drift} s)")
+        print(f"  AWS calls per job per resync pass: {per_job_pass:.3f}  (target <= 1.2; "
+              f"{after - before:.0f} calls over {passes:.0f} passes incl. one drift check of every job)")
+        print(f"  stream polling (per operator, not per job): {(stream_after - stream_before) / window:.1f} calls/s")
+        print(f"  operator peak RSS: {rss:.1f} MiB  (target <= 64 MiB)")
+        print(f"  apply -> RunTask: median {statistics.median(latencies):.2f} s, "
+              f"p90 {latencies[int(len(latencies) * 0.9) - 1]:.2f} s over {len(latencies)} jobs  (target median <= 1 s)")
+    finally:
+        for proc in (op, agent):
+            proc.terminate()
+        for proc in (op, agent):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()
