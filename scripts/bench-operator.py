@@ -70,7 +70,7 @@ def aws_calls(text):
 
 def phases(text):
     counts = {}
-    for m in re.finditer(r'ferry_job_phase\{job="[^"]*",phase="(\w+)"\} 1', text):
+    for m in re.finditer(r'ferry_job_phase\{copyjob="[^"]*",phase="(\w+)"\} 1', text):
         counts[m.group(1)] = counts.get(m.group(1), 0) + 1
     return counts
 

@@ -1,5 +1,6 @@
 //! The operator's Prometheus metrics. Names follow `ferry_<name>_<unit>` with `_total` for
-//! counters; label values come from small fixed sets, except the job name. Job counters are
+//! counters; label values come from small fixed sets, except the job name (label `copyjob`:
+//! `job` is the label Prometheus gives every scrape target). Job counters are
 //! derived from the progress the store keeps (cumulative over runs), so they do not go
 //! backwards when the operator restarts or leadership moves.
 
@@ -122,61 +123,61 @@ impl Metrics {
                 &r,
                 "ferry_copied_bytes_total",
                 "Bytes copied, over all runs",
-                &["job"],
+                &["copyjob"],
             ),
             copied_objects: counter(
                 &r,
                 "ferry_copied_objects_total",
                 "Objects copied, over all runs",
-                &["job"],
+                &["copyjob"],
             ),
             skipped_objects: counter(
                 &r,
                 "ferry_skipped_objects_total",
                 "Objects already identical at the destination, over all runs",
-                &["job"],
+                &["copyjob"],
             ),
             failed_objects: counter(
                 &r,
                 "ferry_failed_objects_total",
                 "Objects that failed (reported per object), over all runs",
-                &["job"],
+                &["copyjob"],
             ),
             listed_objects: counter(
                 &r,
                 "ferry_listed_objects_total",
                 "Source objects listed, over all runs",
-                &["job"],
+                &["copyjob"],
             ),
             remaining_objects: gauge(
                 &r,
                 "ferry_remaining_objects",
                 "Objects listed but not yet handled in the current run",
-                &["job"],
+                &["copyjob"],
             ),
             remaining_bytes: gauge(
                 &r,
                 "ferry_remaining_bytes",
                 "Bytes listed but not yet handled in the current run",
-                &["job"],
+                &["copyjob"],
             ),
             phase: gauge(
                 &r,
                 "ferry_job_phase",
                 "1 for the job's current phase, 0 for the others",
-                &["job", "phase"],
+                &["copyjob", "phase"],
             ),
             running_tasks: gauge(
                 &r,
                 "ferry_running_tasks",
                 "Worker tasks of the job's current run that ECS reports running",
-                &["job"],
+                &["copyjob"],
             ),
             restarts: counter(
                 &r,
                 "ferry_task_restarts_total",
                 "Worker tasks replaced, by reason (failed, platform, interrupted)",
-                &["job", "reason"],
+                &["copyjob", "reason"],
             ),
             corrections: counter(
                 &r,
@@ -351,7 +352,7 @@ mod tests {
         m.observe_job("a", &status, 1);
         assert!(
             m.render()
-                .contains("ferry_copied_bytes_total{job=\"a\"} 150")
+                .contains("ferry_copied_bytes_total{copyjob=\"a\"} 150")
         );
     }
 }

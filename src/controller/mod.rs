@@ -242,6 +242,7 @@ pub async fn reconcile(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
         ctx.metrics.forget_job(name);
         return Ok(Action::await_change());
     };
+    tracing::Span::current().record("generation", stored.generation);
     if stored.deletion_requested_at.is_some() {
         return finalize(ctx, &stored).await;
     }
@@ -546,7 +547,11 @@ async fn dispatch(ctx: Arc<Context>, shared: Arc<Shared>) {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let started = Instant::now();
-            let span = tracing::info_span!("reconcile", job = %job);
+            let span = tracing::info_span!(
+                "reconcile",
+                job = %job,
+                generation = tracing::field::Empty
+            );
             let result = reconcile(&job, &ctx).instrument(span).await;
             let outcome = match &result {
                 Ok(Action(after)) => Outcome::Requeue(*after),

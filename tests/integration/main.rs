@@ -3,5 +3,6 @@
 mod support;
 
 mod cli;
+mod observability;
 mod operator;
 mod worker;

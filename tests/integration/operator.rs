@@ -19,19 +19,21 @@ const DST_REGION: &str = "ap-southeast-2";
 
 /// An emulator prepared for the operator: ECS tasks stay RUNNING until stopped, the default
 /// VPC's network, ferry's table, clients for both accounts.
-struct Rig {
-    emu: Emulator,
-    dir: tempfile::TempDir,
-    subnet: String,
-    group: String,
-    base: SdkConfig,
-    store: Store,
-    src: aws_sdk_s3::Client,
-    dst: aws_sdk_s3::Client,
-    logs: Vec<PathBuf>,
+pub struct Rig {
+    pub emu: Emulator,
+    pub dir: tempfile::TempDir,
+    pub subnet: String,
+    pub group: String,
+    pub base: SdkConfig,
+    pub store: Store,
+    pub src: aws_sdk_s3::Client,
+    pub dst: aws_sdk_s3::Client,
+    pub logs: Vec<PathBuf>,
+    /// Added to the environment of the operators and agents this rig starts.
+    pub extra_env: Vec<(String, String)>,
 }
 
-async fn rig(single_threaded: bool) -> Rig {
+pub async fn rig(single_threaded: bool) -> Rig {
     let emu = if single_threaded {
         Emulator::start_single_threaded()
     } else {
@@ -56,10 +58,11 @@ async fn rig(single_threaded: bool) -> Rig {
         dst,
         emu,
         logs: Vec::new(),
+        extra_env: Vec::new(),
     }
 }
 
-fn job_yaml(name: &str, dst_bucket: &str, run: &str) -> String {
+pub fn job_yaml(name: &str, dst_bucket: &str, run: &str) -> String {
     format!(
         r#"apiVersion: ferry.dev/v1alpha1
 kind: CopyJob
@@ -72,7 +75,7 @@ spec:
     )
 }
 
-fn objects(n: usize, tag: &str) -> Vec<Obj> {
+pub fn objects(n: usize, tag: &str) -> Vec<Obj> {
     (0..n)
         .map(|i| {
             Obj::new(
@@ -85,7 +88,7 @@ fn objects(n: usize, tag: &str) -> Vec<Obj> {
 
 impl Rig {
     /// Starts an operator with test timings; returns it and its metrics port.
-    fn operator(&mut self, name: &str, extra: &[&str]) -> (Proc, u16) {
+    pub fn operator(&mut self, name: &str, extra: &[&str]) -> (Proc, u16) {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec![
@@ -118,13 +121,14 @@ impl Rig {
         let log = self.dir.path().join(format!("{name}.log"));
         let mut env = self.emu.env();
         env.push(("FERRY_LOG".into(), "info,ferry=debug".into()));
+        env.extend(self.extra_env.iter().cloned());
         let p = spawn_ferry(&args, &env, &log);
         self.logs.push(log);
         (p, port)
     }
 
     /// Starts the local Fargate agent, optionally with a stand-in worker command.
-    fn agent(&mut self, worker_command: Option<&str>) -> Proc {
+    pub fn agent(&mut self, worker_command: Option<&str>) -> Proc {
         let mut args = vec!["local-agent", "--create-cluster", "--poll-ms", "200"];
         if let Some(c) = worker_command {
             args.extend(["--worker-command", c]);
@@ -133,18 +137,20 @@ impl Rig {
             .dir
             .path()
             .join(format!("agent-{}.log", self.logs.len()));
-        let p = spawn_ferry(&args, &self.emu.env(), &log);
+        let mut env = self.emu.env();
+        env.extend(self.extra_env.iter().cloned());
+        let p = spawn_ferry(&args, &env, &log);
         self.logs.push(log);
         p
     }
 
-    fn apply(&self, name: &str, yaml: &str) {
+    pub fn apply(&self, name: &str, yaml: &str) {
         let f = write_file(self.dir.path(), &format!("{name}.yaml"), yaml);
         let out = self.emu.ferry(&["apply", "-f", f.to_str().expect("path")]);
         assert_eq!(out.code, 0, "apply: {}", out.stderr);
     }
 
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         self.logs
             .iter()
             .map(|l| {
@@ -160,7 +166,7 @@ impl Rig {
             .join("\n")
     }
 
-    async fn status(&self, job: &str) -> Option<CopyJobStatus> {
+    pub async fn status(&self, job: &str) -> Option<CopyJobStatus> {
         self.store
             .get_job(job)
             .await
@@ -170,7 +176,7 @@ impl Rig {
     }
 
     /// Polls until `check` holds, or panics with the processes' logs.
-    async fn until<T, F, Fut>(&self, what: &str, limit: Duration, mut check: F) -> T
+    pub async fn until<T, F, Fut>(&self, what: &str, limit: Duration, mut check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
@@ -190,7 +196,7 @@ impl Rig {
         }
     }
 
-    async fn until_phase(&self, job: &str, phase: Phase, limit: Duration) -> CopyJobStatus {
+    pub async fn until_phase(&self, job: &str, phase: Phase, limit: Duration) -> CopyJobStatus {
         self.until(&format!("copyjob/{job} {phase:?}"), limit, || async {
             self.status(job).await.filter(|s| s.phase == phase)
         })
@@ -287,14 +293,17 @@ async fn a_job_is_copied_end_to_end_and_deleting_it_removes_only_what_ferry_adde
             Duration::from_secs(20),
             || async {
                 http_get(port, "/metrics").ok().filter(|m| {
-                    sample(m, r#"ferry_copied_objects_total{job="e2e"}"#) == Some(120.0)
+                    sample(m, r#"ferry_copied_objects_total{copyjob="e2e"}"#) == Some(120.0)
                 })
             },
         )
         .await;
     assert_eq!(sample(&metrics, "ferry_leader"), Some(1.0));
     assert_eq!(
-        sample(&metrics, r#"ferry_job_phase{job="e2e",phase="Succeeded"}"#),
+        sample(
+            &metrics,
+            r#"ferry_job_phase{copyjob="e2e",phase="Succeeded"}"#
+        ),
         Some(1.0)
     );
     assert!(http_get(port, "/readyz").is_ok());
@@ -555,7 +564,7 @@ async fn a_job_whose_tasks_keep_failing_ends_failed_with_backoff_limit_exceeded(
     assert_eq!(
         sample(
             &m,
-            r#"ferry_task_restarts_total{job="doomed",reason="failed"}"#
+            r#"ferry_task_restarts_total{copyjob="doomed",reason="failed"}"#
         ),
         Some(3.0)
     );

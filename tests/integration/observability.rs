@@ -1,0 +1,217 @@
+//! Observability: the Grafana dashboard against the metrics ferry exports and a real Prometheus
+//! (Debian's `prometheus`), and the operator's and workers' logs.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ferry::model::Phase;
+
+use crate::operator::{job_yaml, objects, rig};
+use crate::support::{Proc, free_port, http_get, root};
+use crate::worker::seed;
+
+/// Every PromQL expression of the dashboard.
+fn dashboard_exprs() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("dashboards/ferry.json")).expect("dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let mut out = Vec::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            out.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    out
+}
+
+/// Metric names an expression uses (histogram series reduced to their family).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = expr[i..].find("ferry_") {
+        let start = i + pos;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let name = &expr[start..end];
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|f| f.ends_with("_seconds"))
+            .unwrap_or(name);
+        names.push(family.to_string());
+        i = end;
+    }
+    names
+}
+
+#[test]
+fn every_dashboard_expression_names_only_metrics_ferry_exports() {
+    let exprs = dashboard_exprs();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for e in &exprs {
+        let names = metric_names(e);
+        assert!(!names.is_empty(), "no ferry metric in {e}");
+        for n in names {
+            assert!(
+                ferry::metrics::NAMES.contains(&n.as_str()),
+                "{n} (in `{e}`) is not exported; exported: {:?}",
+                ferry::metrics::NAMES
+            );
+        }
+    }
+    let all = dashboard_exprs().join(" ");
+    for needed in [
+        "ferry_copied_bytes_total",
+        "ferry_remaining_bytes",
+        "ferry_failed_objects_total",
+        "ferry_task_restarts_total",
+        "ferry_drift_corrections_total",
+        "ferry_reconcile_duration_seconds",
+        "ferry_reconcile_errors_total",
+        "ferry_aws_requests_total",
+    ] {
+        assert!(all.contains(needed), "the dashboard shows no {needed}");
+    }
+}
+
+/// Grafana's variables replaced by values Prometheus accepts.
+fn concrete(expr: &str) -> String {
+    expr.replace("$copyjob", ".*")
+        .replace("$__rate_interval", "30s")
+        .replace("$__range", "1h")
+}
+
+fn query(port: u16, expr: &str) -> serde_json::Value {
+    let q: String =
+        percent_encoding::utf8_percent_encode(expr, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let body = http_get(port, &format!("/api/v1/query?query={q}"))
+        .unwrap_or_else(|e| panic!("query `{expr}`: {e}"));
+    serde_json::from_str(&body).expect("prometheus answers JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_sees_throughput_and_evaluates_every_dashboard_expression() {
+    let mut r = rig(false).await;
+    seed(&r.src, SRC_OBJECTS_BUCKET, objects(150, "v1")).await;
+    let (_op, op_port) = r.operator("op", &[]);
+    let _agent = r.agent(None);
+
+    let prom_port = free_port();
+    let config = r.dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: ferry\n    static_configs:\n      - targets: ['127.0.0.1:{op_port}']\n"
+        ),
+    )
+    .expect("config");
+    let prom_log = r.dir.path().join("prometheus.log");
+    let _prom = Proc(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                r.dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&prom_log).expect("log"))
+            .spawn()
+            .expect("prometheus (Debian package `prometheus`) is installed"),
+    );
+
+    // Slow enough that several scrapes see the copy going on.
+    r.apply(
+        "watched",
+        &job_yaml("watched", "op-dest-watched", ", maxRequestsPerSecond: 20"),
+    );
+    r.until(
+        "Prometheus to see bytes copied per second > 0",
+        Duration::from_secs(120),
+        || async {
+            let v = query(
+                prom_port,
+                r#"sum(rate(ferry_copied_bytes_total{copyjob="watched"}[10s]))"#,
+            );
+            let value = v["data"]["result"][0]["value"][1]
+                .as_str()?
+                .parse::<f64>()
+                .ok()?;
+            (value > 0.0).then_some(())
+        },
+    )
+    .await;
+    r.until_phase("watched", Phase::Succeeded, Duration::from_secs(120))
+        .await;
+    for expr in dashboard_exprs() {
+        let v = query(prom_port, &concrete(&expr));
+        assert_eq!(v["status"], "success", "`{expr}`: {v}");
+    }
+    r.until(
+        "Prometheus to scrape the final count",
+        Duration::from_secs(30),
+        || async {
+            let v = query(
+                prom_port,
+                r#"max(ferry_copied_objects_total{copyjob="watched"})"#,
+            );
+            (v["data"]["result"][0]["value"][1] == "150").then_some(())
+        },
+    )
+    .await;
+}
+
+const SRC_OBJECTS_BUCKET: &str = "op-source";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_json_with_a_span_per_reconcile_and_never_contain_credentials() {
+    const SECRET: &str = "ferrySecretKey0123456789abcdefSECRET";
+    const TOKEN: &str = "ferrySessionToken0123456789abcdefTOKEN";
+    let mut r = rig(false).await;
+    seed(&r.src, SRC_OBJECTS_BUCKET, objects(20, "v1")).await;
+    r.extra_env = vec![
+        ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
+        ("AWS_SESSION_TOKEN".into(), TOKEN.into()),
+        ("FERRY_LOG".into(), "debug".into()),
+        ("FERRY_LOG_FORMAT".into(), "json".into()),
+    ];
+    let (_op, _) = r.operator("op", &[]);
+    let _agent = r.agent(None);
+    r.apply("quiet", &job_yaml("quiet", "op-dest-quiet", ""));
+    r.until_phase("quiet", Phase::Succeeded, Duration::from_secs(120))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut lines = 0;
+    let mut reconcile_spans = 0;
+    for log in &r.logs {
+        let text = std::fs::read_to_string(log).expect("log");
+        assert!(
+            !text.contains(SECRET),
+            "{} contains the secret key",
+            log.display()
+        );
+        assert!(
+            !text.contains(TOKEN),
+            "{} contains the session token",
+            log.display()
+        );
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            lines += 1;
+            if v["span"]["name"] == "reconcile" {
+                assert_eq!(v["span"]["job"], "quiet", "{line}");
+                assert!(v["span"]["generation"].is_number(), "{line}");
+                reconcile_spans += 1;
+            }
+        }
+    }
+    assert!(lines > 50, "debug logs were written ({lines} lines)");
+    assert!(
+        reconcile_spans > 0,
+        "log lines inside a reconcile carry its span"
+    );
+}
