@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The AWS emulator for ferry's tests and quick start: moto server in .venv/.
 #
-#   scripts/emulator.sh install          create .venv/ with moto if it is missing (idempotent)
+#   scripts/emulator.sh install          create .venv/ with moto (and cfn-lint, parliament for the
+#                                        deployment tests) if it is missing (idempotent)
 #   scripts/emulator.sh start [PORT]     start moto on 127.0.0.1:PORT (default: a free port) in the
 #                                        background; prints the endpoint URL; pid in .ferry/moto.pid
 #   scripts/emulator.sh stop             stop the server started by `start`
@@ -13,13 +14,15 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 moto_spec='moto[s3,dynamodb,dynamodbstreams,ec2,ecs,iam,sts]==5.2.5'
+# Linters the tests run on the deployment template and IAM policies.
+lint_specs=(cfn-lint==1.58.0 parliament==1.6.4)
 
 install() {
-  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import moto, flask, flask_cors, boto3' 2>/dev/null; then
+  if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import moto, flask, flask_cors, boto3, cfnlint, parliament' 2>/dev/null; then
     return 0
   fi
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "$moto_spec" flask flask-cors
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$moto_spec" flask flask-cors "${lint_specs[@]}"
 }
 
 free_port() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The quick start: ferry's main job end to end on one machine. Builds ferry, starts the AWS
 # emulator (moto) on a free loopback port, creates the two accounts' roles and seeded source
-# buckets in account 111111111111, applies examples/, runs the operator and the local Fargate
+# buckets in account 111111111111, applies examples/jobs/, runs the operator and the local Fargate
 # agent until every job has finished its run, then prints `ferry get`, the throughput and the
 # operator's metrics. Everything binds to 127.0.0.1 and stops when the script ends.
 set -euo pipefail
@@ -38,8 +38,8 @@ subnet="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["subnet"])'
 group="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["securityGroup"])' "$net")"
 
 echo "== ferry init";                  $ferry init
-echo "== ferry validate -f examples/"; $ferry validate -f examples/
-echo "== ferry apply -f examples/";    $ferry apply -f examples/
+echo "== ferry validate -f examples/jobs/"; $ferry validate -f examples/jobs/
+echo "== ferry apply -f examples/jobs/";    $ferry apply -f examples/jobs/
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 echo "== ferry local-agent (logs: $work/agent.log)"

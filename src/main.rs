@@ -20,7 +20,7 @@ fn main() {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
     let mut out = std::io::stdout().lock();
-    let result = match cli::run_offline(&cli.command, &mut out) {
+    let result = match cli::run_offline(&cli.command, &cli.global, &mut out) {
         Some(r) => r,
         None => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");

@@ -76,6 +76,10 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print the CopyJob JSON Schema (the content of schemas/copyjob.schema.json).
     Schema,
+    /// Print, as JSON, the IAM policies the operator would write for the jobs in the files:
+    /// each job's task role trust policy and permission policy, and ferry's statements in the
+    /// source bucket policy. For security review; touches no AWS.
+    Policies(PoliciesArgs),
     /// Copy objects for one run of a job: the entrypoint of the Fargate tasks the operator
     /// starts.
     ///
@@ -100,6 +104,15 @@ pub enum Command {
     /// (emulated) ECS cluster, with the task's environment overrides, and StopTask with the exit
     /// status when it ends. For the local quick start and tests.
     LocalAgent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PoliciesArgs {
+    #[command(flatten)]
+    pub files: FilesArg,
+    /// The operator's AWS account (where task roles and the table live).
+    #[arg(long, default_value = "123456789012")]
+    pub operator_account: String,
 }
 
 #[derive(Debug, Args)]
@@ -266,7 +279,11 @@ impl CliError {
 pub type ExitCode = i32;
 
 /// Runs a command that needs no AWS access; `None` if the command needs the store.
-pub fn run_offline(cmd: &Command, out: &mut impl Write) -> Option<Result<ExitCode, CliError>> {
+pub fn run_offline(
+    cmd: &Command,
+    global: &GlobalOptions,
+    out: &mut impl Write,
+) -> Option<Result<ExitCode, CliError>> {
     match cmd {
         Command::Validate(f) => Some(validate(&f.files, out)),
         Command::Schema => Some(
@@ -274,6 +291,7 @@ pub fn run_offline(cmd: &Command, out: &mut impl Write) -> Option<Result<ExitCod
                 .map(|_| 0)
                 .map_err(CliError::from),
         ),
+        Command::Policies(a) => Some(policies(a, global, out)),
         _ => None,
     }
 }
@@ -336,7 +354,52 @@ pub async fn run(
         Command::Delete(d) => delete(d, store, out).await,
         Command::Validate(f) => validate(&f.files, out),
         Command::Schema => Ok(out.write_all(model::schema_json().as_bytes()).map(|_| 0)?),
+        Command::Policies(_) => Err(CliError::Failed("`policies` runs offline".into())),
     }
+}
+
+fn policies(
+    a: &PoliciesArgs,
+    global: &GlobalOptions,
+    out: &mut impl Write,
+) -> Result<ExitCode, CliError> {
+    use crate::controller::{desired, policy};
+    let docs = model::load(&a.files.files)?;
+    let settings = desired::Settings {
+        account: a.operator_account.clone(),
+        region: global
+            .aws
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".into()),
+        table: global.table.clone(),
+        ..desired::Settings::default()
+    };
+    let all: Vec<serde_json::Value> = docs
+        .iter()
+        .map(|d| {
+            let job = &d.job;
+            let bucket = policy::merge(None, job)
+                .ok()
+                .flatten()
+                .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+                .unwrap_or_default();
+            serde_json::json!({
+                "job": job.metadata.name,
+                "taskRoleName": desired::role_name(&job.metadata.name),
+                "taskRoleTrustPolicy": desired::trust_policy(&settings),
+                "taskRolePolicy": desired::task_policy(job, &settings),
+                "sourceBucketPolicy": bucket,
+            })
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&all).map_err(|e| CliError::Render {
+        what: "policies".into(),
+        message: e.to_string(),
+    })?;
+    writeln!(out, "{text}")?;
+    Ok(0)
 }
 
 async fn operator(

@@ -75,14 +75,14 @@ async fn init_is_idempotent_and_turns_the_stream_on() {
 async fn applying_the_same_files_twice_is_unchanged_and_keeps_generations() {
     let emu = Emulator::start();
     let store = store(&emu).await;
-    let first = emu.ferry(&["apply", "-f", "examples/"]);
+    let first = emu.ferry(&["apply", "-f", "examples/jobs/"]);
     assert_eq!(first.code, 0, "{first:?}");
     assert_eq!(
         first.stdout,
         "copyjob/assets-nightly-sync created\ncopyjob/backups-to-dr created\ncopyjob/logs-migration created\n"
     );
     let before = versions(&store).await;
-    let second = emu.ferry(&["apply", "-f", "examples/"]);
+    let second = emu.ferry(&["apply", "-f", "examples/jobs/"]);
     assert_eq!(second.code, 0, "{second:?}");
     assert_eq!(
         second.stdout,
@@ -135,7 +135,7 @@ async fn a_changed_spec_is_configured_and_bumps_the_generation_but_a_label_does_
 async fn dry_run_reports_what_would_happen_and_writes_nothing() {
     let emu = Emulator::start();
     let store = store(&emu).await;
-    let out = emu.ferry(&["apply", "--dry-run", "-f", "examples/logs-migration.yaml"]);
+    let out = emu.ferry(&["apply", "--dry-run", "-f", "examples/jobs/logs-migration.yaml"]);
     assert_eq!(out.stdout, "copyjob/logs-migration created (dry run)\n");
     assert!(store.list_jobs().await.expect("list").is_empty());
 }
@@ -227,7 +227,7 @@ async fn diff_exits_0_without_differences_1_with_them_and_2_on_error() {
 async fn delete_marks_the_job_and_apply_refuses_it_until_the_operator_removes_it() {
     let emu = Emulator::start();
     let store = store(&emu).await;
-    emu.ferry(&["apply", "-f", "examples/logs-migration.yaml"]);
+    emu.ferry(&["apply", "-f", "examples/jobs/logs-migration.yaml"]);
     let out = emu.ferry(&["delete", "logs-migration"]);
     assert_eq!(
         (out.code, out.stdout.as_str()),
@@ -245,7 +245,7 @@ async fn delete_marks_the_job_and_apply_refuses_it_until_the_operator_removes_it
         "{}",
         shown.stdout
     );
-    let again = emu.ferry(&["apply", "-f", "examples/logs-migration.yaml"]);
+    let again = emu.ferry(&["apply", "-f", "examples/jobs/logs-migration.yaml"]);
     assert_eq!(again.code, 1);
     assert!(
         again
@@ -267,7 +267,7 @@ async fn delete_marks_the_job_and_apply_refuses_it_until_the_operator_removes_it
 async fn get_prints_a_table_yaml_and_json_and_describe_shows_spec_and_status() {
     let emu = Emulator::start();
     let _store = store(&emu).await;
-    emu.ferry(&["apply", "-f", "examples/"]);
+    emu.ferry(&["apply", "-f", "examples/jobs/"]);
     let table = emu.ferry(&["get"]);
     let lines: Vec<&str> = table.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{}", table.stdout);
@@ -286,7 +286,7 @@ async fn get_prints_a_table_yaml_and_json_and_describe_shows_spec_and_status() {
     let shown: CopyJob = serde_yaml_ng::from_str(&yaml.stdout).expect("get -o yaml is a CopyJob");
     assert_eq!(shown.metadata.generation, Some(1));
     let file: CopyJob = serde_yaml_ng::from_str(
-        &std::fs::read_to_string(root().join("examples/logs-migration.yaml")).unwrap(),
+        &std::fs::read_to_string(root().join("examples/jobs/logs-migration.yaml")).unwrap(),
     )
     .unwrap();
     assert_eq!(
@@ -358,7 +358,7 @@ async fn every_invalid_fixture_is_refused_with_its_file_and_field_and_nothing_is
     let out = emu.ferry(&[
         "apply",
         "-f",
-        "examples/logs-migration.yaml",
+        "examples/jobs/logs-migration.yaml",
         "-f",
         "tests/fixtures/invalid/wrong-kind.yaml",
     ]);
@@ -371,7 +371,7 @@ async fn every_invalid_fixture_is_refused_with_its_file_and_field_and_nothing_is
 
 #[test]
 fn the_examples_are_valid() {
-    let out = run_ferry(&["validate", "-f", "examples/"], &[]);
+    let out = run_ferry(&["validate", "-f", "examples/jobs/"], &[]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout.lines().count(), 3);
 }
@@ -386,6 +386,14 @@ fn every_example_names_the_schema_for_editors() {
                 "{} must start with the yaml-language-server modeline",
                 f.display()
             );
+            let schema = text
+                .lines()
+                .next()
+                .and_then(|l| l.split_once("$schema="))
+                .map(|(_, p)| p.trim())
+                .unwrap_or_default();
+            let target = f.parent().expect("dir").join(schema);
+            assert!(target.exists(), "{}: {} does not exist", f.display(), target.display());
         }
     }
 }
