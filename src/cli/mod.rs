@@ -3,6 +3,7 @@
 //! `store`; holds no business rules of its own beyond presentation.
 
 pub mod apply;
+pub mod watch;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -224,8 +225,18 @@ pub struct GetArgs {
     /// Job name; all jobs if omitted.
     pub name: Option<String>,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum)]
+    #[arg(short = 'o', long = "output", value_enum, conflicts_with = "watch")]
     pub output: Option<Output>,
+    /// Watch: a live display of objects, bytes, rate, ETA and phase per job, refreshed until
+    /// Ctrl-C.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Seconds between refreshes with --watch.
+    #[arg(long, default_value_t = 2, requires = "watch")]
+    pub interval: u64,
+    /// Stop after this many refreshes (for scripts).
+    #[arg(long, requires = "watch")]
+    pub frames: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -552,6 +563,10 @@ async fn diff(
 }
 
 async fn get(g: &GetArgs, store: &Store, out: &mut impl Write) -> Result<ExitCode, CliError> {
+    if g.watch {
+        let interval = std::time::Duration::from_secs(g.interval.max(1));
+        return watch::watch(g.name.as_deref(), store, interval, g.frames, out).await;
+    }
     let jobs = match &g.name {
         Some(name) => {
             vec![
@@ -671,7 +686,7 @@ fn table_row(j: &StoredJob, wide: bool) -> Vec<String> {
     r
 }
 
-fn write_table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+pub(crate) fn write_table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let cols = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))

@@ -135,7 +135,12 @@ async fn a_changed_spec_is_configured_and_bumps_the_generation_but_a_label_does_
 async fn dry_run_reports_what_would_happen_and_writes_nothing() {
     let emu = Emulator::start();
     let store = store(&emu).await;
-    let out = emu.ferry(&["apply", "--dry-run", "-f", "examples/jobs/logs-migration.yaml"]);
+    let out = emu.ferry(&[
+        "apply",
+        "--dry-run",
+        "-f",
+        "examples/jobs/logs-migration.yaml",
+    ]);
     assert_eq!(out.stdout, "copyjob/logs-migration created (dry run)\n");
     assert!(store.list_jobs().await.expect("list").is_empty());
 }
@@ -393,7 +398,12 @@ fn every_example_names_the_schema_for_editors() {
                 .map(|(_, p)| p.trim())
                 .unwrap_or_default();
             let target = f.parent().expect("dir").join(schema);
-            assert!(target.exists(), "{}: {} does not exist", f.display(), target.display());
+            assert!(
+                target.exists(),
+                "{}: {} does not exist",
+                f.display(),
+                target.display()
+            );
         }
     }
 }

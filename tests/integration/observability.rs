@@ -215,3 +215,66 @@ async fn logs_are_json_with_a_span_per_reconcile_and_never_contain_credentials()
         "log lines inside a reconcile carry its span"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_w_shows_objects_rate_eta_and_phase_while_a_job_runs() {
+    let mut r = rig(false).await;
+    seed(&r.src, SRC_OBJECTS_BUCKET, objects(120, "v1")).await;
+    let (_op, _) = r.operator("op", &[]);
+    let _agent = r.agent(None);
+    r.apply(
+        "shown",
+        &job_yaml("shown", "op-dest-shown", ", maxRequestsPerSecond: 20"),
+    );
+    let out_path = r.dir.path().join("watch.out");
+    let mut cmd = Command::new(crate::support::ferry_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.starts_with("FERRY_") {
+            cmd.env_remove(k);
+        }
+    }
+    let _watch = Proc(
+        cmd.args(["get", "-w", "--interval", "1", "--frames", "120"])
+            .envs(r.emu.env())
+            .stdout(std::fs::File::create(&out_path).expect("out"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ferry get -w"),
+    );
+    r.until(
+        "a frame with a rate and an ETA for the running job",
+        Duration::from_secs(120),
+        || async {
+            let text = std::fs::read_to_string(&out_path).ok()?;
+            text.lines()
+                .any(|l| {
+                    l.starts_with("shown ")
+                        && l.contains("Running")
+                        && l.contains("obj/s")
+                        && l.ends_with('s')
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    r.until(
+        "a frame showing the job Succeeded with every object",
+        Duration::from_secs(120),
+        || async {
+            let text = std::fs::read_to_string(&out_path).ok()?;
+            text.lines()
+                .any(|l| {
+                    l.starts_with("shown ")
+                        && l.contains("Succeeded")
+                        && l.contains("120/120 (100%)")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let text = std::fs::read_to_string(&out_path).expect("output");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("NAME") && l.contains("RATE") && l.contains("ETA"))
+    );
+}
