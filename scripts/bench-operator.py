@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -84,6 +85,8 @@ def main():
     p.add_argument("--drift", type=int, default=120)
     p.add_argument("--latency-samples", type=int, default=15)
     args = p.parse_args()
+    # Stop the operator and agent (finally below) when the benchmark itself is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
     env = dict(os.environ)
     env.update(
