@@ -658,6 +658,8 @@ impl Worker {
                     .await
                 {
                     Ok(true) => {}
+                    // A unit that finished between the snapshot and the renewal is not a loss.
+                    Ok(false) if !self.held.lock().await.contains(&sk) => {}
                     Ok(false) => tracing::warn!(lease = %sk, "lease lost to another task"),
                     Err(e) => tracing::warn!(lease = %sk, error = %e, "could not renew lease"),
                 }
