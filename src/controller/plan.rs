@@ -383,7 +383,16 @@ fn check_infra(
             p.blocked = Some(problem.clone());
         }
     };
-    let was_ready = |st: &CopyJobStatus, kind: &str| same_generation && is_true(st, kind);
+    // Puts a resource back (or creates it): drift when it was ready for this generation.
+    let fix = |p: &mut Plan, st: &CopyJobStatus, condition: &str, kind: &'static str, step| {
+        if same_generation && is_true(st, condition) {
+            p.corrections.push(kind);
+        }
+        p.steps.push(step);
+    };
+    let ready = |st: &mut CopyJobStatus, condition: &str, message: &str| {
+        set_condition(&mut st.conditions, condition, true, "Ready", message, now);
+    };
 
     // Roles: the job's roles can be assumed, and ferry's task role is as it should be.
     match (&infra.roles, infra.task_role) {
@@ -405,18 +414,12 @@ fn check_infra(
                     policy_ok: true,
                 })
             {
-                if was_ready(st, ROLES_READY) {
-                    p.corrections.push("task_role");
-                }
-                p.steps.push(Step::EnsureTaskRole);
+                fix(p, st, ROLES_READY, "task_role", Step::EnsureTaskRole);
             }
-            set_condition(
-                &mut st.conditions,
+            ready(
+                st,
                 ROLES_READY,
-                true,
-                "Ready",
                 "source and destination roles can be assumed; the task role is in place",
-                now,
             );
         }
     }
@@ -434,26 +437,15 @@ fn check_infra(
             block(p, problem);
         }
         Ok(current) => match policy::merge(current.as_deref(), job) {
-            Ok(None) => set_condition(
-                &mut st.conditions,
-                SOURCE_POLICY_READY,
-                true,
-                "Ready",
-                "the source bucket policy grants the destination role read access",
-                now,
-            ),
-            Ok(Some(document)) => {
-                if was_ready(st, SOURCE_POLICY_READY) {
-                    p.corrections.push("source_policy");
+            Ok(merged) => {
+                if let Some(document) = merged {
+                    let step = Step::PutSourcePolicy { document };
+                    fix(p, st, SOURCE_POLICY_READY, "source_policy", step);
                 }
-                p.steps.push(Step::PutSourcePolicy { document });
-                set_condition(
-                    &mut st.conditions,
+                ready(
+                    st,
                     SOURCE_POLICY_READY,
-                    true,
-                    "Ready",
                     "the source bucket policy grants the destination role read access",
-                    now,
                 );
             }
             Err(e) => {
@@ -496,10 +488,13 @@ fn check_infra(
         }),
         Ok(BucketState::Exists { .. }) => None,
         Ok(BucketState::Missing) if dst.create.is_some() => {
-            if was_ready(st, DESTINATION_READY) {
-                p.corrections.push("destination_bucket");
-            }
-            p.steps.push(Step::CreateBucket);
+            fix(
+                p,
+                st,
+                DESTINATION_READY,
+                "destination_bucket",
+                Step::CreateBucket,
+            );
             None
         }
         Ok(BucketState::Missing) => Some(Problem {
@@ -523,30 +518,22 @@ fn check_infra(
             );
             block(p, &problem);
         }
-        None => set_condition(
-            &mut st.conditions,
+        None => ready(
+            st,
             DESTINATION_READY,
-            true,
-            "Ready",
             &format!("bucket {} is ready in {}", dst.bucket, dst.region),
-            now,
         ),
     }
 
     let want = desired::task_definition(job, settings);
     if infra.task_definition.as_ref() != Some(&want) {
-        if was_ready(st, TASK_DEFINITION_READY) {
-            p.corrections.push("task_definition");
-        }
-        p.steps.push(Step::RegisterTaskDefinition);
+        let step = Step::RegisterTaskDefinition;
+        fix(p, st, TASK_DEFINITION_READY, "task_definition", step);
     }
-    set_condition(
-        &mut st.conditions,
+    ready(
+        st,
         TASK_DEFINITION_READY,
-        true,
-        "Ready",
         &format!("task definition family {} is current", want.family),
-        now,
     );
 }
 
