@@ -29,10 +29,14 @@ pub async fn observe(
     if check_infra {
         obs.infra = Some(infra(ctx, job).await?);
     }
+    // Tasks and progress matter only while a run is active (a finished run's tasks have exited).
     if let Some(run) = job.status.as_ref().and_then(|s| s.run.as_ref()) {
-        let arns: Vec<String> = run.tasks.iter().filter_map(|t| t.arn.clone()).collect();
-        obs.tasks = describe_tasks(ctx, &desired::cluster(job, &ctx.settings), &arns).await?;
         if run.finished_at.is_none() {
+            let arns: Vec<String> = run.tasks.iter().filter_map(|t| t.arn.clone()).collect();
+            if !arns.is_empty() {
+                obs.tasks =
+                    describe_tasks(ctx, &desired::cluster(job, &ctx.settings), &arns).await?;
+            }
             let summary = ctx
                 .store
                 .run_summary(job.metadata.name.as_str(), &run.id)
