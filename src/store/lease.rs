@@ -38,12 +38,7 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if super::condition_failed(&e) => Ok(false),
             Err(e) => Err(self.aws_err("PutItem", e)),
         }
     }
@@ -62,12 +57,7 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(e) if super::condition_failed(&e) => Ok(()),
             Err(e) => Err(self.aws_err("DeleteItem", e)),
         }
     }

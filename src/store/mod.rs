@@ -537,6 +537,14 @@ pub fn spec_document(job: &CopyJob) -> String {
     serde_json::to_string(&job.desired()).unwrap_or_default()
 }
 
+/// Whether a write failed only because its condition did not hold.
+pub(crate) fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    e: &SdkError<E, HttpResponse>,
+) -> bool {
+    aws_sdk_dynamodb::error::ProvideErrorMetadata::code(e)
+        == Some("ConditionalCheckFailedException")
+}
+
 pub(crate) fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
     item.get(key)
         .and_then(|v| v.as_s().ok())

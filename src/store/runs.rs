@@ -209,9 +209,7 @@ impl Store {
             .await;
         match put {
             Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
+            Err(e) if super::condition_failed(&e) => {}
             Err(e) => return Err(self.aws_err("PutItem", e)),
         }
         self.get_run(job, run)
@@ -242,17 +240,13 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(boundaries.to_vec()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                self.get_run(job, run)
-                    .await?
-                    .and_then(|m| m.boundaries)
-                    .ok_or_else(|| StoreError::NotFound {
-                        what: format!("run {job}/{run}"),
-                    })
-            }
+            Err(e) if super::condition_failed(&e) => self
+                .get_run(job, run)
+                .await?
+                .and_then(|m| m.boundaries)
+                .ok_or_else(|| StoreError::NotFound {
+                    what: format!("run {job}/{run}"),
+                }),
             Err(e) => Err(self.aws_err("UpdateItem", e)),
         }
     }
@@ -369,10 +363,7 @@ impl Store {
         }
         let (range, objects, bytes) = match put.send().await {
             Ok(_) => (range.clone(), objects, bytes),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if super::condition_failed(&e) => {
                 let existing = self.get_item(&pk, &id).await?.unwrap_or_default();
                 (
                     range_of(&existing),
@@ -737,14 +728,9 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict {
-                    what: format!("copyjob/{job} (deletion was withdrawn)"),
-                })
-            }
+            Err(e) if super::condition_failed(&e) => Err(StoreError::Conflict {
+                what: format!("copyjob/{job} (deletion was withdrawn)"),
+            }),
             Err(e) => Err(self.aws_err("DeleteItem", e)),
         }
     }
