@@ -375,7 +375,10 @@ fn check_infra(
     // Drift means "was ready for this very generation": a new generation's first check is
     // provisioning, not drift.
     let same_generation = st.observed_generation == generation;
-    let block = |p: &mut Plan, problem: &Problem| {
+    // Records a problem on its condition and blocks the job on it (a terminal problem wins).
+    let not_ready = |st: &mut CopyJobStatus, p: &mut Plan, condition: &str, problem: &Problem| {
+        let (reason, message) = (&problem.reason, &problem.message);
+        set_condition(&mut st.conditions, condition, false, reason, message, now);
         if p.blocked
             .as_ref()
             .is_none_or(|b| !b.terminal && problem.terminal)
@@ -397,15 +400,7 @@ fn check_infra(
     // Roles: the job's roles can be assumed, and ferry's task role is as it should be.
     match (&infra.roles, infra.task_role) {
         (Err(problem), _) => {
-            set_condition(
-                &mut st.conditions,
-                ROLES_READY,
-                false,
-                &problem.reason,
-                &problem.message,
-                now,
-            );
-            block(p, problem);
+            not_ready(st, p, ROLES_READY, problem);
         }
         (Ok(()), role) => {
             if role
@@ -426,15 +421,7 @@ fn check_infra(
 
     match &infra.source_policy {
         Err(problem) => {
-            set_condition(
-                &mut st.conditions,
-                SOURCE_POLICY_READY,
-                false,
-                &problem.reason,
-                &problem.message,
-                now,
-            );
-            block(p, problem);
+            not_ready(st, p, SOURCE_POLICY_READY, problem);
         }
         Ok(current) => match policy::merge(current.as_deref(), job) {
             Ok(merged) => {
@@ -454,15 +441,7 @@ fn check_infra(
                     message: format!("the source bucket's existing policy cannot be merged: {e}"),
                     terminal: false,
                 };
-                set_condition(
-                    &mut st.conditions,
-                    SOURCE_POLICY_READY,
-                    false,
-                    &problem.reason,
-                    &problem.message,
-                    now,
-                );
-                block(p, &problem);
+                not_ready(st, p, SOURCE_POLICY_READY, &problem);
             }
         },
     }
@@ -508,15 +487,7 @@ fn check_infra(
     };
     match bucket_problem {
         Some(problem) => {
-            set_condition(
-                &mut st.conditions,
-                DESTINATION_READY,
-                false,
-                &problem.reason,
-                &problem.message,
-                now,
-            );
-            block(p, &problem);
+            not_ready(st, p, DESTINATION_READY, &problem);
         }
         None => ready(
             st,
