@@ -96,6 +96,63 @@ pub struct Chunk {
     pub owner: Option<String>,
     pub lease_expiry: u64,
     pub attempts: u64,
+    /// The chunk's source listing as the lister saw it (see `worker::manifest`); `None` when it
+    /// did not fit in the item or was not asked for, and the copier lists the range itself.
+    pub manifest: Option<Vec<u8>>,
+}
+
+impl Chunk {
+    fn from_item(item: &Item) -> Chunk {
+        Chunk {
+            id: opt_s(item, "sk").unwrap_or_default(),
+            range: range_of(item),
+            state: WorkState::parse(get_s(item, "state")),
+            owner: opt_s(item, "owner"),
+            lease_expiry: get_n(item, "leaseExpiry").unwrap_or(0),
+            attempts: get_n(item, "attempts").unwrap_or(0),
+            manifest: match item.get("manifest") {
+                Some(AttributeValue::B(b)) => Some(b.clone().into_inner()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Attributes read by queries over a run's items: everything but chunk manifests, which only
+/// the task that claims a chunk needs (and which are far larger than the rest).
+const SUMMARY_ATTRIBUTES: [(&str, &str); 19] = [
+    ("#a0", "pk"),
+    ("#a1", "sk"),
+    ("#st", "state"),
+    ("#a3", "owner"),
+    ("#a4", "leaseExpiry"),
+    ("#a5", "attempts"),
+    ("#a6", "after"),
+    ("#a7", "upto"),
+    ("#a8", "listedObjects"),
+    ("#a9", "listedBytes"),
+    ("#a10", "copied"),
+    ("#a11", "copiedBytes"),
+    ("#a12", "skipped"),
+    ("#a13", "skippedBytes"),
+    ("#a14", "failed"),
+    ("#a15", "deleted"),
+    ("#a16", "heartbeat"),
+    ("#a17", "credentialRefreshes"),
+    ("#a18", "objects"),
+];
+
+/// A chunk a lister is about to write.
+#[derive(Debug, Clone, Copy)]
+pub struct NewChunk<'a> {
+    pub range: &'a Range,
+    pub objects: u64,
+    pub bytes: u64,
+    /// The partition's last chunk.
+    pub last: bool,
+    pub manifest: Option<&'a [u8]>,
+    /// Lease the chunk to its lister at once.
+    pub keep: bool,
 }
 
 /// Counters a chunk records when done.
@@ -329,46 +386,73 @@ impl Store {
 
     /// Writes the next chunk of a partition and advances its cursor, as long as `owner` still
     /// holds the partition. A chunk already written by an earlier holder is kept; the returned
-    /// partition then continues after that chunk.
-    #[allow(clippy::too_many_arguments)]
+    /// partition then continues after that chunk. The new chunk is pending, or — with `keep` —
+    /// already leased to `owner`, who saves a claim by copying it next; it is returned then.
     pub async fn add_chunk(
         &self,
         job: &str,
         run: &str,
         part: &Partition,
-        range: &Range,
-        objects: u64,
-        bytes: u64,
-        last: bool,
+        new: NewChunk<'_>,
         owner: &str,
         lease_ms: u64,
-    ) -> Result<Partition, StoreError> {
+    ) -> Result<(Partition, Option<Chunk>), StoreError> {
+        let NewChunk {
+            range,
+            objects,
+            bytes,
+            last,
+            manifest,
+            keep,
+        } = new;
         let pk = run_pk(job, run);
         let id = format!("CHUNK#{:04}#{:08}", part.index, part.next_seq);
+        let lease_expiry = now_ms() + lease_ms;
         let mut put = self
             .client()
             .put_item()
             .table_name(self.table())
             .item("pk", s(pk.as_str()))
             .item("sk", s(id.as_str()))
-            .item("state", s("pending"))
-            .item("attempts", n(0))
             .item("objects", n(objects))
             .condition_expression("attribute_not_exists(pk)");
+        put = if keep {
+            put.item("state", s("leased"))
+                .item("owner", s(owner))
+                .item("leaseExpiry", n(lease_expiry))
+                .item("attempts", n(1))
+        } else {
+            put.item("state", s("pending")).item("attempts", n(0))
+        };
         if let Some(a) = &range.after {
             put = put.item("after", s(a.as_str()));
         }
         if let Some(u) = &range.upto {
             put = put.item("upto", s(u.as_str()));
         }
-        let (range, objects, bytes) = match put.send().await {
-            Ok(_) => (range.clone(), objects, bytes),
+        if let Some(m) = manifest {
+            put = put.item("manifest", AttributeValue::B(m.to_vec().into()));
+        }
+        let (range, objects, bytes, kept) = match put.send().await {
+            Ok(_) => {
+                let kept = keep.then(|| Chunk {
+                    id: id.clone(),
+                    range: range.clone(),
+                    state: WorkState::Leased,
+                    owner: Some(owner.to_string()),
+                    lease_expiry,
+                    attempts: 1,
+                    manifest: manifest.map(<[u8]>::to_vec),
+                });
+                (range.clone(), objects, bytes, kept)
+            }
             Err(e) if super::condition_failed(&e) => {
                 let existing = self.get_item(&pk, &id).await?.unwrap_or_default();
                 (
                     range_of(&existing),
                     get_n(&existing, "objects").unwrap_or(0),
                     0,
+                    None,
                 )
             }
             Err(e) => return Err(self.aws_err("PutItem", e)),
@@ -407,14 +491,15 @@ impl Store {
                 e,
             )
         })?;
-        Ok(Partition {
+        let next = Partition {
             index: part.index,
             range: part.range.clone(),
             cursor: range.upto.clone(),
             next_seq: part.next_seq + 1,
             listed_objects: part.listed_objects + objects,
             listed_bytes: part.listed_bytes + bytes,
-        })
+        };
+        Ok((next, kept))
     }
 
     async fn get_item(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
@@ -431,22 +516,12 @@ impl Store {
         Ok(out.item().cloned())
     }
 
-    /// Every chunk of a run that is not done.
+    /// Every chunk of a run that is not done, without manifests (the claim returns those).
     pub async fn open_chunks(&self, job: &str, run: &str) -> Result<Vec<Chunk>, StoreError> {
         let items = self
-            .query_prefix(job, run, "CHUNK#", Some("#st <> :done"))
+            .query_prefix(job, run, "CHUNK#", Some("#st <> :done"), true)
             .await?;
-        Ok(items
-            .iter()
-            .map(|item| Chunk {
-                id: opt_s(item, "sk").unwrap_or_default(),
-                range: range_of(item),
-                state: WorkState::parse(get_s(item, "state")),
-                owner: opt_s(item, "owner"),
-                lease_expiry: get_n(item, "leaseExpiry").unwrap_or(0),
-                attempts: get_n(item, "attempts").unwrap_or(0),
-            })
-            .collect())
+        Ok(items.iter().map(Chunk::from_item).collect())
     }
 
     async fn query_prefix(
@@ -455,6 +530,7 @@ impl Store {
         run: &str,
         prefix: &str,
         filter: Option<&str>,
+        summary: bool,
     ) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start = None;
@@ -478,6 +554,13 @@ impl Store {
                     .expression_attribute_names("#st", "state")
                     .expression_attribute_values(":done", s("done"));
             }
+            if summary {
+                let names: Vec<&str> = SUMMARY_ATTRIBUTES.iter().map(|(alias, _)| *alias).collect();
+                req = req.projection_expression(names.join(", "));
+                for (alias, name) in SUMMARY_ATTRIBUTES {
+                    req = req.expression_attribute_names(alias, name);
+                }
+            }
             let out = req.send().await.map_err(|e| self.aws_err("Query", e))?;
             items.extend(out.items().iter().cloned());
             match out.last_evaluated_key() {
@@ -487,7 +570,8 @@ impl Store {
         }
     }
 
-    /// Takes a chunk's lease if it is pending or its lease expired. `false`: someone else got it.
+    /// Takes a chunk's lease if it is pending or its lease expired, and returns the chunk as
+    /// claimed (manifest included). `None`: someone else got it.
     pub async fn claim_chunk(
         &self,
         job: &str,
@@ -495,7 +579,7 @@ impl Store {
         id: &str,
         owner: &str,
         lease_ms: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Chunk>, StoreError> {
         let now = now_ms();
         let res = self
             .client()
@@ -513,9 +597,21 @@ impl Store {
             .expression_attribute_values(":leased", s("leased"))
             .expression_attribute_values(":pending", s("pending"))
             .expression_attribute_values(":one", n(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
-        self.applied(res)
+        match res {
+            Ok(out) => Ok(Some(Chunk::from_item(
+                out.attributes().unwrap_or(&HashMap::new()),
+            ))),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.aws_err("UpdateItem", e)),
+        }
     }
 
     /// An update of `sk` conditional on `owner` holding its lease.
@@ -599,7 +695,7 @@ impl Store {
             .held_by(job, run, id, owner)
             .update_expression(
                 "SET #st = :done, copied = :c, copiedBytes = :cb, skipped = :s, skippedBytes = :sb, \
-                 failed = :f, deleted = :d, doneAt = :t",
+                 failed = :f, deleted = :d, doneAt = :t REMOVE manifest",
             )
             .expression_attribute_values(":done", s("done"))
             .expression_attribute_values(":c", n(c.copied))
@@ -660,7 +756,7 @@ impl Store {
         job: &str,
         run: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let items = self.query_prefix(job, run, "FAIL#", None).await?;
+        let items = self.query_prefix(job, run, "FAIL#", None, false).await?;
         Ok(items
             .iter()
             .map(|i| {
@@ -700,7 +796,7 @@ impl Store {
     /// deletion was requested). Safe to repeat after an interruption.
     pub async fn delete_job_records(&self, job: &str) -> Result<(), StoreError> {
         for run in self.list_runs(job).await? {
-            let items = self.query_prefix(job, &run, "", None).await?;
+            let items = self.query_prefix(job, &run, "", None, true).await?;
             // META last, so an interrupted delete can still find the run.
             let (meta, rest): (Vec<Item>, Vec<Item>) = items
                 .into_iter()
@@ -789,7 +885,7 @@ impl Store {
         if let Some(meta) = self.get_run(job, run).await? {
             sum.partitions_total = meta.boundaries.map(|b| b.len() + 1);
         }
-        for item in self.query_prefix(job, run, "", None).await? {
+        for item in self.query_prefix(job, run, "", None, true).await? {
             let sk = get_s(&item, "sk").unwrap_or_default();
             let done = get_s(&item, "state") == Some("done");
             let num = |k: &str| get_n(&item, k).unwrap_or(0);

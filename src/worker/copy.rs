@@ -202,13 +202,14 @@ impl Copier {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         let start_after = range.after.as_ref().map(|a| format!("{prefix}{a}"));
+        let narrowed = format!("{prefix}{}", range.common_prefix());
         loop {
             self.throttle().await;
             let page = limit.map(|l| (l - out.len()).min(1000) as i32);
             let mut req = client
                 .list_objects_v2()
                 .bucket(bucket)
-                .prefix(prefix)
+                .prefix(&narrowed)
                 .encoding_type(EncodingType::Url)
                 .set_max_keys(page)
                 .set_continuation_token(token.take());
@@ -322,6 +323,35 @@ impl Copier {
                 .is_some_and(|e| e == &src.etag)),
             Err(e) if classify(&e) == ErrorClass::Terminal => Ok(false),
             Err(e) => Err(s3_err("HeadObject", &self.spec.destination.bucket, e)),
+        }
+    }
+
+    /// The source object as it is now (`None` if it is gone): for a listing that has aged, e.g.
+    /// a chunk's manifest whose object changed before the copy (CopyObject then fails its
+    /// `x-amz-copy-source-if-match`).
+    pub async fn current(&self, src: &Entry) -> Result<Option<Entry>, CopyError> {
+        let (src_key, _) = self.keys(&src.rel);
+        let bucket = &self.spec.source.bucket;
+        self.throttle().await;
+        match self
+            .src
+            .head_object()
+            .bucket(bucket)
+            .key(&src_key)
+            .set_request_payer(self.payer())
+            .send()
+            .await
+        {
+            Ok(h) => Ok(Some(Entry {
+                rel: src.rel.clone(),
+                size: h.content_length().unwrap_or(0).max(0) as u64,
+                etag: h.e_tag().unwrap_or_default().to_string(),
+                storage_class: h.storage_class().map(|c| c.as_str().to_string()),
+            })),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            // Cannot tell (e.g. HEAD denied): keep the entry; the copy's own failure is recorded.
+            Err(e) if classify(&e) == ErrorClass::Terminal => Ok(Some(src.clone())),
+            Err(e) => Err(s3_err("HeadObject", bucket, e)),
         }
     }
 

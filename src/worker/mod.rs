@@ -24,28 +24,27 @@
 
 pub mod copy;
 pub mod credentials;
+pub mod manifest;
 pub mod plan;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use self::copy::{Copied, Copier, CopyError, ObjectFailure, RateLimiter, Side};
 use self::plan::{Action, Filter, Range};
 use crate::aws::ErrorClass;
 use crate::model::CopyJob;
-use crate::store::runs::{ChunkCounts, Claim, TaskProgress, now_ms};
+use crate::store::runs::{Chunk, ChunkCounts, Claim, NewChunk, TaskProgress, now_ms};
 use crate::store::{Store, StoreError, spec_document};
 
 /// Keys per chunk (one ListObjectsV2 page).
 const CHUNK_KEYS: usize = 1000;
-/// Most listing partitions per run.
-const MAX_PARTITIONS: usize = 64;
 /// Concurrent work units (listing or copying) per task.
 const SLOTS: usize = 8;
 /// Of those, at most this many list partitions, so copying starts as soon as the first chunk
@@ -177,6 +176,13 @@ struct Worker {
     ranges: Vec<Range>,
     /// Leases this task holds (sort keys), renewed by the heartbeat.
     held: Mutex<HashSet<String>>,
+    /// Chunks this task's listers wrote already leased to it, waiting for a free slot (at most
+    /// [`SLOTS`]); they need no claim.
+    ready: Mutex<VecDeque<Chunk>>,
+    /// Open chunks seen by the last query, tried in turn before the next query.
+    candidates: Mutex<Candidates>,
+    /// Signalled when a chunk lands in `ready`.
+    wake: Notify,
     live: Live,
     refreshes: Arc<AtomicU64>,
     copies: Arc<Semaphore>,
@@ -239,7 +245,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         Some(b) => b,
         None => {
             let prefixes = copier.common_prefixes().await?;
-            let planned = plan::boundaries(&prefixes, MAX_PARTITIONS);
+            let planned = plan::boundaries(&prefixes, plan::partition_limit(spec.run.parallelism));
             store.set_boundaries(&cfg.job, &cfg.run, &planned).await?
         }
     };
@@ -253,6 +259,12 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         copier,
         ranges,
         held: Mutex::new(HashSet::new()),
+        ready: Mutex::new(VecDeque::new()),
+        candidates: Mutex::new(Candidates {
+            chunks: Vec::new(),
+            next_query: std::time::Instant::now(),
+        }),
+        wake: Notify::new(),
         live: Live::default(),
         refreshes,
         listing: std::sync::atomic::AtomicUsize::new(0),
@@ -287,6 +299,17 @@ struct PartitionView {
     busy_until: std::collections::HashMap<u32, u64>,
 }
 
+/// Open chunks from the last query of the store, and when the next query is worth it: a query
+/// that found nothing to claim is not repeated for [`QUIET_QUERY`] (this task's own chunks
+/// reach it through `ready`, not through queries).
+struct Candidates {
+    chunks: Vec<Chunk>,
+    next_query: std::time::Instant,
+}
+
+/// Pause after a query of open chunks that found nothing to claim.
+const QUIET_QUERY: Duration = Duration::from_secs(1);
+
 /// One unit of claimed work.
 enum Work {
     List(crate::store::runs::Partition),
@@ -299,8 +322,21 @@ impl Worker {
     }
 
     /// Claims and runs work in up to [`SLOTS`] concurrent units until the run is complete or
-    /// the task is told to stop.
+    /// the task is told to stop; chunks leased but not started are then given back.
     async fn schedule(self: Arc<Self>) -> Result<(), WorkerError> {
+        let result = Arc::clone(&self).schedule_units().await;
+        let unstarted: Vec<Chunk> = self.ready.lock().await.drain(..).collect();
+        for c in unstarted {
+            self.held.lock().await.remove(&c.id);
+            let _ = self
+                .store
+                .release_lease(&self.cfg.job, &self.cfg.run, &c.id, &self.cfg.task)
+                .await;
+        }
+        result
+    }
+
+    async fn schedule_units(self: Arc<Self>) -> Result<(), WorkerError> {
         let mut set: JoinSet<Result<(), WorkerError>> = JoinSet::new();
         let mut partitions = PartitionView::default();
         let mut first_error = None;
@@ -339,7 +375,12 @@ impl Worker {
             } else {
                 Duration::from_millis(500)
             };
-            if let Ok(Some(joined)) = tokio::time::timeout(wait, set.join_next()).await {
+            let joined = tokio::select! {
+                j = set.join_next() => j,
+                _ = self.wake.notified(), if set.len() < SLOTS => None,
+                _ = tokio::time::sleep(wait) => None,
+            };
+            if let Some(joined) = joined {
                 match joined {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
@@ -365,6 +406,9 @@ impl Worker {
             &self.cfg.task,
             self.lease_ms(),
         );
+        if let Some(c) = self.ready.lock().await.pop_front() {
+            return Ok(Some(Work::Copy(c)));
+        }
         let held = self.held.lock().await.clone();
         let n = if self.listing.load(Ordering::Relaxed) < MAX_LISTERS {
             self.ranges.len() as u32
@@ -402,20 +446,29 @@ impl Worker {
                 }
             }
         }
-        let mut chunks = self.store.open_chunks(job, run).await?;
-        let now = now_ms();
-        chunks.retain(|c| !held.contains(&c.id) && (c.owner.is_none() || c.lease_expiry < now));
-        if chunks.is_empty() {
-            return Ok(None);
+        let mut candidates = self.candidates.lock().await;
+        if candidates.chunks.is_empty() {
+            if std::time::Instant::now() < candidates.next_query {
+                return Ok(None);
+            }
+            let mut open = self.store.open_chunks(job, run).await?;
+            // Tasks sharing a run start their claims at different chunks.
+            let offset = rand::random_range(0..open.len().max(1));
+            open.rotate_left(offset);
+            open.reverse();
+            candidates.chunks = open;
         }
-        let offset = rand::random_range(0..chunks.len());
-        chunks.rotate_left(offset);
-        for c in chunks {
-            if self.store.claim_chunk(job, run, &c.id, me, lease).await? {
-                self.held.lock().await.insert(c.id.clone());
-                return Ok(Some(Work::Copy(c)));
+        let now = now_ms();
+        while let Some(c) = candidates.chunks.pop() {
+            if held.contains(&c.id) || (c.owner.is_some() && c.lease_expiry >= now) {
+                continue;
+            }
+            if let Some(claimed) = self.store.claim_chunk(job, run, &c.id, me, lease).await? {
+                self.held.lock().await.insert(claimed.id.clone());
+                return Ok(Some(Work::Copy(claimed)));
             }
         }
+        candidates.next_query = std::time::Instant::now() + QUIET_QUERY;
         Ok(None)
     }
 
@@ -431,7 +484,7 @@ impl Worker {
                 self.listing.fetch_sub(1, Ordering::Relaxed);
                 r
             }
-            Work::Copy(c) => self.copy_chunk(&c.id, &c.range).await,
+            Work::Copy(c) => self.copy_chunk(&c).await,
         };
         tracing::debug!(unit = %sk, ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "work unit finished");
         self.held.lock().await.remove(&sk);
@@ -482,32 +535,61 @@ impl Worker {
                 after: from.after.clone(),
                 upto,
             };
-            part = self
+            let encoded = manifest::encode(&entries, manifest::MAX_BYTES);
+            // Keep the chunk for this task if it has a slot for it soon; else leave it to all.
+            let keep =
+                self.ready.lock().await.len() < SLOTS && !self.stopping.load(Ordering::Relaxed);
+            let new = NewChunk {
+                range: &chunk,
+                objects: entries.len() as u64,
+                bytes,
+                last,
+                manifest: encoded.as_deref(),
+                keep,
+            };
+            let (next, kept) = self
                 .store
-                .add_chunk(
-                    job,
-                    run,
-                    &part,
-                    &chunk,
-                    entries.len() as u64,
-                    bytes,
-                    last,
-                    me,
-                    lease,
-                )
+                .add_chunk(job, run, &part, new, me, lease)
                 .await?;
+            part = next;
+            if let Some(c) = kept {
+                self.held.lock().await.insert(c.id.clone());
+                self.ready.lock().await.push_back(c);
+                self.wake.notify_one();
+            }
             if last || part.cursor == part.range.upto {
                 return Ok(());
             }
         }
     }
 
-    /// Copies one chunk: merge-join of both listings, then the actions, bounded in concurrency.
-    async fn copy_chunk(self: &Arc<Self>, id: &str, range: &Range) -> Result<(), WorkerError> {
-        let src_fut = self.copier.list(Side::Source, range, None);
-        let dst_fut = self.copier.list(Side::Destination, range, None);
-        let (src, dst) = tokio::try_join!(src_fut, dst_fut)?;
-        let actions = plan::merge(&src.0, &dst.0, &self.copier.spec.copy, &self.filter);
+    /// Copies one chunk: merge-join of the source listing (the chunk's manifest, or a fresh
+    /// listing without one) and the destination listing, then the actions, bounded in
+    /// concurrency.
+    async fn copy_chunk(self: &Arc<Self>, chunk: &Chunk) -> Result<(), WorkerError> {
+        let (id, range) = (chunk.id.as_str(), &chunk.range);
+        let listed = match chunk.manifest.as_deref().map(manifest::decode) {
+            Some(Ok(entries)) => Some(entries),
+            Some(Err(e)) => {
+                tracing::warn!(chunk = id, error = %e, "unreadable manifest; listing the source");
+                None
+            }
+            None => None,
+        };
+        let from_manifest = listed.is_some();
+        let (src, dst) = match listed {
+            Some(entries) => (
+                entries,
+                self.copier.list(Side::Destination, range, None).await?.0,
+            ),
+            None => {
+                let src_fut = self.copier.list(Side::Source, range, None);
+                let dst_fut = self.copier.list(Side::Destination, range, None);
+                let (src, dst) = tokio::try_join!(src_fut, dst_fut)?;
+                (src.0, dst.0)
+            }
+        };
+        let actions = plan::merge(&src, &dst, &self.copier.spec.copy, &self.filter);
         let mut counts = ChunkCounts::default();
         let mut failures: Vec<ObjectFailure> = Vec::new();
         let mut to_delete = Vec::new();
@@ -519,8 +601,12 @@ impl Worker {
                     counts.skipped_bytes += src.size;
                 }
                 Action::Delete { dst } => to_delete.push(dst.rel),
-                Action::Copy { src, .. } => self.spawn_copy(&mut set, src, false).await?,
-                Action::Verify { src, .. } => self.spawn_copy(&mut set, src, true).await?,
+                Action::Copy { src, .. } => {
+                    self.spawn_copy(&mut set, src, false, from_manifest).await?
+                }
+                Action::Verify { src, .. } => {
+                    self.spawn_copy(&mut set, src, true, from_manifest).await?
+                }
             }
             while let Some(done) = set.try_join_next() {
                 self.account(done, &mut counts, &mut failures)?;
@@ -551,12 +637,15 @@ impl Worker {
     }
 
     /// Starts one object's copy once a copy slot is free. With `verify`, the destination's
-    /// recorded source ETag is checked first and a match is a skip.
+    /// recorded source ETag is checked first and a match is a skip. With `aged` (the entry
+    /// comes from a manifest written earlier), an object changed since then is looked up again
+    /// and its current version copied; one deleted since is recorded as not found.
     async fn spawn_copy(
         self: &Arc<Self>,
         set: &mut JoinSet<Result<(plan::Entry, Option<Copied>), CopyError>>,
         src: plan::Entry,
         verify: bool,
+        aged: bool,
     ) -> Result<(), WorkerError> {
         if self.abandon.load(Ordering::Relaxed) {
             return Err(CopyError::Cancelled.into());
@@ -572,7 +661,25 @@ impl Worker {
                 return Ok((src, None));
             }
             let copied = this.copier.copy(&src, &this.abandon).await?;
-            Ok((src, Some(copied)))
+            match copied {
+                Copied::Failed(f) if aged && f.code == "PreconditionFailed" => {
+                    match this.copier.current(&src).await? {
+                        Some(now) => {
+                            let copied = this.copier.copy(&now, &this.abandon).await?;
+                            Ok((now, Some(copied)))
+                        }
+                        None => Ok((
+                            src.clone(),
+                            Some(Copied::Failed(ObjectFailure {
+                                key: f.key,
+                                code: "NoSuchKey".into(),
+                                reason: "deleted from the source after it was listed".into(),
+                            })),
+                        )),
+                    }
+                }
+                other => Ok((src, Some(other))),
+            }
         });
         Ok(())
     }

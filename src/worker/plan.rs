@@ -26,6 +26,31 @@ impl Range {
         self.after.as_deref().is_none_or(|a| rel > a)
             && self.upto.as_deref().is_none_or(|u| rel <= u)
     }
+
+    /// The longest prefix every key of the range starts with: the common prefix of both bounds
+    /// (keys sorted between two strings share their common prefix). Listing with it instead of
+    /// the bare job prefix lets the server skip keys outside the range.
+    pub fn common_prefix(&self) -> &str {
+        match (self.after.as_deref(), self.upto.as_deref()) {
+            (Some(a), Some(u)) => {
+                let len = a
+                    .char_indices()
+                    .zip(u.chars())
+                    .take_while(|((_, x), y)| x == y)
+                    .last()
+                    .map_or(0, |((i, c), _)| i + c.len_utf8());
+                &a[..len]
+            }
+            _ => "",
+        }
+    }
+}
+
+/// Most listing partitions for a run of `parallelism` tasks: enough listers for every task to
+/// stay busy (a lister pages through thousands of keys in the time a task copies hundreds of
+/// objects), and no more, since every partition costs listings and store writes of its own.
+pub fn partition_limit(parallelism: u32) -> usize {
+    (4 * parallelism as usize).clamp(4, 64)
 }
 
 /// Picks at most `max - 1` boundaries for splitting the keyspace under the source prefix, from
@@ -254,6 +279,40 @@ mod tests {
                 upto: None
             }]
         );
+    }
+
+    #[test]
+    fn a_range_is_listed_under_the_common_prefix_of_its_bounds() {
+        let r = |a: Option<&str>, u: Option<&str>| Range {
+            after: a.map(String::from),
+            upto: u.map(String::from),
+        };
+        let cases = [
+            (r(None, None), ""),
+            (r(Some("logs/a"), None), ""),
+            (r(None, Some("logs/a")), ""),
+            (r(Some("logs/2026/01"), Some("logs/2026/03")), "logs/2026/0"),
+            (r(Some("p03"), Some("p04")), "p0"),
+            (r(Some("a"), Some("b")), ""),
+            (r(Some("x/é1"), Some("x/é2")), "x/é"),
+            (r(Some("x/éa"), Some("x/èa")), "x/"),
+            (r(Some("same"), Some("same")), "same"),
+        ];
+        for (range, want) in cases {
+            assert_eq!(range.common_prefix(), want, "{range:?}");
+            for key in ["logs/2026/02x", "p03/k", "x/é1z", "samf"] {
+                if range.contains(key) {
+                    assert!(key.starts_with(want), "{key} in {range:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn partitions_grow_with_parallelism_within_bounds() {
+        assert_eq!(partition_limit(1), 4);
+        assert_eq!(partition_limit(3), 12);
+        assert_eq!(partition_limit(100), 64);
     }
 
     #[test]

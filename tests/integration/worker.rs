@@ -719,6 +719,156 @@ async fn archived_objects_are_reported_per_object_and_do_not_fail_the_run() {
     assert_eq!(lines, keys, "the report lists every failed object");
 }
 
+#[tokio::test]
+async fn objects_changed_or_deleted_after_listing_are_copied_as_they_are_now() {
+    use ferry::store::runs::{Claim, NewChunk};
+    use ferry::worker::manifest;
+    use ferry::worker::plan::{Entry, Range};
+
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-aged", SRC_REGION).await;
+    let dst = w.dst("us-east-1");
+    create_bucket(&dst, "dst-aged", "us-east-1").await;
+    seed(&w.src, "src-aged", bulk(20)).await;
+    w.job(
+        "aged",
+        ("src-aged", ""),
+        ("dst-aged", "", "us-east-1"),
+        "",
+        "",
+    )
+    .await;
+
+    // List the run's only partition as a worker would, into two chunks: the first with its
+    // manifest, the second without (as when a listing does not fit in an item).
+    let stored = w.store.get_job("aged").await.unwrap().unwrap();
+    let doc = ferry::store::spec_document(&stored.job);
+    w.store
+        .ensure_run("aged", "r1", stored.generation, &doc)
+        .await
+        .unwrap();
+    w.store.set_boundaries("aged", "r1", &[]).await.unwrap();
+    let all = Range {
+        after: None,
+        upto: None,
+    };
+    let Claim::Claimed(part) = w
+        .store
+        .claim_partition("aged", "r1", 0, &all, "lister", 60_000)
+        .await
+        .unwrap()
+    else {
+        panic!("partition not claimable");
+    };
+    let listed = w
+        .src
+        .list_objects_v2()
+        .bucket("src-aged")
+        .send()
+        .await
+        .unwrap();
+    let entries: Vec<Entry> = listed
+        .contents()
+        .iter()
+        .map(|o| Entry {
+            rel: o.key().unwrap().to_string(),
+            size: o.size().unwrap() as u64,
+            etag: o.e_tag().unwrap().to_string(),
+            storage_class: None,
+        })
+        .collect();
+    let (first, rest) = entries.split_at(10);
+    let first_range = Range {
+        after: None,
+        upto: Some(first[9].rel.clone()),
+    };
+    let encoded = manifest::encode(first, manifest::MAX_BYTES).unwrap();
+    let chunk = |range, entries: &[Entry], last, manifest| NewChunk {
+        range,
+        objects: entries.len() as u64,
+        bytes: entries.iter().map(|e| e.size).sum(),
+        last,
+        manifest,
+        keep: false,
+    };
+    let (part, _) = w
+        .store
+        .add_chunk(
+            "aged",
+            "r1",
+            &part,
+            chunk(&first_range, first, false, Some(&encoded)),
+            "lister",
+            60_000,
+        )
+        .await
+        .unwrap();
+    let rest_range = Range {
+        after: first_range.upto.clone(),
+        upto: None,
+    };
+    w.store
+        .add_chunk(
+            "aged",
+            "r1",
+            &part,
+            chunk(&rest_range, rest, true, None),
+            "lister",
+            60_000,
+        )
+        .await
+        .unwrap();
+
+    // The source moves on after the listing: one object rewritten, one deleted.
+    let (changed, deleted) = (first[3].rel.clone(), first[7].rel.clone());
+    seed(
+        &w.src,
+        "src-aged",
+        vec![Obj::new(&changed, b"rewritten after the listing")],
+    )
+    .await;
+    w.src
+        .delete_object()
+        .bucket("src-aged")
+        .key(&deleted)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(
+        w.run_worker("aged", "r1", "ta", &[]).await,
+        0,
+        "{}",
+        std::fs::read_to_string(w.log("ta")).unwrap()
+    );
+    let body = dst
+        .get_object()
+        .bucket("dst-aged")
+        .key(&changed)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(&body.to_vec()[..], b"rewritten after the listing");
+    let mut expected = listing(&w.src, "src-aged", "").await;
+    assert_eq!(listing(&dst, "dst-aged", "").await, expected);
+    expected.insert(deleted.clone(), 0);
+    assert_eq!(expected.len(), 20);
+    let s = w.store.run_summary("aged", "r1").await.unwrap();
+    assert!(s.complete());
+    assert_eq!(
+        (s.progress.objects_copied, s.progress.objects_failed),
+        (19, 1)
+    );
+    let failures = w.store.failures("aged", "r1").await.unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, deleted);
+    assert!(failures[0].1.starts_with("NoSuchKey"), "{failures:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_credentials_are_refreshed_while_a_long_copy_goes_on() {
     let w = World::new(false).await;
