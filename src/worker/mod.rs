@@ -183,6 +183,8 @@ struct Worker {
     candidates: Mutex<Candidates>,
     /// Signalled when a chunk lands in `ready`.
     wake: Notify,
+    /// Partitions this task finished listing (so it does not try to claim them again).
+    listed: std::sync::Mutex<Vec<u32>>,
     live: Live,
     refreshes: Arc<AtomicU64>,
     copies: Arc<Semaphore>,
@@ -265,6 +267,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
             next_query: std::time::Instant::now(),
         }),
         wake: Notify::new(),
+        listed: std::sync::Mutex::new(Vec::new()),
         live: Live::default(),
         refreshes,
         listing: std::sync::atomic::AtomicUsize::new(0),
@@ -409,6 +412,9 @@ impl Worker {
         if let Some(c) = self.ready.lock().await.pop_front() {
             return Ok(Some(Work::Copy(c)));
         }
+        if let Ok(mut listed) = self.listed.lock() {
+            partitions.done.extend(listed.drain(..));
+        }
         let held = self.held.lock().await.clone();
         let n = if self.listing.load(Ordering::Relaxed) < MAX_LISTERS {
             self.ranges.len() as u32
@@ -480,8 +486,14 @@ impl Worker {
         let started = std::time::Instant::now();
         let result = match work {
             Work::List(p) => {
+                let index = p.index;
                 let r = self.list_partition(p).await;
                 self.listing.fetch_sub(1, Ordering::Relaxed);
+                if r.is_ok()
+                    && let Ok(mut listed) = self.listed.lock()
+                {
+                    listed.push(index);
+                }
                 r
             }
             Work::Copy(c) => self.copy_chunk(&c).await,
@@ -525,7 +537,8 @@ impl Worker {
                 .list(Side::Source, &from, Some(CHUNK_KEYS))
                 .await?;
             let bytes: u64 = entries.iter().map(|e| e.size).sum();
-            let last = !more;
+            // A page ending exactly at the partition's bound is its last one too.
+            let last = !more || entries.last().map(|e| &e.rel) == from.upto.as_ref();
             let upto = if last {
                 from.upto.clone()
             } else {

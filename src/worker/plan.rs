@@ -46,9 +46,10 @@ impl Range {
     }
 }
 
-/// Most listing partitions for a run of `parallelism` tasks: enough listers for every task to
-/// stay busy (a lister pages through thousands of keys in the time a task copies hundreds of
-/// objects), and no more, since every partition costs listings and store writes of its own.
+/// Most listing partitions for a run of `parallelism` tasks: four listers per task keep it
+/// busy with room to spare (one lister pages through S3 about as fast as a task copies small
+/// objects), and more would only cost: every partition has listings, a lease and store writes
+/// of its own.
 pub fn partition_limit(parallelism: u32) -> usize {
     (4 * parallelism as usize).clamp(4, 64)
 }
