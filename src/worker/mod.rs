@@ -47,6 +47,9 @@ use crate::store::{Store, StoreError, spec_document};
 const CHUNK_KEYS: usize = 1000;
 /// Concurrent work units (listing or copying) per task.
 const SLOTS: usize = 8;
+/// Chunks a task's listers keep for it beyond those it is copying: enough that a freed slot
+/// never waits for a claim, few enough that the other tasks of the run get their share.
+const MAX_READY: usize = 2;
 /// Of those, at most this many list partitions, so copying starts as soon as the first chunk
 /// exists instead of after the whole bucket is listed.
 const MAX_LISTERS: usize = 4;
@@ -177,7 +180,7 @@ struct Worker {
     /// Leases this task holds (sort keys), renewed by the heartbeat.
     held: Mutex<HashSet<String>>,
     /// Chunks this task's listers wrote already leased to it, waiting for a free slot (at most
-    /// [`SLOTS`]); they need no claim.
+    /// [`MAX_READY`]); they need no claim.
     ready: Mutex<VecDeque<Chunk>>,
     /// Open chunks seen by the last query, tried in turn before the next query.
     candidates: Mutex<Candidates>,
@@ -551,7 +554,7 @@ impl Worker {
             let encoded = manifest::encode(&entries, manifest::MAX_BYTES);
             // Keep the chunk for this task if it has a slot for it soon; else leave it to all.
             let keep =
-                self.ready.lock().await.len() < SLOTS && !self.stopping.load(Ordering::Relaxed);
+                self.ready.lock().await.len() < MAX_READY && !self.stopping.load(Ordering::Relaxed);
             let new = NewChunk {
                 range: &chunk,
                 objects: entries.len() as u64,
