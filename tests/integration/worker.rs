@@ -841,18 +841,8 @@ async fn objects_changed_or_deleted_after_listing_are_copied_as_they_are_now() {
         "{}",
         std::fs::read_to_string(w.log("ta")).unwrap()
     );
-    let body = dst
-        .get_object()
-        .bucket("dst-aged")
-        .key(&changed)
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(&body.to_vec()[..], b"rewritten after the listing");
+    let (body, ..) = head_of(&dst, "dst-aged", &changed).await;
+    assert_eq!(&body[..], b"rewritten after the listing");
     let mut expected = listing(&w.src, "src-aged", "").await;
     assert_eq!(listing(&dst, "dst-aged", "").await, expected);
     expected.insert(deleted.clone(), 0);
