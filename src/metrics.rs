@@ -72,16 +72,26 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
 }
 
-fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+fn gauge(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, prometheus::Error> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
 }
 
 /// Raises a counter to `target` (never lowers it).
@@ -93,18 +103,13 @@ fn raise(c: &IntCounterVec, labels: &[&str], target: u64) {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// Registers every metric. Fails only on a bad name or a name registered twice: a
+    /// programming error, reported instead of panicking.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
         let r = Registry::new();
-        let leader = IntGauge::new("ferry_leader", "1 if this replica holds the leader lease")
-            .expect("valid metric");
-        r.register(Box::new(leader.clone())).expect("unique metric");
+        let leader = IntGauge::new("ferry_leader", "1 if this replica holds the leader lease")?;
+        r.register(Box::new(leader.clone()))?;
         let reconcile_duration = HistogramVec::new(
             HistogramOpts::new(
                 "ferry_reconcile_duration_seconds",
@@ -114,94 +119,92 @@ impl Metrics {
                 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
             &["outcome"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(reconcile_duration.clone()))
-            .expect("unique metric");
-        Metrics {
+        )?;
+        r.register(Box::new(reconcile_duration.clone()))?;
+        Ok(Metrics {
             copied_bytes: counter(
                 &r,
                 "ferry_copied_bytes_total",
                 "Bytes copied, over all runs",
                 &["copyjob"],
-            ),
+            )?,
             copied_objects: counter(
                 &r,
                 "ferry_copied_objects_total",
                 "Objects copied, over all runs",
                 &["copyjob"],
-            ),
+            )?,
             skipped_objects: counter(
                 &r,
                 "ferry_skipped_objects_total",
                 "Objects already identical at the destination, over all runs",
                 &["copyjob"],
-            ),
+            )?,
             failed_objects: counter(
                 &r,
                 "ferry_failed_objects_total",
                 "Objects that failed (reported per object), over all runs",
                 &["copyjob"],
-            ),
+            )?,
             listed_objects: counter(
                 &r,
                 "ferry_listed_objects_total",
                 "Source objects listed, over all runs",
                 &["copyjob"],
-            ),
+            )?,
             remaining_objects: gauge(
                 &r,
                 "ferry_remaining_objects",
                 "Objects listed but not yet handled in the current run",
                 &["copyjob"],
-            ),
+            )?,
             remaining_bytes: gauge(
                 &r,
                 "ferry_remaining_bytes",
                 "Bytes listed but not yet handled in the current run",
                 &["copyjob"],
-            ),
+            )?,
             phase: gauge(
                 &r,
                 "ferry_job_phase",
                 "1 for the job's current phase, 0 for the others",
                 &["copyjob", "phase"],
-            ),
+            )?,
             running_tasks: gauge(
                 &r,
                 "ferry_running_tasks",
                 "Worker tasks of the job's current run that ECS reports running",
                 &["copyjob"],
-            ),
+            )?,
             restarts: counter(
                 &r,
                 "ferry_task_restarts_total",
                 "Worker tasks replaced, by reason (failed, platform, interrupted)",
                 &["copyjob", "reason"],
-            ),
+            )?,
             corrections: counter(
                 &r,
                 "ferry_drift_corrections_total",
                 "Drifted resources put back, by kind",
                 &["kind"],
-            ),
+            )?,
             reconcile_errors: counter(
                 &r,
                 "ferry_reconcile_errors_total",
                 "Failed reconciles, by error kind",
                 &["kind"],
-            ),
+            )?,
             aws_requests: counter(
                 &r,
                 "ferry_aws_requests_total",
                 "AWS requests the operator made, by service, operation and outcome",
                 &["service", "operation", "outcome"],
-            ),
+            )?,
             reconcile_duration,
             leader,
             registry: r,
             seen_restarts: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The text exposition format.
@@ -329,7 +332,7 @@ mod tests {
 
     #[test]
     fn exported_names_are_the_documented_ones() {
-        let m = Metrics::new();
+        let m = Metrics::new().expect("metrics");
         let status = CopyJobStatus::default();
         m.observe_job("a", &status, 0);
         m.aws_request("s3", "HeadBucket", "ok");
@@ -343,7 +346,7 @@ mod tests {
 
     #[test]
     fn job_counters_follow_the_store_and_never_go_backwards() {
-        let m = Metrics::new();
+        let m = Metrics::new().expect("metrics");
         let mut status = CopyJobStatus::default();
         status.progress.bytes_copied = 100;
         m.observe_job("a", &status, 1);

@@ -458,13 +458,9 @@ async fn operator(
         concurrency: a.concurrency.max(1),
         stream_poll: Duration::from_millis(500),
     };
-    let ctx = std::sync::Arc::new(Context::new(
-        config,
-        table,
-        settings,
-        timing,
-        a.s3_force_path_style,
-    ));
+    let ctx = Context::new(config, table, settings, timing, a.s3_force_path_style)
+        .map_err(|e| CliError::Failed(format!("cannot register the metrics: {e}")))?;
+    let ctx = std::sync::Arc::new(ctx);
     let holder = a.replica_id.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ferry".into());
         format!("{host}-{:08x}", rand::random::<u32>())

@@ -163,8 +163,8 @@ impl Context {
         settings: Settings,
         timing: Timing,
         force_path_style: bool,
-    ) -> Context {
-        let metrics = Arc::new(Metrics::new());
+    ) -> Result<Context, prometheus::Error> {
+        let metrics = Arc::new(Metrics::new()?);
         let m = Arc::clone(&metrics);
         let counter =
             crate::aws::CountRequests(Arc::new(move |service: &str, op: &str, outcome: &str| {
@@ -175,7 +175,7 @@ impl Context {
                 .interceptor(counter.clone())
                 .build(),
         );
-        Context {
+        Ok(Context {
             store: Store::new(dynamodb, table),
             ecs: aws_sdk_ecs::Client::from_conf(
                 aws_sdk_ecs::config::Builder::from(base)
@@ -194,7 +194,7 @@ impl Context {
             settings,
             timing,
             infra_checked: std::sync::Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     fn drift_due(&self, job: &str) -> bool {
