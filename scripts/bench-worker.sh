@@ -3,7 +3,10 @@
 # noisy: compare the ratios printed, measured in the same run on the same data).
 #
 #   scripts/bench-worker.sh            # 5,000 x 4 KiB + 8 x 64 MiB, RSS at 5,000 and 50,000 objects
-#   SMALL=2000 RSS_LARGE=20000 scripts/bench-worker.sh   # smaller run
+#   SMALL=2000 RSS_LARGE=20000 REPS=1 scripts/bench-worker.sh   # smaller run
+#
+# Ceiling, ferry and rclone are measured REPS times in turn (each into a fresh bucket) and the
+# ratios are taken between medians: on a shared machine one round can be off by 15%.
 #
 # S3 is s3s-fs 0.14.1 (a fast local S3 server) with its data on tmpfs (/dev/shm); moto serves
 # only the job store (DynamoDB). ferry, rclone and `aws s3 cp` each copy into a fresh bucket.
@@ -12,6 +15,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 SMALL="${SMALL:-5000}"; LARGE="${LARGE:-8}"; LARGE_MIB="${LARGE_MIB:-64}"; RSS_LARGE="${RSS_LARGE:-50000}"
+REPS="${REPS:-3}"   # rounds of ceiling, ferry and rclone (aws-cli, ~40 s a round, runs once)
 
 # --- tools -------------------------------------------------------------------------------------
 command -v s3s-fs >/dev/null || cargo install s3s-fs@0.14.1 --features binary --locked
@@ -94,12 +98,15 @@ now() { date +%s.%N; }
 rate() { python3 -c "import sys; n,b,t=map(float,sys.argv[1:]); print(f'{n/t:9.1f} obj/s {b/1048576/t:9.1f} MiB/s  ({t:.2f} s)')" "$@"; }
 bytes_of() { awk -F'\t' '{s+=$2} END {print s+0}' "$1"; }
 declare -A secs
-measure() { # LABEL SET COUNT BYTES -- command...
+measure() { # LABEL SET COUNT BYTES -- command...   (appends the seconds to secs[SET/LABEL])
   local label="$1" set="$2" n="$3" b="$4"; shift 5
-  local t0 t1; t0=$(now); "$@" >"$work/$label.out" 2>&1 || { echo "$label failed:"; tail -5 "$work/$label.out"; }; t1=$(now)
-  secs["$set/$label"]=$(python3 -c "print($t1-$t0)")
-  printf '%-8s %-10s %s\n' "$set" "$label" "$(rate "$n" "$b" "${secs[$set/$label]}")"
+  local t0 t1 t; t0=$(now); "$@" >"$work/$label.out" 2>&1 || { echo "$label failed:"; tail -5 "$work/$label.out"; }; t1=$(now)
+  t=$(python3 -c "print($t1-$t0)")
+  secs["$set/$label"]="${secs[$set/$label]:-} $t"
+  printf '%-8s %-10s %s\n' "$set" "$label" "$(rate "$n" "$b" "$t")"
 }
+# shellcheck disable=SC2086 # the list of seconds is split on purpose
+median() { python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" $1; }
 ferry_worker() { # JOB
   FERRY_JOB="$1" FERRY_RUN=bench FERRY_TASK=bench FERRY_S3_FORCE_PATH_STYLE=true FERRY_ASSUME_DESTINATION_ROLE=false \
     FERRY_LOG=warn /usr/bin/time -f '%M' -o "$work/$1.rss" "$ferry" worker
@@ -107,24 +114,32 @@ ferry_worker() { # JOB
 
 for set in small large; do
   n=$(wc -l <"$work/$set.keys"); b=$(bytes_of "$work/$set.keys")
-  for d in ceil ferry rclone awscli; do rc mkdir "s3:$d-$set"; done
-  if [ "$set" = small ]; then
-    measure ceiling "$set" "$n" "$b" -- "$ceiling_bin" "$s3" "src-$set" "ceil-$set" "$work/$set.keys" copy 64
-  else
-    measure ceiling "$set" "$n" "$b" -- "$ceiling_bin" "$s3" "src-$set" "ceil-$set" "$work/$set.keys" multipart:16 8
-  fi
-  job "bench-$set" "src-$set" "ferry-$set"
-  measure ferry "$set" "$n" "$b" -- ferry_worker "bench-$set"
-  measure rclone "$set" "$n" "$b" -- rc copy --transfers 64 --checkers 64 "s3:src-$set" "s3:rclone-$set"
+  for r in $(seq "$REPS"); do
+    for d in ceil ferry rclone; do rc mkdir "s3:$d-$set-$r"; done
+    if [ "$set" = small ]; then
+      measure ceiling "$set" "$n" "$b" -- "$ceiling_bin" "$s3" "src-$set" "ceil-$set-$r" "$work/$set.keys" copy 64
+    else
+      measure ceiling "$set" "$n" "$b" -- "$ceiling_bin" "$s3" "src-$set" "ceil-$set-$r" "$work/$set.keys" multipart:16 8
+    fi
+    job "bench-$set-$r" "src-$set" "ferry-$set-$r"
+    measure ferry "$set" "$n" "$b" -- ferry_worker "bench-$set-$r"
+    got=$(find "$work/s3/ferry-$set-$r" -type f | wc -l)
+    [ "$got" -eq "$n" ] || echo "WARNING: ferry copied $got of $n objects"
+    measure rclone "$set" "$n" "$b" -- rc copy --transfers 64 --checkers 64 "s3:src-$set" "s3:rclone-$set-$r"
+  done
+  rc mkdir "s3:awscli-$set"
   measure awscli "$set" "$n" "$b" -- awscli s3 cp --recursive --quiet "s3://src-$set" "s3://awscli-$set"
-  got=$(find "$work/s3/ferry-$set" -type f | wc -l)
-  [ "$got" -eq "$n" ] || echo "WARNING: ferry copied $got of $n objects"
-  python3 - "$set" "${secs[$set/ferry]}" "${secs[$set/rclone]}" "${secs[$set/awscli]}" "${secs[$set/ceiling]}" <<'PY'
+  for label in ceiling ferry rclone awscli; do
+    printf '%-8s %-10s %s\n' "$set" "median" "$(rate "$n" "$b" "$(median "${secs[$set/$label]}")")  $label"
+  done
+  python3 - "$set" "$(median "${secs[$set/ferry]}")" "$(median "${secs[$set/rclone]}")" \
+    "$(median "${secs[$set/awscli]}")" "$(median "${secs[$set/ceiling]}")" "$REPS" <<'PY'
 import sys
-s, f, r, a, c = sys.argv[1], *map(float, sys.argv[2:])
-print(f"{s:8s} ratios   ferry/rclone {r/f:.2f}x   ferry/awscli {a/f:.2f}x   ferry/fastest-peer {min(r,a)/f:.2f}x   ferry/ceiling {c/f:.0%}")
+s, f, r, a, c, reps = sys.argv[1], *map(float, sys.argv[2:])
+print(f"{s:8s} ratios   ferry/rclone {r/f:.2f}x   ferry/awscli {a/f:.2f}x   ferry/fastest-peer {min(r,a)/f:.2f}x   ferry/ceiling {c/f:.0%}   (medians of {reps:.0f} rounds)")
 PY
-  echo "$set     ferry peak RSS $(( $(cat "$work/bench-$set.rss") / 1024 )) MiB"
+  peak=$(cat "$work"/bench-"$set"-*.rss | sort -n | tail -1)
+  echo "$set     ferry peak RSS $(( peak / 1024 )) MiB"
 done
 
 # --- memory against object count ----------------------------------------------------------------
