@@ -600,18 +600,9 @@ impl Store {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
-        match res {
-            Ok(out) => Ok(Some(Chunk::from_item(
-                out.attributes().unwrap_or(&HashMap::new()),
-            ))),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(self.aws_err("UpdateItem", e)),
-        }
+        Ok(self
+            .updated(res)?
+            .map(|out| Chunk::from_item(out.attributes().unwrap_or(&HashMap::new()))))
     }
 
     /// An update of `sk` conditional on `owner` holding its lease.
@@ -633,14 +624,17 @@ impl Store {
         &self,
         res: Result<UpdateItemOutput, SdkError<UpdateItemError, HttpResponse>>,
     ) -> Result<bool, StoreError> {
+        Ok(self.updated(res)?.is_some())
+    }
+
+    /// The output of a conditional update, `None` if its condition failed.
+    fn updated(
+        &self,
+        res: Result<UpdateItemOutput, SdkError<UpdateItemError, HttpResponse>>,
+    ) -> Result<Option<UpdateItemOutput>, StoreError> {
         match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
-            {
-                Ok(false)
-            }
+            Ok(out) => Ok(Some(out)),
+            Err(e) if super::condition_failed(&e) => Ok(None),
             Err(e) => Err(self.aws_err("UpdateItem", e)),
         }
     }
