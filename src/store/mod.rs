@@ -192,7 +192,7 @@ impl Store {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        if err.code() == Some("ConditionalCheckFailedException") {
+        if condition_failed(&err) {
             StoreError::Conflict {
                 what: what.to_string(),
             }
