@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -72,15 +73,23 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Registers a metric in `r` and hands it back.
+fn registered<M: Collector + Clone + 'static>(
+    r: &Registry,
+    metric: Result<M, prometheus::Error>,
+) -> Result<M, prometheus::Error> {
+    let metric = metric?;
+    r.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
 fn counter(
     r: &Registry,
     name: &str,
     help: &str,
     labels: &[&str],
 ) -> Result<IntCounterVec, prometheus::Error> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
+    registered(r, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(
@@ -89,9 +98,7 @@ fn gauge(
     help: &str,
     labels: &[&str],
 ) -> Result<IntGaugeVec, prometheus::Error> {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(g.clone()))?;
-    Ok(g)
+    registered(r, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 /// Raises a counter to `target` (never lowers it).
@@ -108,19 +115,23 @@ impl Metrics {
     /// programming error, reported instead of panicking.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let r = Registry::new();
-        let leader = IntGauge::new("ferry_leader", "1 if this replica holds the leader lease")?;
-        r.register(Box::new(leader.clone()))?;
-        let reconcile_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "ferry_reconcile_duration_seconds",
-                "Time one reconcile of one job took",
-            )
-            .buckets(vec![
-                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-            &["outcome"],
+        let leader = registered(
+            &r,
+            IntGauge::new("ferry_leader", "1 if this replica holds the leader lease"),
         )?;
-        r.register(Box::new(reconcile_duration.clone()))?;
+        let reconcile_duration = registered(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "ferry_reconcile_duration_seconds",
+                    "Time one reconcile of one job took",
+                )
+                .buckets(vec![
+                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
+                &["outcome"],
+            ),
+        )?;
         Ok(Metrics {
             copied_bytes: counter(
                 &r,
