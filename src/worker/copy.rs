@@ -326,10 +326,39 @@ impl Copier {
         }
     }
 
-    /// The source object as it is now (`None` if it is gone): for a listing that has aged, e.g.
-    /// a chunk's manifest whose object changed before the copy (CopyObject then fails its
-    /// `x-amz-copy-source-if-match`).
-    pub async fn current(&self, src: &Entry) -> Result<Option<Entry>, CopyError> {
+    /// Copies a listed object. With `aged` (the listing was written earlier, e.g. a chunk's
+    /// manifest), an object rewritten since fails the copy's `x-amz-copy-source-if-match`; it is
+    /// then looked up again and its current version copied, and one deleted since is recorded
+    /// as not found. Returns the entry actually copied.
+    pub async fn copy_listed(
+        &self,
+        src: Entry,
+        aged: bool,
+        stop: &AtomicBool,
+    ) -> Result<(Entry, Copied), CopyError> {
+        match self.copy(&src, stop).await? {
+            Copied::Failed(f) if aged && f.code == "PreconditionFailed" => {
+                match self.current(&src).await? {
+                    Some(now) => {
+                        let copied = self.copy(&now, stop).await?;
+                        Ok((now, copied))
+                    }
+                    None => Ok((
+                        src,
+                        Copied::Failed(ObjectFailure {
+                            key: f.key,
+                            code: "NoSuchKey".into(),
+                            reason: "deleted from the source after it was listed".into(),
+                        }),
+                    )),
+                }
+            }
+            other => Ok((src, other)),
+        }
+    }
+
+    /// The source object as it is now (`None` if it is gone).
+    async fn current(&self, src: &Entry) -> Result<Option<Entry>, CopyError> {
         let (src_key, _) = self.keys(&src.rel);
         let bucket = &self.spec.source.bucket;
         self.throttle().await;

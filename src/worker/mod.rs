@@ -653,9 +653,8 @@ impl Worker {
     }
 
     /// Starts one object's copy once a copy slot is free. With `verify`, the destination's
-    /// recorded source ETag is checked first and a match is a skip. With `aged` (the entry
-    /// comes from a manifest written earlier), an object changed since then is looked up again
-    /// and its current version copied; one deleted since is recorded as not found.
+    /// recorded source ETag is checked first and a match is a skip. `aged`: the entry comes
+    /// from a manifest written earlier (see [`Copier::copy_listed`]).
     async fn spawn_copy(
         self: &Arc<Self>,
         set: &mut JoinSet<Result<(plan::Entry, Option<Copied>), CopyError>>,
@@ -676,26 +675,8 @@ impl Worker {
             if verify && this.copier.verify(&src).await? {
                 return Ok((src, None));
             }
-            let copied = this.copier.copy(&src, &this.abandon).await?;
-            match copied {
-                Copied::Failed(f) if aged && f.code == "PreconditionFailed" => {
-                    match this.copier.current(&src).await? {
-                        Some(now) => {
-                            let copied = this.copier.copy(&now, &this.abandon).await?;
-                            Ok((now, Some(copied)))
-                        }
-                        None => Ok((
-                            src.clone(),
-                            Some(Copied::Failed(ObjectFailure {
-                                key: f.key,
-                                code: "NoSuchKey".into(),
-                                reason: "deleted from the source after it was listed".into(),
-                            })),
-                        )),
-                    }
-                }
-                other => Ok((src, Some(other))),
-            }
+            let (src, copied) = this.copier.copy_listed(src, aged, &this.abandon).await?;
+            Ok((src, Some(copied)))
         });
         Ok(())
     }
