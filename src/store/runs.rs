@@ -534,6 +534,10 @@ impl Store {
     ) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start = None;
+        let projection = summary.then(|| {
+            let aliases: Vec<&str> = SUMMARY_ATTRIBUTES.iter().map(|(alias, _)| *alias).collect();
+            aliases.join(", ")
+        });
         loop {
             let mut req = self
                 .client()
@@ -554,9 +558,8 @@ impl Store {
                     .expression_attribute_names("#st", "state")
                     .expression_attribute_values(":done", s("done"));
             }
-            if summary {
-                let names: Vec<&str> = SUMMARY_ATTRIBUTES.iter().map(|(alias, _)| *alias).collect();
-                req = req.projection_expression(names.join(", "));
+            if let Some(projection) = &projection {
+                req = req.projection_expression(projection);
                 for (alias, name) in SUMMARY_ATTRIBUTES {
                     req = req.expression_attribute_names(alias, name);
                 }
