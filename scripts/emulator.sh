@@ -6,10 +6,14 @@
 #   scripts/emulator.sh start [PORT]     start moto on 127.0.0.1:PORT (default: a free port) in the
 #                                        background; prints the endpoint URL; pid in .ferry/moto.pid
 #   scripts/emulator.sh stop             stop the server started by `start`
-#   scripts/emulator.sh serve PORT [--single-threaded]
+#   scripts/emulator.sh serve PORT [--single-threaded] [--lenient]
 #                                        run in the foreground (the Rust test harness uses this);
 #                                        --single-threaded serializes requests, which makes DynamoDB
 #                                        conditional writes atomic as they are on AWS
+#
+# Every request passes through ferry's strict AWS layer (scripts/strict_aws.py: AWS rules moto
+# does not enforce, each citing its AWS page) unless --lenient is given; `GET /ferry-strict/rules`
+# lists the rules and how often each refused a request.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -31,14 +35,24 @@ free_port() {
 
 serve() {
   local port="$1"; shift
-  local threaded=True
-  if [ "${1:-}" = "--single-threaded" ]; then threaded=False; fi
-  exec "$venv/bin/python" - "$port" "$threaded" <<'PY'
+  local threaded=True strict=True
+  for arg in "$@"; do
+    case "$arg" in
+      --single-threaded) threaded=False ;;
+      --lenient) strict=False ;;
+      *) echo "serve: unknown option $arg" >&2; exit 2 ;;
+    esac
+  done
+  exec "$venv/bin/python" - "$port" "$threaded" "$strict" "$root/scripts" <<'PY'
 import os, sys, threading, time
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-port = int(sys.argv[1]); threaded = sys.argv[2] == "True"
+port = int(sys.argv[1]); threaded = sys.argv[2] == "True"; strict = sys.argv[3] == "True"
 app = DomainDispatcherApplication(create_backend_app)
+if strict:
+    sys.path.insert(0, sys.argv[4])
+    from strict_aws import StrictAws
+    app = StrictAws(app)
 parent = os.getppid()
 def watch_parent():
     # Exit when whoever started us is gone, so a killed test run leaves no server behind.
@@ -81,5 +95,5 @@ case "${1:-}" in
       rm -f "$root/.ferry/moto.pid"
     fi
     ;;
-  *) sed -n '2,13p' "$0"; exit 2 ;;
+  *) sed -n '2,17p' "$0"; exit 2 ;;
 esac
