@@ -5,6 +5,7 @@ pub mod agent;
 pub mod aws;
 pub mod cli;
 pub mod controller;
+pub mod digest;
 pub mod metrics;
 pub mod model;
 pub mod store;

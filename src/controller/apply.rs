@@ -382,6 +382,12 @@ async fn ensure_task(
         .count(1)
         .started_by(&token)
         .client_token(&token)
+        .set_tags(Some(
+            desired::task_tags(name, run)
+                .into_iter()
+                .map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
         .network_configuration(
             NetworkConfiguration::builder()
                 .awsvpc_configuration(vpc)

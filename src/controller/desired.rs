@@ -193,11 +193,35 @@ pub fn task_id(slot: u32, attempt: u32) -> String {
 
 /// The RunTask `clientToken` and `startedBy` of one attempt: the same attempt always gets the
 /// same token, so a retried or restarted operator finds the task instead of starting another.
-/// At most 64 characters of `[A-Za-z0-9_-]`.
+///
+/// ECS allows `startedBy` "up to 36 letters (uppercase and lowercase), numbers, hyphens (-),
+/// forward slash (/), and underscores (_)" (RunTask API reference), so the token is `ferry-` and
+/// 30 hex digits of a digest of job, run, slot and attempt, whatever the job's name; the name
+/// travels in the task's `ferry:job` tag instead (see [`task_tags`]).
 pub fn attempt_token(job: &str, run: &str, slot: u32, attempt: u32) -> String {
-    let h = fnv(&[job, run, &slot.to_string(), &attempt.to_string()]);
-    let short: String = job.chars().take(24).collect();
-    format!("ferry-{short}-{h:016x}")
+    let (slot, attempt) = (slot.to_string(), attempt.to_string());
+    let digest = crate::digest::hex(
+        &[
+            job.as_bytes(),
+            run.as_bytes(),
+            slot.as_bytes(),
+            attempt.as_bytes(),
+        ],
+        30,
+    );
+    format!("{TOKEN_PREFIX}{digest}")
+}
+
+/// What every ferry task's `startedBy` starts with.
+pub const TOKEN_PREFIX: &str = "ferry-";
+
+/// The tags of an attempt's task: which job and run it belongs to (ECS tag values hold up to
+/// 256 characters, so the whole name fits).
+pub fn task_tags(job: &str, run: &str) -> Vec<(String, String)> {
+    vec![
+        ("ferry:job".into(), job.into()),
+        ("ferry:run".into(), run.into()),
+    ]
 }
 
 /// The environment a worker task gets as RunTask overrides.
@@ -236,11 +260,20 @@ mod tests {
         assert_ne!(a, attempt_token("logs-migration", "g1r1", 0, 2));
         assert_ne!(a, attempt_token("logs-migration", "g1r1", 1, 1));
         assert_ne!(a, attempt_token("logs-migration", "g2r1", 0, 1));
-        let long = attempt_token(&"x".repeat(63), "g100r100", 999, 999);
-        assert!(long.len() <= 64, "{long}");
-        assert!(
-            long.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        for name in ["a", "logs-migration", &"x".repeat(63), "ünïcødé-name"] {
+            let t = attempt_token(name, "g100r100", 999, 999);
+            assert!(t.len() <= 36, "{t}");
+            assert!(
+                t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '/'),
+                "{t}"
+            );
+            assert!(t.starts_with(TOKEN_PREFIX));
+        }
+        assert_ne!(
+            attempt_token(&"x".repeat(63), "g1r1", 0, 1),
+            attempt_token(&format!("{}y", "x".repeat(62)), "g1r1", 0, 1),
+            "names sharing a long prefix get distinct tokens"
         );
     }
 }

@@ -30,6 +30,12 @@ pub fn run_pk(job: &str, run: &str) -> String {
     format!("RUN#{job}#{run}")
 }
 
+/// The sort key of an object's failure record: `FAIL#` and 32 hex digits of a digest of the
+/// object key, so that any S3 key (up to 1,024 bytes) fits DynamoDB's 1,024-byte sort key.
+pub fn failure_sk(key: &str) -> String {
+    format!("FAIL#{}", crate::digest::hex(&[key.as_bytes()], 32))
+}
+
 fn runs_gsi_pk(job: &str) -> String {
     format!("RUNS#{job}")
 }
@@ -725,7 +731,10 @@ impl Store {
         Ok(())
     }
 
-    /// Records one of the first per-object failures of a run (idempotent per key).
+    /// Records one of the first per-object failures of a run (idempotent per key). The sort key
+    /// is a digest of the object key: an S3 key may have 1,024 bytes, a DynamoDB sort key no
+    /// more than 1,024 in all (DynamoDB "Service, account, and table quotas"); the key itself
+    /// is kept as an attribute.
     pub async fn put_failure(
         &self,
         job: &str,
@@ -737,7 +746,7 @@ impl Store {
             .put_item()
             .table_name(self.table())
             .item("pk", s(run_pk(job, run)))
-            .item("sk", s(format!("FAIL#{key}")))
+            .item("sk", s(failure_sk(key)))
             .item("key", s(key))
             .item("reason", s(reason))
             .item("at", s(now_rfc3339()))
@@ -747,7 +756,7 @@ impl Store {
         Ok(())
     }
 
-    /// The failures recorded for a run: (key, reason).
+    /// The failures recorded for a run: (key, reason), in the order of their digests.
     pub async fn failures(
         &self,
         job: &str,

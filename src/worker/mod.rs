@@ -717,29 +717,32 @@ impl Worker {
         Ok(())
     }
 
+    /// Reports a chunk's per-object failures: the report object first (every failure), then the
+    /// first `MAX_STORED_FAILURES` of the run as store records for `ferry describe`. A record
+    /// that cannot be written is logged and skipped: it never fails the chunk.
     async fn record_failures(
         &self,
         chunk: &str,
         failures: &[ObjectFailure],
     ) -> Result<(), WorkerError> {
+        self.copier
+            .write_report(&self.cfg.job, &self.cfg.run, chunk, failures)
+            .await?;
         for f in failures {
             tracing::warn!(key = %f.key, code = %f.code, reason = %f.reason, "object not copied");
             if self.live.stored_failures.fetch_add(1, Ordering::Relaxed)
                 < MAX_STORED_FAILURES as u64
             {
-                self.store
-                    .put_failure(
-                        &self.cfg.job,
-                        &self.cfg.run,
-                        &f.key,
-                        &format!("{}: {}", f.code, f.reason),
-                    )
-                    .await?;
+                let reason = format!("{}: {}", f.code, f.reason);
+                if let Err(e) = self
+                    .store
+                    .put_failure(&self.cfg.job, &self.cfg.run, &f.key, &reason)
+                    .await
+                {
+                    tracing::warn!(key = %f.key, error = %e, "could not record the failure in the store");
+                }
             }
         }
-        self.copier
-            .write_report(&self.cfg.job, &self.cfg.run, chunk, failures)
-            .await?;
         Ok(())
     }
 

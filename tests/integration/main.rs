@@ -6,4 +6,5 @@ mod cli;
 mod deploy;
 mod observability;
 mod operator;
+mod strict;
 mod worker;

@@ -116,6 +116,24 @@ impl Emulator {
         self.control("POST", "/moto-api/reset", "", "");
     }
 
+    /// Switches rules of the strict AWS layer (scripts/strict_aws.py) off, to show what they
+    /// catch. Every rule is on when the emulator starts.
+    pub fn strict_off(&self, rules: &[&str]) {
+        let body = serde_json::json!({ "off": rules }).to_string();
+        http(self.port, "POST", "/ferry-strict/rules", "application/json", &body)
+            .unwrap_or_else(|e| panic!("switching off strict rules {rules:?}: {e}"));
+    }
+
+    /// How many requests the strict layer's `rule` has refused so far.
+    pub fn strict_rejections(&self, rule: &str) -> u64 {
+        let body = http(self.port, "GET", "/ferry-strict/rules", "", "")
+            .unwrap_or_else(|e| panic!("reading the strict rules: {e}"));
+        let rules: serde_json::Value = serde_json::from_str(&body).expect("strict rules JSON");
+        rules[rule]["rejected"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no strict rule {rule}: {body}"))
+    }
+
     /// An SDK configuration with static test credentials (account 123456789012).
     pub async fn sdk_config(&self) -> SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())

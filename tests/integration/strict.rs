@@ -1,0 +1,586 @@
+//! The strict AWS layer (scripts/strict_aws.py) refuses what AWS refuses and moto accepts. Each
+//! test sends real SDK requests through it, then switches the rule off to show that moto alone
+//! would have let the request through.
+
+use aws_sdk_ecs::types::{
+    AwsVpcConfiguration, ContainerDefinition, ContainerOverride, KeyValuePair, LaunchType,
+    NetworkConfiguration, Tag, TaskOverride,
+};
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CreateBucketConfiguration, ObjectCannedAcl, ObjectOwnership,
+    OwnershipControls, OwnershipControlsRule, ServerSideEncryption,
+};
+
+use crate::support::{Emulator, s3};
+
+async fn bucket(client: &aws_sdk_s3::Client, name: &str, region: &str) {
+    let mut req = client.create_bucket().bucket(name);
+    if region != "us-east-1" {
+        req = req.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    req.send().await.expect("create bucket");
+}
+
+async fn put(client: &aws_sdk_s3::Client, b: &str, key: &str, body: &[u8]) {
+    client
+        .put_object()
+        .bucket(b)
+        .key(key)
+        .body(ByteStream::from(body.to_vec()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+}
+
+fn md5_etag(data: &[u8]) -> String {
+    use md5::Digest;
+    let digest = md5::Md5::digest(data);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+#[tokio::test]
+async fn s3_refuses_object_keys_over_1024_bytes_as_key_too_long() {
+    let emu = Emulator::start();
+    let c = s3(&emu.sdk_config().await, "us-east-1");
+    bucket(&c, "strict-keys", "us-east-1").await;
+    let longest = "k".repeat(1024);
+    put(&c, "strict-keys", &longest, b"x").await;
+    let too_long = format!("{}ü", "k".repeat(1023)); // 1,025 bytes of UTF-8
+    let err = c
+        .put_object()
+        .bucket("strict-keys")
+        .key(&too_long)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("a 1,025-byte key is refused");
+    assert_eq!(err.code(), Some("KeyTooLongError"));
+    let err = c
+        .copy_object()
+        .bucket("strict-keys")
+        .key(&too_long)
+        .copy_source(format!("strict-keys/{longest}"))
+        .send()
+        .await
+        .expect_err("a copy to a 1,025-byte key is refused");
+    assert_eq!(err.code(), Some("KeyTooLongError"));
+    assert_eq!(emu.strict_rejections("s3-key-too-long"), 2);
+
+    emu.strict_off(&["s3-key-too-long"]);
+    put(&c, "strict-keys", &too_long, b"x").await; // moto alone stores it
+}
+
+#[tokio::test]
+async fn s3_copies_with_a_wrong_copy_source_if_match_fail_with_412() {
+    let emu = Emulator::start();
+    let c = s3(&emu.sdk_config().await, "us-east-1");
+    bucket(&c, "strict-ifmatch", "us-east-1").await;
+    put(&c, "strict-ifmatch", "a", b"first").await;
+    let etag = c
+        .head_object()
+        .bucket("strict-ifmatch")
+        .key("a")
+        .send()
+        .await
+        .expect("head")
+        .e_tag()
+        .expect("etag")
+        .to_string();
+    c.copy_object()
+        .bucket("strict-ifmatch")
+        .key("b")
+        .copy_source("strict-ifmatch/a")
+        .copy_source_if_match(&etag)
+        .send()
+        .await
+        .expect("the matching ETag copies");
+    put(&c, "strict-ifmatch", "a", b"rewritten").await;
+    let err = c
+        .copy_object()
+        .bucket("strict-ifmatch")
+        .key("b")
+        .copy_source("strict-ifmatch/a")
+        .copy_source_if_match(&etag)
+        .send()
+        .await
+        .expect_err("the old ETag no longer matches");
+    assert_eq!(err.code(), Some("PreconditionFailed"));
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(412));
+
+    emu.strict_off(&["s3-copy-source-if-match"]);
+    c.copy_object()
+        .bucket("strict-ifmatch")
+        .key("b")
+        .copy_source("strict-ifmatch/a")
+        .copy_source_if_match(&etag)
+        .send()
+        .await
+        .expect("moto alone ignores the condition");
+}
+
+#[tokio::test]
+async fn s3_refuses_requests_whose_expected_bucket_owner_is_another_account() {
+    let emu = Emulator::start();
+    let owner = s3(&emu.account_config("111111111111").await, "us-east-1");
+    let other = s3(&emu.account_config("222222222222").await, "us-east-1");
+    bucket(&owner, "strict-owned", "us-east-1").await;
+    put(&owner, "strict-owned", "a", b"data").await;
+    bucket(&other, "strict-theirs", "us-east-1").await;
+    owner
+        .head_object()
+        .bucket("strict-owned")
+        .key("a")
+        .expected_bucket_owner("111111111111")
+        .send()
+        .await
+        .expect("the right owner is accepted");
+    let err = owner
+        .head_object()
+        .bucket("strict-owned")
+        .key("a")
+        .expected_bucket_owner("222222222222")
+        .send()
+        .await
+        .expect_err("the wrong owner is refused");
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(403));
+    let err = other
+        .copy_object()
+        .bucket("strict-theirs")
+        .key("a")
+        .copy_source("strict-owned/a")
+        .expected_bucket_owner("222222222222")
+        .expected_source_bucket_owner("333333333333")
+        .send()
+        .await
+        .expect_err("a copy source owned by another account is refused");
+    assert_eq!(err.code(), Some("AccessDenied"));
+    assert_eq!(emu.strict_rejections("s3-expected-bucket-owner"), 2);
+
+    emu.strict_off(&["s3-expected-bucket-owner"]);
+    owner
+        .head_object()
+        .bucket("strict-owned")
+        .key("a")
+        .expected_bucket_owner("222222222222")
+        .send()
+        .await
+        .expect("moto alone ignores the expected owner");
+}
+
+#[tokio::test]
+async fn s3_refuses_acls_on_buckets_whose_ownership_is_bucket_owner_enforced() {
+    let emu = Emulator::start();
+    let c = s3(&emu.sdk_config().await, "us-east-1");
+    bucket(&c, "strict-enforced", "us-east-1").await; // the AWS default since April 2023
+    bucket(&c, "strict-writer", "us-east-1").await;
+    c.put_bucket_ownership_controls()
+        .bucket("strict-writer")
+        .ownership_controls(
+            OwnershipControls::builder()
+                .rules(
+                    OwnershipControlsRule::builder()
+                        .object_ownership(ObjectOwnership::ObjectWriter)
+                        .build()
+                        .expect("rule"),
+                )
+                .build()
+                .expect("controls"),
+        )
+        .send()
+        .await
+        .expect("ownership controls");
+    for b in ["strict-enforced", "strict-writer"] {
+        put(&c, b, "a", b"x").await;
+    }
+    let err = c
+        .put_object()
+        .bucket("strict-enforced")
+        .key("b")
+        .acl(ObjectCannedAcl::PublicRead)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("an ACL header on an enforced bucket");
+    assert_eq!(err.code(), Some("AccessControlListNotSupported"));
+    let err = c
+        .put_object_acl()
+        .bucket("strict-enforced")
+        .key("a")
+        .grant_read("id=abc")
+        .send()
+        .await
+        .expect_err("PutObjectAcl on an enforced bucket");
+    assert_eq!(err.code(), Some("AccessControlListNotSupported"));
+    c.put_object()
+        .bucket("strict-enforced")
+        .key("c")
+        .acl(ObjectCannedAcl::BucketOwnerFullControl)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect("bucket-owner-full-control is allowed everywhere");
+    c.get_object_acl()
+        .bucket("strict-enforced")
+        .key("a")
+        .send()
+        .await
+        .expect("reading ACLs is allowed");
+    c.put_object()
+        .bucket("strict-writer")
+        .key("b")
+        .acl(ObjectCannedAcl::PublicRead)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect("ObjectWriter buckets take ACLs");
+
+    emu.strict_off(&["s3-acl-bucket-owner-enforced"]);
+    c.put_object_acl()
+        .bucket("strict-enforced")
+        .key("a")
+        .grant_read("id=abc")
+        .send()
+        .await
+        .expect("moto alone ignores Object Ownership");
+}
+
+#[tokio::test]
+async fn s3_refuses_bucket_policies_over_20_kib() {
+    let emu = Emulator::start();
+    let c = s3(&emu.sdk_config().await, "us-east-1");
+    bucket(&c, "strict-policy", "us-east-1").await;
+    let policy = |n: usize| {
+        let statements: Vec<serde_json::Value> = (0..n)
+            .map(|i| {
+                serde_json::json!({
+                    "Sid": format!("S{i}"), "Effect": "Allow",
+                    "Principal": {"AWS": "arn:aws:iam::222222222222:role/reader"},
+                    "Action": "s3:GetObject",
+                    "Resource": format!("arn:aws:s3:::strict-policy/{i:0>60}/*"),
+                })
+            })
+            .collect();
+        serde_json::json!({"Version": "2012-10-17", "Statement": statements}).to_string()
+    };
+    let small = policy(60);
+    let large = policy(150);
+    assert!(small.len() < 20_480 && large.len() > 20_480);
+    c.put_bucket_policy()
+        .bucket("strict-policy")
+        .policy(&small)
+        .send()
+        .await
+        .expect("under 20 KiB");
+    let err = c
+        .put_bucket_policy()
+        .bucket("strict-policy")
+        .policy(&large)
+        .send()
+        .await
+        .expect_err("over 20 KiB");
+    assert_eq!(err.code(), Some("PolicyTooLarge"));
+
+    emu.strict_off(&["s3-bucket-policy-size"]);
+    c.put_bucket_policy()
+        .bucket("strict-policy")
+        .policy(&large)
+        .send()
+        .await
+        .expect("moto alone stores it");
+}
+
+#[tokio::test]
+async fn s3_answers_requests_signed_for_another_region_with_a_301_naming_the_bucket_region() {
+    let emu = Emulator::start();
+    let config = emu.sdk_config().await;
+    let home = s3(&config, "eu-west-1");
+    let away = s3(&config, "us-east-1");
+    bucket(&home, "strict-region", "eu-west-1").await;
+    let err = away
+        .head_bucket()
+        .bucket("strict-region")
+        .send()
+        .await
+        .expect_err("HeadBucket from the wrong region");
+    let raw = err.raw_response().expect("a response");
+    assert_eq!(raw.status().as_u16(), 301);
+    assert_eq!(raw.headers().get("x-amz-bucket-region"), Some("eu-west-1"));
+    let err = away
+        .list_objects_v2()
+        .bucket("strict-region")
+        .send()
+        .await
+        .expect_err("a listing from the wrong region");
+    assert_eq!(err.code(), Some("PermanentRedirect"));
+    let loc = away
+        .get_bucket_location()
+        .bucket("strict-region")
+        .send()
+        .await
+        .expect("GetBucketLocation answers from any region");
+    assert_eq!(
+        loc.location_constraint().map(|l| l.as_str()),
+        Some("eu-west-1")
+    );
+    home.head_bucket()
+        .bucket("strict-region")
+        .send()
+        .await
+        .expect("the bucket's own region");
+
+    emu.strict_off(&["s3-region-redirect"]);
+    away.head_bucket()
+        .bucket("strict-region")
+        .send()
+        .await
+        .expect("moto alone answers from any region");
+}
+
+#[tokio::test]
+async fn s3_objects_stored_with_sse_kms_have_etags_that_are_not_the_md5_of_their_data() {
+    let emu = Emulator::start();
+    let c = s3(&emu.sdk_config().await, "us-east-1");
+    bucket(&c, "strict-kms", "us-east-1").await;
+    let data = b"the same bytes";
+    put(&c, "strict-kms", "plain", data).await;
+    c.put_object()
+        .bucket("strict-kms")
+        .key("kms")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .body(ByteStream::from_static(data))
+        .send()
+        .await
+        .expect("put with SSE-KMS");
+    let head = |k: &'static str| {
+        let c = c.clone();
+        async move {
+            c.head_object()
+                .bucket("strict-kms")
+                .key(k)
+                .send()
+                .await
+                .expect("head")
+                .e_tag()
+                .expect("etag")
+                .to_string()
+        }
+    };
+    assert_eq!(head("plain").await, md5_etag(data));
+    let kms = head("kms").await;
+    assert_ne!(kms, md5_etag(data));
+    let listed = c
+        .list_objects_v2()
+        .bucket("strict-kms")
+        .send()
+        .await
+        .expect("list");
+    let listed_kms = listed
+        .contents()
+        .iter()
+        .find(|o| o.key() == Some("kms"))
+        .and_then(|o| o.e_tag())
+        .expect("listed");
+    assert_eq!(listed_kms, kms, "List and Head agree");
+    let copied = c
+        .copy_object()
+        .bucket("strict-kms")
+        .key("kms-copy")
+        .copy_source("strict-kms/kms")
+        .server_side_encryption(ServerSideEncryption::AwsKms)
+        .send()
+        .await
+        .expect("copy");
+    let copy_etag = copied
+        .copy_object_result()
+        .and_then(|r| r.e_tag())
+        .expect("copy etag")
+        .to_string();
+    assert_ne!(copy_etag, kms, "a copy of the same bytes gets another ETag");
+    assert_eq!(head("kms-copy").await, copy_etag);
+
+    emu.strict_off(&["s3-kms-etag"]);
+    assert_eq!(head("kms").await, md5_etag(data), "moto alone uses the MD5");
+}
+
+/// A cluster, a task definition moto can run, and the default VPC's network.
+async fn ecs_setup(emu: &Emulator) -> (aws_sdk_ecs::Client, NetworkConfiguration) {
+    emu.local_aws(&["ecs-manual"]);
+    let net: serde_json::Value =
+        serde_json::from_str(&emu.local_aws(&["network"])).expect("network JSON");
+    let ecs = aws_sdk_ecs::Client::new(&emu.sdk_config().await);
+    ecs.create_cluster()
+        .cluster_name("strict")
+        .send()
+        .await
+        .expect("cluster");
+    ecs.register_task_definition()
+        .family("strict")
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("worker")
+                .image("ferry:test")
+                .memory(512)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("task definition");
+    let network = NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            AwsVpcConfiguration::builder()
+                .subnets(net["subnet"].as_str().expect("subnet"))
+                .security_groups(net["securityGroup"].as_str().expect("group"))
+                .build()
+                .expect("vpc"),
+        )
+        .build();
+    (ecs, network)
+}
+
+#[tokio::test]
+async fn ecs_refuses_started_by_over_36_characters_or_outside_its_character_set() {
+    let emu = Emulator::start();
+    let (ecs, network) = ecs_setup(&emu).await;
+    for bad in ["x".repeat(37), "ferry.job".to_string()] {
+        let err = ecs
+            .list_tasks()
+            .cluster("strict")
+            .started_by(&bad)
+            .send()
+            .await
+            .expect_err("ListTasks with a bad startedBy");
+        assert_eq!(err.code(), Some("InvalidParameterException"), "{bad}");
+        let err = ecs
+            .run_task()
+            .cluster("strict")
+            .task_definition("strict")
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(network.clone())
+            .started_by(&bad)
+            .send()
+            .await
+            .expect_err("RunTask with a bad startedBy");
+        assert_eq!(err.code(), Some("InvalidParameterException"), "{bad}");
+    }
+    ecs.list_tasks()
+        .cluster("strict")
+        .started_by(format!("ferry-{}", "0".repeat(30)))
+        .send()
+        .await
+        .expect("36 characters are allowed");
+    assert_eq!(emu.strict_rejections("ecs-started-by"), 4);
+
+    emu.strict_off(&["ecs-started-by"]);
+    ecs.list_tasks()
+        .cluster("strict")
+        .started_by("x".repeat(37))
+        .send()
+        .await
+        .expect("moto alone accepts any startedBy");
+}
+
+#[tokio::test]
+async fn ecs_run_task_is_idempotent_per_client_token_and_refuses_reuse_with_other_parameters() {
+    let emu = Emulator::start();
+    let (ecs, network) = ecs_setup(&emu).await;
+    let run = |token: &str, started_by: &str| {
+        ecs.run_task()
+            .cluster("strict")
+            .task_definition("strict")
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(network.clone())
+            .client_token(token)
+            .started_by(started_by)
+            .send()
+    };
+    let arn = |out: aws_sdk_ecs::operation::run_task::RunTaskOutput| {
+        out.tasks()[0].task_arn().expect("arn").to_string()
+    };
+    let first = arn(run("token-1", "a").await.expect("first RunTask"));
+    let again = arn(run("token-1", "a").await.expect("the same call again"));
+    assert_eq!(first, again, "a retried RunTask starts no second task");
+    let err = run("token-1", "b")
+        .await
+        .expect_err("the same token with other parameters");
+    assert_eq!(err.code(), Some("ConflictException"));
+    let err = run(&"t".repeat(65), "a")
+        .await
+        .expect_err("a token over 64 characters");
+    assert_eq!(err.code(), Some("InvalidParameterException"));
+    let listed = ecs
+        .list_tasks()
+        .cluster("strict")
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(listed.task_arns().len(), 1);
+
+    emu.strict_off(&["ecs-client-token"]);
+    run("token-1", "b")
+        .await
+        .expect("moto alone ignores the token");
+}
+
+#[tokio::test]
+async fn ecs_refuses_more_than_10_tasks_per_call_overrides_over_8192_characters_and_bad_tags() {
+    let emu = Emulator::start();
+    let (ecs, network) = ecs_setup(&emu).await;
+    let base = || {
+        ecs.run_task()
+            .cluster("strict")
+            .task_definition("strict")
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(network.clone())
+    };
+    let err = base()
+        .count(11)
+        .send()
+        .await
+        .expect_err("11 tasks in one call");
+    assert_eq!(err.code(), Some("InvalidParameterException"));
+    let big = TaskOverride::builder()
+        .container_overrides(
+            ContainerOverride::builder()
+                .name("worker")
+                .environment(
+                    KeyValuePair::builder()
+                        .name("BIG")
+                        .value("v".repeat(8200))
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let err = base()
+        .overrides(big)
+        .send()
+        .await
+        .expect_err("overrides over 8,192 characters");
+    assert_eq!(err.code(), Some("InvalidParameterException"));
+    let err = base()
+        .tags(Tag::builder().key("k").value("v".repeat(257)).build())
+        .send()
+        .await
+        .expect_err("a tag value over 256 characters");
+    assert_eq!(err.code(), Some("InvalidParameterException"));
+    base()
+        .count(10)
+        .tags(Tag::builder().key("ferry:job").value("x".repeat(63)).build())
+        .send()
+        .await
+        .expect("10 tasks with a 63-character tag value");
+
+    emu.strict_off(&["ecs-run-task-count"]);
+    base().count(11).send().await.expect("moto alone starts 11");
+}
