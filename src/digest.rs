@@ -27,7 +27,10 @@ mod tests {
     fn digests_are_stable_hex_of_the_asked_length_and_separate_their_parts() {
         let a = hex(&[b"ab", b"c"], 30);
         assert_eq!(a.len(), 30);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         assert_eq!(a, hex(&[b"ab", b"c"], 30));
         assert_ne!(a, hex(&[b"a", b"bc"], 30));
         assert_eq!(hex(&[], 64).len(), 64);

@@ -71,6 +71,11 @@ pub enum Copied {
         note: ObjectFailure,
     },
     Failed(ObjectFailure),
+    /// Copied without recording the source ETag, and the copy's ETag differs from it; only
+    /// [`Copier::copy`] sees this (it copies again, recording the ETag).
+    Diverged {
+        bytes: u64,
+    },
 }
 
 /// A token bucket shared by all of a task's S3 requests (`run.maxRequestsPerSecond`).
@@ -110,6 +115,10 @@ pub struct Copier {
     pub limiter: Option<Arc<RateLimiter>>,
     /// Concurrent UploadPartCopy calls per multipart object.
     pub part_concurrency: usize,
+    /// Set once a plain CopyObject returned an ETag other than the source's: SSE-KMS on either
+    /// side (or SSE-C) makes ETags that are not the MD5 of the data, so from then on every copy
+    /// records the source ETag (see [`SOURCE_ETAG_KEY`]) for the next run to compare.
+    pub etags_diverge: Arc<AtomicBool>,
 }
 
 fn s3_err<E>(op: &'static str, bucket: &str, err: SdkError<E, HttpResponse>) -> CopyError
@@ -187,16 +196,18 @@ impl Copier {
         range: &Range,
         limit: Option<usize>,
     ) -> Result<(Vec<Entry>, bool), CopyError> {
-        let (client, bucket, prefix) = match side {
+        let (client, bucket, prefix, owner) = match side {
             Side::Source => (
                 &self.src,
                 &self.spec.source.bucket,
                 &self.spec.source.prefix,
+                &self.spec.source.account,
             ),
             Side::Destination => (
                 &self.dst,
                 &self.spec.destination.bucket,
                 &self.spec.destination.prefix,
+                &self.spec.destination.account,
             ),
         };
         let mut out = Vec::new();
@@ -209,6 +220,7 @@ impl Copier {
             let mut req = client
                 .list_objects_v2()
                 .bucket(bucket)
+                .expected_bucket_owner(owner)
                 .prefix(&narrowed)
                 .encoding_type(EncodingType::Url)
                 .set_max_keys(page)
@@ -263,6 +275,7 @@ impl Copier {
                 .src
                 .list_objects_v2()
                 .bucket(bucket)
+                .expected_bucket_owner(&self.spec.source.account)
                 .prefix(prefix)
                 .delimiter("/")
                 .encoding_type(EncodingType::Url)
@@ -305,8 +318,11 @@ impl Copier {
         }
     }
 
-    /// True if the destination object records `src`'s ETag (see [`SOURCE_ETAG_KEY`]).
-    pub async fn verify(&self, src: &Entry) -> Result<bool, CopyError> {
+    /// Whether the destination object records `src`'s ETag (see [`SOURCE_ETAG_KEY`]):
+    /// `Ok(Ok(true))` identical, `Ok(Ok(false))` differs or is gone, `Ok(Err(_))` the HEAD was
+    /// refused (HeadObject needs `s3:GetObject` on the destination): reported, never taken for
+    /// "differs", which would recopy silently.
+    pub async fn verify(&self, src: &Entry) -> Result<Result<bool, ObjectFailure>, CopyError> {
         let (_, dst_key) = self.keys(&src.rel);
         self.throttle().await;
         let head = self
@@ -314,15 +330,25 @@ impl Copier {
             .head_object()
             .bucket(&self.spec.destination.bucket)
             .key(&dst_key)
+            .expected_bucket_owner(&self.spec.destination.account)
             .send()
             .await;
         match head {
-            Ok(h) => Ok(h
+            Ok(h) => Ok(Ok(h
                 .metadata()
                 .and_then(|m| m.get(SOURCE_ETAG_KEY))
-                .is_some_and(|e| e == &src.etag)),
-            Err(e) if classify(&e) == ErrorClass::Terminal => Ok(false),
-            Err(e) => Err(s3_err("HeadObject", &self.spec.destination.bucket, e)),
+                .is_some_and(|e| e == &src.etag))),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(Ok(false)),
+            Err(e) => match object_err("HeadObject", &self.spec.destination.bucket, &dst_key, e)? {
+                Copied::Failed(mut f) => {
+                    f.reason = format!(
+                        "{} (comparing with the destination copy; the destination role needs s3:GetObject there)",
+                        f.reason
+                    );
+                    Ok(Err(f))
+                }
+                _ => Ok(Ok(false)),
+            },
         }
     }
 
@@ -367,6 +393,7 @@ impl Copier {
             .head_object()
             .bucket(bucket)
             .key(&src_key)
+            .expected_bucket_owner(&self.spec.source.account)
             .set_request_payer(self.payer())
             .send()
             .await
@@ -388,12 +415,23 @@ impl Copier {
     pub async fn copy(&self, src: &Entry, stop: &AtomicBool) -> Result<Copied, CopyError> {
         let threshold = self.spec.copy.multipart_threshold_mib * 1024 * 1024;
         let multipart_source = src.etag.contains('-');
+        let record = multipart_source
+            || self.spec.destination.kms_key_id.is_some()
+            || self.etags_diverge.load(Ordering::Relaxed);
         let result = if src.size > threshold {
             self.copy_multipart(src, threshold, stop).await?
-        } else if multipart_source || self.spec.destination.kms_key_id.is_some() {
-            self.copy_single(src, true).await?
         } else {
-            self.copy_single(src, false).await?
+            match self.copy_single(src, record).await? {
+                // The copy's ETag is not the source's (SSE-KMS on either side): the next run
+                // could not tell it is identical, so copy it again recording the source ETag,
+                // and record it on every later copy of this task.
+                Copied::Diverged { .. } => {
+                    self.etags_diverge.store(true, Ordering::Relaxed);
+                    tracing::info!(key = %src.rel, "copies get ETags other than their sources' (SSE-KMS?): recording source ETags from now on");
+                    self.copy_single(src, true).await?
+                }
+                other => other,
+            }
         };
         match result {
             Copied::Done { bytes } if self.spec.copy.acl => self.copy_acl(src, bytes).await,
@@ -413,6 +451,7 @@ impl Copier {
             .head_object()
             .bucket(bucket)
             .key(key)
+            .expected_bucket_owner(&self.spec.source.account)
             .set_request_payer(self.payer())
             .send()
             .await
@@ -437,6 +476,7 @@ impl Copier {
                 .get_object_tagging()
                 .bucket(bucket)
                 .key(key)
+                .expected_bucket_owner(&self.spec.source.account)
                 .set_request_payer(self.payer())
                 .send()
                 .await
@@ -486,7 +526,9 @@ impl Copier {
             .copy_object()
             .bucket(bucket)
             .key(&dst_key)
+            .expected_bucket_owner(&self.spec.destination.account)
             .copy_source(copy_source(&self.spec.source.bucket, &src_key))
+            .expected_source_bucket_owner(&self.spec.source.account)
             .copy_source_if_match(&src.etag)
             .set_storage_class(self.storage_class(src))
             .set_request_payer(self.payer())
@@ -531,6 +573,15 @@ impl Copier {
         }
         self.throttle().await;
         match req.send().await {
+            Ok(out)
+                if !record_etag
+                    && out
+                        .copy_object_result()
+                        .and_then(|r| r.e_tag())
+                        .is_some_and(|e| e != src.etag) =>
+            {
+                Ok(Copied::Diverged { bytes: src.size })
+            }
             Ok(_) => Ok(Copied::Done { bytes: src.size }),
             Err(e) => object_err("CopyObject", bucket, &src_key, e),
         }
@@ -560,6 +611,7 @@ impl Copier {
             .create_multipart_upload()
             .bucket(&bucket)
             .key(&dst_key)
+            .expected_bucket_owner(&self.spec.destination.account)
             .set_metadata(Some(metadata))
             .set_storage_class(self.storage_class(src))
             .set_tagging(if copy.tags {
@@ -603,6 +655,7 @@ impl Copier {
                     .complete_multipart_upload()
                     .bucket(&bucket)
                     .key(&dst_key)
+                    .expected_bucket_owner(&self.spec.destination.account)
                     .upload_id(&upload_id)
                     .multipart_upload(
                         CompletedMultipartUpload::builder()
@@ -624,6 +677,7 @@ impl Copier {
             .abort_multipart_upload()
             .bucket(&bucket)
             .key(&dst_key)
+            .expected_bucket_owner(&self.spec.destination.account)
             .upload_id(&upload_id)
             .send()
             .await;
@@ -671,6 +725,8 @@ impl Copier {
                     .upload_part_copy()
                     .bucket(&this.spec.destination.bucket)
                     .key(&dst_key)
+                    .expected_bucket_owner(&this.spec.destination.account)
+                    .expected_source_bucket_owner(&this.spec.source.account)
                     .upload_id(&upload_id)
                     .part_number(number)
                     .copy_source(source)
@@ -726,6 +782,7 @@ impl Copier {
             .get_object_acl()
             .bucket(&self.spec.source.bucket)
             .key(&src_key)
+            .expected_bucket_owner(&self.spec.source.account)
             .set_request_payer(self.payer())
             .send()
             .await
@@ -761,6 +818,7 @@ impl Copier {
             .put_object_acl()
             .bucket(&self.spec.destination.bucket)
             .key(&dst_key)
+            .expected_bucket_owner(&self.spec.destination.account)
             .set_grant_full_control(joined("FULL_CONTROL"))
             .set_grant_read(joined("READ"))
             .set_grant_read_acp(joined("READ_ACP"))
@@ -821,6 +879,7 @@ impl Copier {
                 .dst
                 .delete_objects()
                 .bucket(bucket)
+                .expected_bucket_owner(&self.spec.destination.account)
                 .delete(delete)
                 .send()
                 .await

@@ -244,6 +244,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
             .max_requests_per_second
             .map(|r| Arc::new(RateLimiter::new(r))),
         part_concurrency: 8,
+        etags_diverge: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         spec: Arc::clone(&spec),
     };
     let boundaries = match meta.boundaries {
@@ -672,8 +673,12 @@ impl Worker {
         let this = Arc::clone(self);
         set.spawn(async move {
             let _permit = permit;
-            if verify && this.copier.verify(&src).await? {
-                return Ok((src, None));
+            if verify {
+                match this.copier.verify(&src).await? {
+                    Ok(true) => return Ok((src, None)),
+                    Ok(false) => {}
+                    Err(refused) => return Ok((src, Some(Copied::Failed(refused)))),
+                }
             }
             let (src, copied) = this.copier.copy_listed(src, aged, &this.abandon).await?;
             Ok((src, Some(copied)))
@@ -696,7 +701,7 @@ impl Worker {
                 counts.skipped += 1;
                 counts.skipped_bytes += src.size;
             }
-            Some(Copied::Done { bytes }) => {
+            Some(Copied::Done { bytes } | Copied::Diverged { bytes }) => {
                 counts.copied += 1;
                 counts.copied_bytes += bytes;
                 self.live.copied.fetch_add(1, Ordering::Relaxed);

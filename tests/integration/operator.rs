@@ -339,6 +339,57 @@ async fn a_job_is_copied_end_to_end_and_deleting_it_removes_only_what_ferry_adde
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_named_with_63_characters_starts_tagged_tasks_and_succeeds() {
+    // ECS limits startedBy to 36 characters (RunTask API reference); the strict layer enforces
+    // it, so a token built from the name would be refused and no task would ever start.
+    let name = format!("long-{}", "n".repeat(58));
+    assert_eq!(name.len(), 63);
+    let mut r = rig(false).await;
+    seed(&r.src, SRC_BUCKET, objects(20, "v1")).await;
+    let (_op, _port) = r.operator("op", &[]);
+    let _agent = r.agent(None);
+    r.apply(&name, &job_yaml(&name, "op-dest-long", ""));
+    let st = r
+        .until_phase(&name, Phase::Succeeded, Duration::from_secs(120))
+        .await;
+    assert_eq!(st.progress.objects_copied, 20);
+    assert_eq!(r.emu.strict_rejections("ecs-started-by"), 0);
+    let ecs = aws_sdk_ecs::Client::new(&r.base);
+    let mut arns = Vec::new();
+    for status in [
+        aws_sdk_ecs::types::DesiredStatus::Running,
+        aws_sdk_ecs::types::DesiredStatus::Stopped,
+    ] {
+        let listed = ecs
+            .list_tasks()
+            .cluster("ferry")
+            .desired_status(status)
+            .send()
+            .await
+            .expect("list tasks");
+        arns.extend(listed.task_arns().iter().cloned());
+    }
+    assert_eq!(arns.len(), 1, "one task for one slot");
+    let tasks = ecs
+        .describe_tasks()
+        .cluster("ferry")
+        .set_tasks(Some(arns))
+        .include(aws_sdk_ecs::types::TaskField::Tags)
+        .send()
+        .await
+        .expect("describe tasks");
+    let task = &tasks.tasks()[0];
+    assert!(task.started_by().is_some_and(|s| s.len() <= 36), "{task:?}");
+    let tags: BTreeMap<&str, &str> = task
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?, t.value()?)))
+        .collect();
+    assert_eq!(tags.get("ferry:job"), Some(&name.as_str()), "{tags:?}");
+    assert_eq!(tags.get("ferry:run"), Some(&"g1r1"), "{tags:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_drift_is_put_back_on_the_next_resync() {
     let mut r = rig(false).await;
     // Workers that never finish keep the run active while the cloud is tampered with.

@@ -576,7 +576,12 @@ async fn ecs_refuses_more_than_10_tasks_per_call_overrides_over_8192_characters_
     assert_eq!(err.code(), Some("InvalidParameterException"));
     base()
         .count(10)
-        .tags(Tag::builder().key("ferry:job").value("x".repeat(63)).build())
+        .tags(
+            Tag::builder()
+                .key("ferry:job")
+                .value("x".repeat(63))
+                .build(),
+        )
         .send()
         .await
         .expect("10 tasks with a 63-character tag value");

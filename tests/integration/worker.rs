@@ -261,6 +261,21 @@ pub fn awkward_keys() -> Vec<String> {
     keys
 }
 
+/// The awkward keys shortened to fit under a 3-byte prefix (`in/`, `out/` maps to 4: the
+/// longest source key is 1,024 bytes, and so is S3's limit, KeyTooLongError beyond it).
+fn under_prefix_keys() -> Vec<String> {
+    awkward_keys()
+        .into_iter()
+        .map(|k| {
+            let mut k = k;
+            while k.len() > 1020 {
+                k.pop();
+            }
+            k
+        })
+        .collect()
+}
+
 async fn head_of(
     client: &Client,
     bucket: &str,
@@ -413,7 +428,7 @@ async fn prefixes_map_into_a_us_east_1_bucket_and_same_account_copies_keep_tags(
     create_bucket(&w.src, "src-small", SRC_REGION).await;
     create_bucket(&w.dst("us-east-1"), "dst-use1", "us-east-1").await;
     let mut objects = Vec::new();
-    for key in awkward_keys() {
+    for key in under_prefix_keys() {
         objects.push(Obj::new(&format!("in/{key}"), key.as_bytes()));
     }
     objects.push(Obj::new("outside/not-copied", b"x"));
@@ -433,7 +448,10 @@ async fn prefixes_map_into_a_us_east_1_bucket_and_same_account_copies_keep_tags(
         std::fs::read_to_string(w.log("t1")).unwrap()
     );
     let dst_list = listing(&w.dst("us-east-1"), "dst-use1", "").await;
-    let expected: Vec<String> = awkward_keys().iter().map(|k| format!("out/{k}")).collect();
+    let expected: Vec<String> = under_prefix_keys()
+        .iter()
+        .map(|k| format!("out/{k}"))
+        .collect();
     let mut expected_sorted = expected.clone();
     expected_sorted.sort();
     assert_eq!(
@@ -572,16 +590,20 @@ async fn two_workers_on_one_run_share_the_chunks_and_copy_no_object_twice() {
         ("src-two", ""),
         ("dst-two", "", "us-east-1"),
         "",
-        "parallelism: 2, maxRequestsPerSecond: 50",
+        "parallelism: 4, maxRequestsPerSecond: 50",
     )
     .await;
     let env = |task: &str| w.emu.worker_env("two", "r1", task);
     let mut wa = spawn_ferry(&["worker"], &env("wa"), &w.log("wa"));
-    let copied_by_wa = eventually("the first task copying", Duration::from_secs(60), || async {
-        let s = w.store.run_summary("two", "r1").await.ok()?;
-        let t = s.tasks.iter().find(|t| t.task == "wa" && t.copied > 0)?;
-        Some(t.copied)
-    })
+    let copied_by_wa = eventually(
+        "the first task copying",
+        Duration::from_secs(60),
+        || async {
+            let s = w.store.run_summary("two", "r1").await.ok()?;
+            let t = s.tasks.iter().find(|t| t.task == "wa" && t.copied > 0)?;
+            Some(t.copied)
+        },
+    )
     .await;
     let mut wb = spawn_ferry(&["worker"], &env("wb"), &w.log("wb"));
     let (log_a, log_b) = (w.log("wa"), w.log("wb"));
@@ -662,6 +684,109 @@ async fn injected_slowdowns_and_dropped_connections_are_retried_and_nothing_is_l
         ),
         (600, 0)
     );
+}
+
+#[tokio::test]
+async fn a_second_run_into_a_kms_encrypted_destination_copies_nothing() {
+    // SSE-KMS objects have ETags that are not the MD5 of their data (the strict layer gives
+    // them such ETags, as S3 does): without the source ETag recorded on each copy, every run
+    // would copy everything again.
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-kms", SRC_REGION).await;
+    let dst = w.dst("us-east-1");
+    create_bucket(&dst, "dst-kms", "us-east-1").await;
+    dst.put_bucket_encryption()
+        .bucket("dst-kms")
+        .server_side_encryption_configuration(
+            aws_sdk_s3::types::ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    aws_sdk_s3::types::ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(
+                            aws_sdk_s3::types::ServerSideEncryptionByDefault::builder()
+                                .sse_algorithm(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                                .build()
+                                .expect("default"),
+                        )
+                        .build(),
+                )
+                .build()
+                .expect("config"),
+        )
+        .send()
+        .await
+        .expect("default encryption");
+    seed(&w.src, "src-kms", bulk(20)).await;
+    for i in 0..5 {
+        w.src
+            .put_object()
+            .bucket("src-kms")
+            .key(format!("kms-source/{i}"))
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+            .body(ByteStream::from(format!("encrypted {i}").into_bytes()))
+            .send()
+            .await
+            .expect("put SSE-KMS source object");
+    }
+    w.job("kms", ("src-kms", ""), ("dst-kms", "", "us-east-1"), "", "")
+        .await;
+    assert_eq!(w.run_worker("kms", "r1", "t1", &[]).await, 0);
+    let first = w.store.run_summary("kms", "r1").await.unwrap();
+    assert_eq!(first.progress.objects_copied, 25);
+    assert_eq!(w.run_worker("kms", "r2", "t2", &[]).await, 0);
+    let second = w.store.run_summary("kms", "r2").await.unwrap();
+    assert_eq!(
+        (
+            second.progress.objects_copied,
+            second.progress.objects_skipped
+        ),
+        (0, 25),
+        "{}",
+        std::fs::read_to_string(w.log("t2")).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_1024_byte_key_that_cannot_be_copied_is_reported_and_the_run_still_completes() {
+    // The destination prefix makes the copy's key 1,027 bytes: S3 answers KeyTooLongError
+    // (the strict layer enforces it). The failure record must still fit DynamoDB's 1,024-byte
+    // sort key, and the report must be written.
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-longkey", SRC_REGION).await;
+    let dst = w.dst("us-east-1");
+    create_bucket(&dst, "dst-longkey", "us-east-1").await;
+    create_bucket(&dst, "dst-longkey-reports", "us-east-1").await;
+    let long = format!("long/{}", "k".repeat(1019));
+    assert_eq!(long.len(), 1024);
+    let mut objects = bulk(10);
+    objects.push(Obj::new(&long, b"too long once prefixed"));
+    seed(&w.src, "src-longkey", objects).await;
+    w.job(
+        "longkey",
+        ("src-longkey", ""),
+        ("dst-longkey", "new/", "us-east-1"),
+        "reportUri: \"s3://dst-longkey-reports/ferry/\"",
+        "",
+    )
+    .await;
+    assert_eq!(
+        w.run_worker("longkey", "r1", "tl", &[]).await,
+        0,
+        "{}",
+        std::fs::read_to_string(w.log("tl")).unwrap()
+    );
+    let s = w.store.run_summary("longkey", "r1").await.unwrap();
+    assert!(s.complete());
+    assert_eq!(
+        (s.progress.objects_copied, s.progress.objects_failed),
+        (10, 1)
+    );
+    let failures = w.store.failures("longkey", "r1").await.unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, long);
+    assert!(failures[0].1.contains("KeyTooLongError"), "{failures:?}");
+    let reports = listing(&dst, "dst-longkey-reports", "ferry/longkey/r1/").await;
+    assert_eq!(reports.len(), 1, "one report object for the chunk");
+    assert_eq!(w.emu.strict_rejections("s3-key-too-long"), 1);
 }
 
 #[tokio::test]

@@ -120,8 +120,14 @@ impl Emulator {
     /// catch. Every rule is on when the emulator starts.
     pub fn strict_off(&self, rules: &[&str]) {
         let body = serde_json::json!({ "off": rules }).to_string();
-        http(self.port, "POST", "/ferry-strict/rules", "application/json", &body)
-            .unwrap_or_else(|e| panic!("switching off strict rules {rules:?}: {e}"));
+        http(
+            self.port,
+            "POST",
+            "/ferry-strict/rules",
+            "application/json",
+            &body,
+        )
+        .unwrap_or_else(|e| panic!("switching off strict rules {rules:?}: {e}"));
     }
 
     /// How many requests the strict layer's `rule` has refused so far.
