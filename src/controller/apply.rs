@@ -16,7 +16,7 @@ use aws_sdk_s3::types::{
 use super::desired;
 use super::plan::{Problem, Step};
 use super::{Context, ReconcileError, aws_error};
-use crate::aws::{classify, describe, error_code};
+use crate::aws::{ErrorKind, describe, error_code, kind};
 use crate::model::{CopyJob, CopyJobStatus, EncryptionKind, ObjectOwnership};
 use crate::store::{StoredJob, spec_document};
 
@@ -161,6 +161,7 @@ async fn ensure_source_policy(
         .await
         .put_bucket_policy()
         .bucket(&src.bucket)
+        .expected_bucket_owner(&src.account)
         .policy(document)
         .send()
         .await
@@ -192,13 +193,13 @@ async fn ensure_bucket(ctx: &Context, job: &CopyJob) -> Result<(), StepFailure> 
     }
     match req.send().await {
         Ok(_) => {}
-        Err(e) if error_code(&e) == "BucketAlreadyOwnedByYou" => {}
+        Err(e) if kind(&e) == ErrorKind::AlreadyExists => {}
         Err(e) if error_code(&e) == "BucketAlreadyExists" => {
             let problem = Problem {
-                reason: "BucketAlreadyExists".into(),
+                reason: "OwnedByOther".into(),
                 message: format!(
-                    "bucket name {} is taken by another account; choose another name",
-                    dst.bucket
+                    "bucket name {} is taken by another account than {} (spec.destination.account); choose another name",
+                    dst.bucket, dst.account
                 ),
                 terminal: true,
             };
@@ -230,6 +231,7 @@ async fn ensure_bucket(ctx: &Context, job: &CopyJob) -> Result<(), StepFailure> 
         if settings.versioning {
             s3.put_bucket_versioning()
                 .bucket(&dst.bucket)
+                .expected_bucket_owner(&dst.account)
                 .versioning_configuration(
                     VersioningConfiguration::builder()
                         .status(BucketVersioningStatus::Enabled)
@@ -255,6 +257,7 @@ async fn ensure_bucket(ctx: &Context, job: &CopyJob) -> Result<(), StepFailure> 
             .build();
         s3.put_bucket_encryption()
             .bucket(&dst.bucket)
+            .expected_bucket_owner(&dst.account)
             .server_side_encryption_configuration(
                 ServerSideEncryptionConfiguration::builder()
                     .rules(rule)
@@ -452,7 +455,9 @@ pub async fn stop_task(
             tracing::info!(task = %arn, reason, "stopped task");
             Ok(())
         }
-        Err(e) if classify(&e) == crate::aws::ErrorClass::Terminal => Ok(()),
+        // The task is gone (ECS: "The referenced task was not found"): nothing to stop. Any
+        // other refusal (AccessDenied) is an error: the task may still run.
+        Err(e) if kind(&e) == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(aws_error("ECS", "StopTask", e)),
     }
 }
@@ -481,8 +486,9 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
             .await;
         let out = match out {
             Ok(o) => o,
-            // No such cluster or family: nothing runs.
-            Err(e) if classify(&e) == crate::aws::ErrorClass::Terminal => break,
+            // No such cluster: nothing runs. A refused ListTasks is an error: tasks may still
+            // run, and their role must not be deleted under them.
+            Err(e) if kind(&e) == ErrorKind::NotFound => break,
             Err(e) => return Err(aws_error("ECS", "ListTasks", e)),
         };
         for arn in out.task_arns() {
@@ -497,16 +503,16 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
     // 2. ferry's statement in the source bucket policy; every other statement stays.
     let src = &job.spec.source;
     let s3 = ctx.roles.s3(&src.role_arn, &src.region).await;
-    let current = match s3.get_bucket_policy().bucket(&src.bucket).send().await {
+    let current = match s3
+        .get_bucket_policy()
+        .bucket(&src.bucket)
+        .expected_bucket_owner(&src.account)
+        .send()
+        .await
+    {
         Ok(o) => o.policy().map(str::to_string),
-        Err(e)
-            if matches!(
-                error_code(&e).as_str(),
-                "NoSuchBucketPolicy" | "NoSuchBucket"
-            ) =>
-        {
-            None
-        }
+        // No policy, or no bucket: no statement of ours to remove.
+        Err(e) if kind(&e) == ErrorKind::NotFound => None,
         Err(e) => return Err(aws_error("S3", "GetBucketPolicy", e)),
     };
     match super::policy::remove(current.as_deref(), name) {
@@ -514,6 +520,7 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
         Ok(Some(Some(doc))) => {
             s3.put_bucket_policy()
                 .bucket(&src.bucket)
+                .expected_bucket_owner(&src.account)
                 .policy(doc)
                 .send()
                 .await
@@ -522,6 +529,7 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
         Ok(Some(None)) => {
             s3.delete_bucket_policy()
                 .bucket(&src.bucket)
+                .expected_bucket_owner(&src.account)
                 .send()
                 .await
                 .map_err(|e| aws_error("S3", "DeleteBucketPolicy", e))?;
@@ -542,12 +550,12 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
         .await
     {
         Ok(_) => {}
-        Err(e) if error_code(&e) == "NoSuchEntity" => {}
+        Err(e) if kind(&e) == ErrorKind::NotFound => {}
         Err(e) => return Err(aws_error("IAM", "DeleteRolePolicy", e)),
     }
     match ctx.iam.delete_role().role_name(&role).send().await {
         Ok(_) => {}
-        Err(e) if error_code(&e) == "NoSuchEntity" => {}
+        Err(e) if kind(&e) == ErrorKind::NotFound => {}
         Err(e) => return Err(aws_error("IAM", "DeleteRole", e)),
     }
 
@@ -572,7 +580,7 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
                 .send()
                 .await
             {
-                if classify(&e) != crate::aws::ErrorClass::Terminal {
+                if kind(&e) != ErrorKind::NotFound {
                     return Err(aws_error("ECS", "DeregisterTaskDefinition", e));
                 }
             }

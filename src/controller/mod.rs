@@ -30,7 +30,7 @@ use self::desired::Settings;
 use self::plan::{Problem, TaskState};
 use self::queue::{Backoff, Outcome, Queue};
 use crate::aws::assumed::AssumedRoles;
-use crate::aws::{ErrorClass, classify, describe, error_code};
+use crate::aws::{ErrorKind, describe, error_code, kind};
 use crate::metrics::Metrics;
 use crate::model::{CopyJobStatus, Phase};
 use crate::store::{Store, StoreError, StoredJob};
@@ -46,7 +46,7 @@ pub enum ReconcileError {
         op: &'static str,
         code: String,
         message: String,
-        class: ErrorClass,
+        kind: ErrorKind,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -58,26 +58,31 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
-    pub fn class(&self) -> ErrorClass {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ReconcileError::Store(e) => e.class(),
-            ReconcileError::Aws { class, .. } => *class,
-            ReconcileError::Blocked(p) if p.terminal => ErrorClass::Terminal,
-            ReconcileError::Blocked(_) => ErrorClass::Retryable,
-            ReconcileError::Invalid(_) => ErrorClass::Terminal,
+            ReconcileError::Store(e) => e.kind(),
+            ReconcileError::Aws { kind, .. } => *kind,
+            ReconcileError::Blocked(p) if p.terminal => ErrorKind::Invalid,
+            ReconcileError::Blocked(_) => ErrorKind::Retryable,
+            ReconcileError::Invalid(_) => ErrorKind::Invalid,
         }
     }
 
     /// The label of `ferry_reconcile_errors_total`.
-    pub fn kind(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             ReconcileError::Store(StoreError::Conflict { .. }) => "conflict",
             ReconcileError::Store(_) => "store",
-            ReconcileError::Aws { class, .. } => match class {
-                ErrorClass::Throttled => "throttled",
-                ErrorClass::Retryable => "aws_retryable",
-                ErrorClass::Conflict => "conflict",
-                ErrorClass::Terminal => "aws_terminal",
+            ReconcileError::Aws { kind, .. } => match kind {
+                ErrorKind::Throttled => "throttled",
+                ErrorKind::Retryable => "aws_retryable",
+                ErrorKind::Conflict => "conflict",
+                ErrorKind::NotFound => "aws_not_found",
+                ErrorKind::AlreadyExists => "aws_already_exists",
+                ErrorKind::AccessDenied => "aws_access_denied",
+                ErrorKind::Credentials => "aws_credentials",
+                ErrorKind::Redirect => "aws_redirect",
+                ErrorKind::Invalid => "aws_invalid",
             },
             ReconcileError::Blocked(_) => "blocked",
             ReconcileError::Invalid(_) => "invalid",
@@ -99,7 +104,7 @@ where
         op,
         code: error_code(&e),
         message: describe(&e),
-        class: classify(&e),
+        kind: kind(&e),
         source: Box::new(e),
     }
 }
@@ -335,8 +340,8 @@ async fn finalize(ctx: &Context, stored: &StoredJob) -> Result<Action, Reconcile
 /// (exponential, jittered, reset on success) unless the error is terminal, in which case the
 /// job waits for a change to its spec (or the next drift check).
 pub fn error_policy(name: &str, err: &ReconcileError, _ctx: &Context) -> Outcome {
-    match err.class() {
-        ErrorClass::Terminal => {
+    match err.kind().fails_again() {
+        true => {
             tracing::error!(job = %name, error = %err, "reconcile failed; waiting for a change");
             Outcome::Requeue(None)
         }
@@ -559,7 +564,7 @@ async fn dispatch(ctx: Arc<Context>, shared: Arc<Shared>) {
             };
             ctx.metrics.reconciled(
                 started.elapsed().as_secs_f64(),
-                result.as_ref().err().map(ReconcileError::kind),
+                result.as_ref().err().map(ReconcileError::label),
             );
             let jitter = rand::random::<f64>();
             shared

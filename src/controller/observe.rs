@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::desired::{self, TaskDefinition};
 use super::plan::{BucketState, Infra, Observed, Problem, RoleState, RunState, TaskState};
 use super::{Context, ReconcileError, aws_error};
-use crate::aws::{ErrorClass, classify, error_code};
+use crate::aws::{ErrorKind, error_code, kind};
 use crate::model::CopyJob;
 use crate::store::StoredJob;
 use crate::store::runs::now_ms;
@@ -182,64 +182,117 @@ async fn source_policy(
 ) -> Result<Result<Option<String>, Problem>, ReconcileError> {
     let src = &job.spec.source;
     let s3 = ctx.roles.s3(&src.role_arn, &src.region).await;
-    match s3.get_bucket_policy().bucket(&src.bucket).send().await {
-        Ok(out) => Ok(Ok(out.policy().map(str::to_string))),
-        Err(e) => {
-            let code = error_code(&e);
-            match (code.as_str(), classify(&e)) {
-                ("NoSuchBucketPolicy", _) => Ok(Ok(None)),
-                ("NoSuchBucket", _) => Ok(Err(problem(
-                    "NoSuchBucket",
-                    format!("source bucket {} does not exist", src.bucket),
-                    false,
-                ))),
-                (_, ErrorClass::Terminal) => Ok(Err(problem(
-                    code.clone(),
-                    format!(
-                        "cannot read the policy of source bucket {} as {}: {}",
-                        src.bucket,
-                        src.role_arn,
-                        crate::aws::describe(&e)
-                    ),
-                    false,
-                ))),
-                _ => Err(aws_error("S3", "GetBucketPolicy", e)),
-            }
-        }
-    }
+    let read = s3
+        .get_bucket_policy()
+        .bucket(&src.bucket)
+        .expected_bucket_owner(&src.account)
+        .send()
+        .await;
+    let e = match read {
+        Ok(out) => return Ok(Ok(out.policy().map(str::to_string))),
+        Err(e) => e,
+    };
+    let code = error_code(&e);
+    Ok(Err(match kind(&e) {
+        ErrorKind::NotFound if code == "NoSuchBucket" => problem(
+            "NoSuchBucket",
+            format!("source bucket {} does not exist", src.bucket),
+            false,
+        ),
+        ErrorKind::NotFound => return Ok(Ok(None)),
+        // S3 answers a request signed for another region with 301 and the bucket's region.
+        ErrorKind::Redirect => problem(
+            "RegionMismatch",
+            format!(
+                "source bucket {} is in {}, the job says {}",
+                src.bucket,
+                redirect_region(&e).unwrap_or("another region"),
+                src.region
+            ),
+            true,
+        ),
+        ErrorKind::AccessDenied => problem(
+            "AccessDenied",
+            format!(
+                "{} may not read the policy of source bucket {}, or account {} does not own it: {}",
+                src.role_arn,
+                src.bucket,
+                src.account,
+                crate::aws::describe(&e)
+            ),
+            false,
+        ),
+        k if k.fails_again() => problem(
+            code.clone(),
+            format!(
+                "cannot read the policy of source bucket {} as {}: {}",
+                src.bucket,
+                src.role_arn,
+                crate::aws::describe(&e)
+            ),
+            false,
+        ),
+        _ => return Err(aws_error("S3", "GetBucketPolicy", e)),
+    }))
 }
 
+/// The region S3 names in a 301 answer (`x-amz-bucket-region`).
+fn redirect_region<E>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> Option<&str> {
+    e.raw_response()?.headers().get("x-amz-bucket-region")
+}
+
+/// The destination bucket: missing, ours (and where), or another account's. HeadBucket is sent
+/// with `ExpectedBucketOwner` = the job's destination account; a 403 is asked again without it,
+/// and a bucket that then answers belongs to another account (S3 "Verifying bucket ownership
+/// with bucket owner condition": a mismatch answers 403).
 async fn bucket(
     ctx: &Context,
     job: &CopyJob,
 ) -> Result<Result<BucketState, Problem>, ReconcileError> {
     let dst = &job.spec.destination;
     let s3 = ctx.roles.s3(&dst.role_arn, &dst.region).await;
-    match s3.head_bucket().bucket(&dst.bucket).send().await {
-        Ok(out) => Ok(Ok(BucketState::Exists {
-            region: out.bucket_region().map(str::to_string),
-        })),
-        Err(e) => {
-            let status = e.raw_response().map(|r| r.status().as_u16());
-            match (status, classify(&e)) {
-                (Some(404), _) => Ok(Ok(BucketState::Missing)),
-                (Some(403), _) => Ok(Err(problem(
-                    "AccessDenied",
-                    format!(
-                        "{} may not access destination bucket {} (does another account own it?)",
-                        dst.role_arn, dst.bucket
-                    ),
-                    false,
-                ))),
-                (_, ErrorClass::Terminal) => Ok(Err(problem(
-                    error_code(&e),
-                    crate::aws::describe(&e),
-                    false,
-                ))),
-                _ => Err(aws_error("S3", "HeadBucket", e)),
-            }
+    let head = s3
+        .head_bucket()
+        .bucket(&dst.bucket)
+        .expected_bucket_owner(&dst.account)
+        .send()
+        .await;
+    let e = match head {
+        Ok(out) => {
+            return Ok(Ok(BucketState::Exists {
+                region: out.bucket_region().map(str::to_string),
+            }));
         }
-    }
+        Err(e) => e,
+    };
+    Ok(match kind(&e) {
+        ErrorKind::NotFound => Ok(BucketState::Missing),
+        // HeadBucket signed for the wrong region: a bodiless 301 naming the bucket's region.
+        ErrorKind::Redirect => Ok(BucketState::Exists {
+            region: redirect_region(&e).map(str::to_string),
+        }),
+        ErrorKind::AccessDenied => match s3.head_bucket().bucket(&dst.bucket).send().await {
+            Ok(_) => Ok(BucketState::OwnedByOther),
+            Err(again) if kind(&again).is_retryable() => {
+                return Err(aws_error("S3", "HeadBucket", again));
+            }
+            Err(_) => Err(problem(
+                "AccessDenied",
+                format!(
+                    "{} may not access destination bucket {} (does another account own it?)",
+                    dst.role_arn, dst.bucket
+                ),
+                false,
+            )),
+        },
+        k if k.fails_again() => Err(problem(error_code(&e), crate::aws::describe(&e), false)),
+        _ => return Err(aws_error("S3", "HeadBucket", e)),
+    })
 }
 
 async fn task_definition(
@@ -255,10 +308,9 @@ async fn task_definition(
         .await
     {
         Ok(o) => o,
-        Err(e) if classify(&e) == ErrorClass::Terminal => {
-            // ClientException: no ACTIVE revision of the family.
-            return Ok(None);
-        }
+        // ClientException "Unable to describe task definition": no revision of the family. A
+        // refused call is an error, never a reason to register the definition again.
+        Err(e) if kind(&e) == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(aws_error("ECS", "DescribeTaskDefinition", e)),
     };
     let Some(td) = out.task_definition() else {

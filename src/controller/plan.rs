@@ -450,10 +450,10 @@ fn check_infra(
     let bucket_problem = match &infra.bucket {
         Err(problem) => Some(problem.clone()),
         Ok(BucketState::OwnedByOther) => Some(Problem {
-            reason: "BucketAlreadyExists".into(),
+            reason: "OwnedByOther".into(),
             message: format!(
-                "bucket {} belongs to another account; choose another name",
-                dst.bucket
+                "destination bucket {} exists but is not owned by account {} (spec.destination.account); ferry writes nothing to it. Choose another bucket name, or correct the account",
+                dst.bucket, dst.account
             ),
             terminal: true,
         }),
@@ -1067,10 +1067,7 @@ spec:
                 .all(|s| !matches!(s, Step::RunTask { .. } | Step::StartRun { .. }))
         );
         assert_eq!(p.status.phase, Phase::Failed);
-        assert_eq!(
-            cond(&p.status, DESTINATION_READY).reason,
-            "BucketAlreadyExists"
-        );
+        assert_eq!(cond(&p.status, DESTINATION_READY).reason, "OwnedByOther");
         assert!(p.blocked.unwrap().terminal);
     }
 

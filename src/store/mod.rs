@@ -34,7 +34,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 pub mod lease;
 pub mod runs;
 
-use crate::aws::{ErrorClass, classify, describe};
+use crate::aws::{ErrorKind, describe, kind};
 use crate::model::{CopyJob, CopyJobStatus};
 
 /// Default table name.
@@ -57,7 +57,7 @@ pub enum StoreError {
         op: &'static str,
         table: String,
         message: String,
-        class: ErrorClass,
+        kind: ErrorKind,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -72,13 +72,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The error's class, for retry decisions and metrics.
-    pub fn class(&self) -> ErrorClass {
+    /// The error's kind, for retry decisions and metrics.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Conflict { .. } => ErrorClass::Conflict,
-            StoreError::Aws { class, .. } => *class,
-            StoreError::NotReady { .. } => ErrorClass::Retryable,
-            StoreError::NotFound { .. } | StoreError::Malformed { .. } => ErrorClass::Terminal,
+            StoreError::Conflict { .. } => ErrorKind::Conflict,
+            StoreError::Aws { kind, .. } => *kind,
+            StoreError::NotReady { .. } => ErrorKind::Retryable,
+            StoreError::NotFound { .. } => ErrorKind::NotFound,
+            StoreError::Malformed { .. } => ErrorKind::Invalid,
         }
     }
 }
@@ -177,7 +178,7 @@ impl Store {
             op,
             table: self.table.clone(),
             message: describe(&err),
-            class: classify(&err),
+            kind: kind(&err),
             source: Box::new(err),
         }
     }

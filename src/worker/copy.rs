@@ -19,7 +19,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use tokio::sync::{Mutex, Semaphore};
 
 use super::plan::{self, Entry, Range};
-use crate::aws::{ErrorClass, classify, describe, error_code};
+use crate::aws::{ErrorKind, describe, error_code, kind};
 use crate::model::CopyJobSpec;
 
 /// User-metadata key holding the source ETag on copies whose ETag cannot equal the source's
@@ -43,7 +43,7 @@ pub enum CopyError {
         op: &'static str,
         bucket: String,
         message: String,
-        class: ErrorClass,
+        kind: ErrorKind,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -129,7 +129,7 @@ where
         op,
         bucket: bucket.to_string(),
         message: describe(&err),
-        class: classify(&err),
+        kind: kind(&err),
         source: Box::new(err),
     }
 }
@@ -145,14 +145,14 @@ fn object_err<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    match classify(&err) {
-        ErrorClass::Terminal | ErrorClass::Conflict => Ok(Copied::Failed(ObjectFailure {
-            key: key.to_string(),
-            code: error_code(&err),
-            reason: format!("{op}: {}", describe(&err)),
-        })),
-        ErrorClass::Retryable | ErrorClass::Throttled => Err(s3_err(op, bucket, err)),
+    if kind(&err).is_retryable() {
+        return Err(s3_err(op, bucket, err));
     }
+    Ok(Copied::Failed(ObjectFailure {
+        key: key.to_string(),
+        code: error_code(&err),
+        reason: format!("{op}: {}", describe(&err)),
+    }))
 }
 
 /// A key as listed with `encoding-type=url`: percent-encoded, with `+` for a space.
@@ -338,7 +338,7 @@ impl Copier {
                 .metadata()
                 .and_then(|m| m.get(SOURCE_ETAG_KEY))
                 .is_some_and(|e| e == &src.etag))),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(Ok(false)),
+            Err(e) if kind(&e) == ErrorKind::NotFound => Ok(Ok(false)),
             Err(e) => match object_err("HeadObject", &self.spec.destination.bucket, &dst_key, e)? {
                 Copied::Failed(mut f) => {
                     f.reason = format!(
@@ -404,9 +404,9 @@ impl Copier {
                 etag: h.e_tag().unwrap_or_default().to_string(),
                 storage_class: h.storage_class().map(|c| c.as_str().to_string()),
             })),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) if kind(&e) == ErrorKind::NotFound => Ok(None),
             // Cannot tell (e.g. HEAD denied): keep the entry; the copy's own failure is recorded.
-            Err(e) if classify(&e) == ErrorClass::Terminal => Ok(Some(src.clone())),
+            Err(e) if !kind(&e).is_retryable() => Ok(Some(src.clone())),
             Err(e) => Err(s3_err("HeadObject", bucket, e)),
         }
     }
@@ -834,11 +834,9 @@ impl Copier {
                 } else {
                     format!("ACL not copied: PutObjectAcl: {}", describe(&e))
                 };
-                match classify(&e) {
-                    ErrorClass::Retryable | ErrorClass::Throttled => {
-                        Err(s3_err("PutObjectAcl", &self.spec.destination.bucket, e))
-                    }
-                    _ => Ok(Copied::DoneWithNote {
+                match kind(&e).is_retryable() {
+                    true => Err(s3_err("PutObjectAcl", &self.spec.destination.bucket, e)),
+                    false => Ok(Copied::DoneWithNote {
                         bytes,
                         note: ObjectFailure {
                             key: src_key,

@@ -38,7 +38,7 @@ use tokio::task::JoinSet;
 
 use self::copy::{Copied, Copier, CopyError, ObjectFailure, RateLimiter, Side};
 use self::plan::{Action, Filter, Range};
-use crate::aws::ErrorClass;
+use crate::aws::ErrorKind;
 use crate::model::CopyJob;
 use crate::store::runs::{Chunk, ChunkCounts, Claim, NewChunk, TaskProgress, now_ms};
 use crate::store::{Store, StoreError, spec_document};
@@ -88,14 +88,14 @@ pub enum WorkerError {
 
 impl WorkerError {
     /// Whether retrying the same work can help.
-    pub fn class(&self) -> ErrorClass {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            WorkerError::Config(_) | WorkerError::NotFound(_) | WorkerError::AssumeRole { .. } => {
-                ErrorClass::Terminal
-            }
-            WorkerError::Store(e) => e.class(),
-            WorkerError::Copy(CopyError::S3 { class, .. }) => *class,
-            WorkerError::Copy(CopyError::Cancelled) => ErrorClass::Retryable,
+            WorkerError::Config(_) => ErrorKind::Invalid,
+            WorkerError::NotFound(_) => ErrorKind::NotFound,
+            WorkerError::AssumeRole { .. } => ErrorKind::AccessDenied,
+            WorkerError::Store(e) => e.kind(),
+            WorkerError::Copy(CopyError::S3 { kind, .. }) => *kind,
+            WorkerError::Copy(CopyError::Cancelled) => ErrorKind::Retryable,
         }
     }
 
@@ -105,11 +105,8 @@ impl WorkerError {
             WorkerError::Config(_) => 2,
             WorkerError::NotFound(_) => 3,
             WorkerError::AssumeRole { .. } => 4,
-            WorkerError::Store(e) if e.class() == ErrorClass::Terminal => 4,
-            WorkerError::Copy(CopyError::S3 {
-                class: ErrorClass::Terminal,
-                ..
-            }) => 4,
+            WorkerError::Store(e) if e.kind().fails_again() => 4,
+            WorkerError::Copy(CopyError::S3 { kind, .. }) if kind.fails_again() => 4,
             _ => 1,
         }
     }
@@ -391,7 +388,7 @@ impl Worker {
                 match joined {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        if e.class() == ErrorClass::Terminal {
+                        if e.kind().fails_again() {
                             // Retrying cannot help (access denied, bad request): stop the task.
                             tracing::error!(error = %e, "work unit failed permanently; stopping");
                             first_error.get_or_insert(e);

@@ -390,6 +390,39 @@ async fn a_job_named_with_63_characters_starts_tagged_tasks_and_succeeds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_bucket_owned_by_another_account_ends_owned_by_other_and_gets_nothing() {
+    // The name is taken by the source account; the job says the destination account owns it.
+    // Every S3 call carries ExpectedBucketOwner, which S3 (and the strict layer) answers with
+    // 403 when another account owns the bucket.
+    let mut r = rig(false).await;
+    seed(&r.src, SRC_BUCKET, objects(5, "v1")).await;
+    let taker = s3(&r.emu.account_config("111111111111").await, DST_REGION);
+    create_bucket(&taker, "op-dest-taken", DST_REGION).await;
+    let (_op, _port) = r.operator("op", &[]);
+    let _agent = r.agent(None);
+    r.apply("taken", &job_yaml("taken", "op-dest-taken", ""));
+    let st = r
+        .until_phase("taken", Phase::Failed, Duration::from_secs(60))
+        .await;
+    let cond = st
+        .conditions
+        .iter()
+        .find(|c| c.kind == "DestinationReady")
+        .expect("DestinationReady condition");
+    assert_eq!(cond.status, "False");
+    assert_eq!(cond.reason, "OwnedByOther", "{cond:?}");
+    assert!(cond.message.contains("222222222222"), "{}", cond.message);
+    assert!(
+        st.run
+            .is_none_or(|run| run.tasks.iter().all(|t| t.arn.is_none()))
+    );
+    assert!(
+        listing(&taker, "op-dest-taken", "").await.is_empty(),
+        "nothing was written into another account's bucket"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_drift_is_put_back_on_the_next_resync() {
     let mut r = rig(false).await;
     // Workers that never finish keep the run active while the cloud is tampered with.
