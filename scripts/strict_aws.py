@@ -333,6 +333,58 @@ def _kms_aware_etag(self):
 FakeKey.etag = property(_kms_aware_etag)
 
 
+# Multipart initiators. moto names a fixed user as every upload's Initiator; S3 names the
+# principal that called CreateMultipartUpload (for a role session, the session's ARN), which is
+# how a copier tells its own abandoned uploads from anyone else's. This rule records the
+# caller of each CreateMultipartUpload and puts it into ListMultipartUploads' answer.
+RULES["s3-multipart-initiator"] = Rule(
+    name="s3-multipart-initiator",
+    aws="https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListMultipartUploads.html",
+    doc="ListMultipartUploads names each upload's Initiator: the principal that created it "
+        "(an assumed-role session's ARN for a role session).",
+    check=lambda req: None,
+)
+UPLOAD_INITIATORS: dict = {}
+
+
+def caller_arn(access_key: str) -> Optional[str]:
+    """The ARN of the principal behind an access key: an assumed-role session, if STS issued it."""
+    from moto.sts.models import sts_backends
+
+    for _, by_partition in list(sts_backends.items()):
+        for backend in list(by_partition.values()):
+            for role in list(backend.assumed_roles):
+                if role.access_key_id == access_key:
+                    return role.arn
+    return None
+
+
+def record_initiator(req: Request, status: str, body: bytes) -> bytes:
+    m = re.search(rb"<UploadId>([^<]+)</UploadId>", body)
+    arn = caller_arn(req.access_key)
+    if status.startswith("200") and m and arn:
+        with LOCK:
+            UPLOAD_INITIATORS[m.group(1).decode()] = arn
+    return body
+
+
+def name_initiators(req: Request, status: str, body: bytes) -> bytes:
+    def upload(m):
+        block = m.group(0)
+        uid = re.search(rb"<UploadId>([^<]+)</UploadId>", block)
+        arn = UPLOAD_INITIATORS.get(uid.group(1).decode()) if uid else None
+        if arn is None:
+            return block
+        name = arn.split("/", 1)[-1].encode()
+        return re.sub(rb"<Initiator>.*?</Initiator>",
+                      b"<Initiator><ID>" + arn.encode() + b"</ID><DisplayName>" + name + b"</DisplayName></Initiator>",
+                      block, flags=re.S)
+
+    if not status.startswith("200"):
+        return body
+    return re.sub(rb"<Upload>.*?</Upload>", upload, body, flags=re.S)
+
+
 # ---------------------------------------------------------------------------------------------
 # ECS rules (RunTask, StartTask, ListTasks)
 
@@ -452,7 +504,26 @@ class StrictAws:
             return [body]
         if req.service == "ecs" and req.target() == "RunTask" and req.json().get("clientToken"):
             return self.remember_run_task(req, environ, start_response)
+        if enabled("s3-multipart-initiator") and req.service == "s3" and "uploads" in req.query:
+            if req.method == "POST" and req.key():
+                return self.rewrite(environ, start_response, lambda st, b: record_initiator(req, st, b))
+            if req.method == "GET" and not req.key():
+                return self.rewrite(environ, start_response, lambda st, b: name_initiators(req, st, b))
         return self.app(environ, start_response)
+
+    def rewrite(self, environ, start_response, transform):
+        """Runs moto, then `transform(status, body)` over its whole answer."""
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        body = b"".join(self.app(environ, capture))
+        body = transform(captured["status"], body)
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], headers + [("Content-Length", str(len(body)))])
+        return [body]
 
     def remember_run_task(self, req: Request, environ, start_response):
         """Keeps RunTask's answer under its clientToken, so that a retry with the same token and
@@ -480,6 +551,7 @@ class StrictAws:
                     for r in RULES.values():
                         r.enabled, r.rejected = True, 0
                     RUN_TASK_TOKENS.clear()
+                    UPLOAD_INITIATORS.clear()
                 elif path == "/ferry-strict/rules":
                     change = json.loads(data or b"{}")
                     unknown = [n for n in change.get("off", []) + change.get("on", []) if n not in RULES]

@@ -118,6 +118,7 @@ impl AssumedRoles {
         let mut conf = aws_sdk_s3::config::Builder::from(&self.base)
             .credentials_provider(self.provider(role_arn).await)
             .region(aws_config::Region::new(region.to_string()))
+            .retry_config(super::s3_retry(&self.base))
             .force_path_style(self.force_path_style);
         if let Some(i) = &self.interceptor {
             conf = conf.interceptor(i.clone());

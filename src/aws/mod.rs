@@ -57,6 +57,21 @@ pub async fn load_config(opts: &AwsOptions) -> SdkConfig {
     config
 }
 
+/// The retry policy of S3 clients: the SDK's adaptive mode, which adds a client-side rate
+/// limiter that slows every request of the client down once S3 answers SlowDown or 503 (S3
+/// scales a prefix up gradually), with the configuration's attempts and backoff. Still the one
+/// retry layer of each call.
+pub fn s3_retry(config: &SdkConfig) -> RetryConfig {
+    let base = config
+        .retry_config()
+        .cloned()
+        .unwrap_or_else(RetryConfig::standard);
+    RetryConfig::adaptive()
+        .with_max_attempts(base.max_attempts())
+        .with_initial_backoff(base.initial_backoff())
+        .with_max_backoff(base.max_backoff())
+}
+
 /// Called once per AWS operation (after its retries) with service, operation and outcome
 /// (`ok`, `throttled` or `error`).
 pub type RequestSink = std::sync::Arc<dyn Fn(&str, &str, &str) + Send + Sync>;

@@ -267,6 +267,19 @@ async fn ensure_bucket(ctx: &Context, job: &CopyJob) -> Result<(), StepFailure> 
             .send()
             .await
             .map_err(|e| aws_error("S3", "PutBucketEncryption", e))?;
+        // Parts of an upload nobody completes or aborts are billed forever; S3 aborts them
+        // after 7 days with this rule (S3 User Guide, "Configuring a bucket lifecycle
+        // configuration to delete incomplete multipart uploads"). Only on buckets ferry
+        // creates: a lifecycle configuration is one document, and a user's is not ferry's.
+        s3.put_bucket_lifecycle_configuration()
+            .bucket(&dst.bucket)
+            .expected_bucket_owner(&dst.account)
+            .lifecycle_configuration(
+                desired::bucket_lifecycle().map_err(|e| ReconcileError::Invalid(e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|e| aws_error("S3", "PutBucketLifecycleConfiguration", e))?;
         Ok(())
     }
     .await;

@@ -224,6 +224,33 @@ pub fn task_tags(job: &str, run: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// The id of the lifecycle rule ferry puts on buckets it creates.
+pub const LIFECYCLE_RULE: &str = "ferry-abort-incomplete-multipart-uploads";
+
+/// The lifecycle configuration of a bucket ferry creates: incomplete multipart uploads are
+/// aborted 7 days after they began.
+pub fn bucket_lifecycle()
+-> Result<aws_sdk_s3::types::BucketLifecycleConfiguration, aws_sdk_s3::error::BuildError> {
+    use aws_sdk_s3::types::{
+        AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
+        LifecycleRule, LifecycleRuleFilter,
+    };
+    BucketLifecycleConfiguration::builder()
+        .rules(
+            LifecycleRule::builder()
+                .id(LIFECYCLE_RULE)
+                .status(ExpirationStatus::Enabled)
+                .filter(LifecycleRuleFilter::builder().prefix("").build())
+                .abort_incomplete_multipart_upload(
+                    AbortIncompleteMultipartUpload::builder()
+                        .days_after_initiation(7)
+                        .build(),
+                )
+                .build()?,
+        )
+        .build()
+}
+
 /// The environment a worker task gets as RunTask overrides.
 pub fn worker_environment(
     job: &str,

@@ -435,6 +435,16 @@ fn check_infra(
                     "the source bucket policy grants the destination role read access",
                 );
             }
+            Err(e @ policy::PolicyError::TooLarge { .. }) => {
+                // Retrying cannot shrink the policy: someone must remove statements, or use
+                // another bucket.
+                let problem = Problem {
+                    reason: "PolicyTooLarge".into(),
+                    message: format!("source bucket {}: {e}", job.spec.source.bucket),
+                    terminal: true,
+                };
+                not_ready(st, p, SOURCE_POLICY_READY, &problem);
+            }
             Err(e) => {
                 let problem = Problem {
                     reason: "InvalidBucketPolicy".into(),
@@ -1053,6 +1063,33 @@ spec:
         assert_eq!(tick.steps[0], Step::StartRun { run: "g1r2".into() });
         assert_eq!(tick.status.totals.bytes_copied, 7);
         assert_eq!(tick.status.progress, Progress::default());
+    }
+
+    #[test]
+    fn a_source_policy_that_would_pass_20_kib_fails_the_job_as_policy_too_large() {
+        let j = job("");
+        let mut infra = ready_infra(&j);
+        let statements: Vec<serde_json::Value> = (0..200)
+            .map(|i| {
+                serde_json::json!({"Sid": format!("F{i}"), "Effect": "Deny", "Principal": "*",
+                "Action": "s3:DeleteObject", "Resource": format!("arn:aws:s3:::src/{i:0>80}")})
+            })
+            .collect();
+        infra.source_policy = Ok(Some(
+            serde_json::json!({"Version": "2012-10-17", "Statement": statements}).to_string(),
+        ));
+        let p = plan(&j, None, &observed(T0, Some(infra)), &settings());
+        assert!(
+            p.steps
+                .iter()
+                .all(|s| !matches!(s, Step::PutSourcePolicy { .. } | Step::RunTask { .. }))
+        );
+        assert_eq!(p.status.phase, Phase::Failed);
+        assert_eq!(
+            cond(&p.status, SOURCE_POLICY_READY).reason,
+            "PolicyTooLarge"
+        );
+        assert!(p.blocked.unwrap().terminal);
     }
 
     #[test]

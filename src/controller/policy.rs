@@ -19,18 +19,41 @@ pub fn statement_id(job: &str) -> String {
     format!("Ferry{clean}{:08x}", hash as u32)
 }
 
+/// S3's limit on a bucket policy: 20 KB (20,480 bytes) without whitespace (S3 User Guide,
+/// "Adding a bucket policy by using the Amazon S3 console": "Bucket policies are limited to
+/// 20 KB in size").
+pub const MAX_POLICY_BYTES: usize = 20_480;
+
+/// A key prefix as a literal inside a policy's `Resource` or `StringLike` value: `*`, `?` and
+/// `$` are policy syntax there, written `${*}`, `${?}` and `${$}` to mean themselves (IAM User
+/// Guide, "IAM JSON policy elements: Resource": "special characters").
+pub fn literal(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        match c {
+            '*' | '?' | '$' => {
+                out.push_str("${");
+                out.push(c);
+                out.push('}');
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The statement that lets the job's destination role list and read the source bucket/prefix.
 pub fn statement(job: &CopyJob) -> Value {
     let src = &job.spec.source;
     let bucket_arn = format!("arn:aws:s3:::{}", src.bucket);
-    let mut actions = vec!["s3:GetObject", "s3:GetObjectVersion"];
+    let mut actions = vec!["s3:GetObject"];
     if job.spec.copy.tags {
         actions.push("s3:GetObjectTagging");
     }
     if job.spec.copy.acl {
         actions.push("s3:GetObjectAcl");
     }
-    let objects = format!("{bucket_arn}/{}*", src.prefix);
+    let objects = format!("{bucket_arn}/{}*", literal(&src.prefix));
     let mut list = json!({
         "Effect": "Allow",
         "Principal": { "AWS": job.spec.destination.role_arn },
@@ -38,7 +61,8 @@ pub fn statement(job: &CopyJob) -> Value {
         "Resource": bucket_arn,
     });
     if !src.prefix.is_empty() {
-        list["Condition"] = json!({ "StringLike": { "s3:prefix": [format!("{}*", src.prefix)] } });
+        list["Condition"] =
+            json!({ "StringLike": { "s3:prefix": [format!("{}*", literal(&src.prefix))] } });
     }
     // One Sid per job covers both statements: the list statement gets the Sid + "List".
     let sid = statement_id(&job.metadata.name);
@@ -62,6 +86,10 @@ pub enum PolicyError {
     Json(#[source] serde_json::Error),
     #[error("the bucket policy has no `Statement` list")]
     NoStatements,
+    #[error(
+        "with ferry's statements the bucket policy would have {bytes} bytes; S3 allows {MAX_POLICY_BYTES}"
+    )]
+    TooLarge { bytes: usize },
 }
 
 fn is_ours(statement: &Value, sid: &str) -> bool {
@@ -90,9 +118,11 @@ pub fn merge(existing: Option<&str>, job: &CopyJob) -> Result<Option<String>, Po
     if let Value::Array(new) = ours {
         statements.extend(new);
     }
-    Ok(Some(
-        serde_json::to_string(&doc).map_err(PolicyError::Json)?,
-    ))
+    let text = serde_json::to_string(&doc).map_err(PolicyError::Json)?;
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(PolicyError::TooLarge { bytes: text.len() });
+    }
+    Ok(Some(text))
 }
 
 /// The policy without ferry's statements for `job`: `Ok(None)` if there were none,
@@ -206,6 +236,58 @@ spec:
             "empty policy is deleted"
         );
         assert_eq!(remove(None, "logs").unwrap(), None);
+    }
+
+    #[test]
+    fn wildcards_in_a_prefix_are_written_as_literals() {
+        let cases = [
+            ("plain/", "plain/"),
+            ("a*b/", "a${*}b/"),
+            ("what?/", "what${?}/"),
+            ("$HOME/", "${$}HOME/"),
+            ("${*}", "${$}{${*}}"),
+            ("ü/", "ü/"),
+        ];
+        for (prefix, want) in cases {
+            assert_eq!(literal(prefix), want, "{prefix}");
+        }
+        let st = statement(&job("logs", "a*b/"));
+        assert_eq!(st[0]["Condition"]["StringLike"]["s3:prefix"][0], "a${*}b/*");
+        assert_eq!(st[1]["Resource"], "arn:aws:s3:::src/a${*}b/*");
+    }
+
+    #[test]
+    fn the_statement_grants_no_action_ferry_does_not_use() {
+        let st = statement(&job("logs", ""));
+        // Tags are kept by default; versions are never read (copies name no versionId).
+        assert_eq!(
+            st[1]["Action"],
+            json!(["s3:GetObject", "s3:GetObjectTagging"])
+        );
+        assert_eq!(st[0]["Action"], json!(["s3:ListBucket"]));
+    }
+
+    #[test]
+    fn a_merge_that_would_pass_20_kib_is_refused_and_one_just_under_is_written() {
+        let filler = |n: usize| {
+            let statements: Vec<Value> = (0..n)
+                .map(|i| {
+                    json!({"Sid": format!("F{i}"), "Effect": "Deny", "Principal": "*",
+                    "Action": "s3:DeleteObject", "Resource": format!("arn:aws:s3:::src/{i:0>80}")})
+                })
+                .collect();
+            json!({"Version": "2012-10-17", "Statement": statements}).to_string()
+        };
+        let mut n = 1;
+        while merge(Some(&filler(n + 1)), &job("logs", "")).is_ok() {
+            n += 1;
+        }
+        let fits = merge(Some(&filler(n)), &job("logs", "")).unwrap().unwrap();
+        assert!(fits.len() <= MAX_POLICY_BYTES);
+        match merge(Some(&filler(n + 1)), &job("logs", "")) {
+            Err(PolicyError::TooLarge { bytes }) => assert!(bytes > MAX_POLICY_BYTES),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

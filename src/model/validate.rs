@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::load::Document;
-use super::types::{API_VERSION, CopyJob, EncryptionKind, KIND, RunMode};
+use super::types::{API_VERSION, CopyJob, EncryptionKind, KIND, ObjectOwnership, RunMode};
 
 /// One problem in one field of one document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,6 +275,13 @@ pub fn validate(job: &CopyJob) -> Vec<Problem> {
                 }
             }
             (EncryptionKind::SseS3, None) => {}
+        }
+        // A bucket with ACLs disabled refuses every ACL (AccessControlListNotSupported).
+        if s.copy.acl && create.object_ownership == ObjectOwnership::BucketOwnerEnforced {
+            p.push(Problem::field(
+                "spec.copy.acl",
+                "needs a destination bucket that takes ACLs: set spec.destination.create.objectOwnership to BucketOwnerPreferred or ObjectWriter (BucketOwnerEnforced, the default, disables ACLs)",
+            ));
         }
     }
     for (name, patterns) in [("include", &s.copy.include), ("exclude", &s.copy.exclude)] {

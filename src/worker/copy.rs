@@ -644,6 +644,14 @@ impl Copier {
                 reason: "CreateMultipartUpload returned no upload id".into(),
             }));
         };
+        let upload = OpenUpload {
+            client: self.dst.clone(),
+            bucket: bucket.clone(),
+            key: dst_key.clone(),
+            owner: self.spec.destination.account.clone(),
+            id: upload_id.clone(),
+            open: true,
+        };
         let result = self
             .copy_parts(src, &src_key, &dst_key, &upload_id, threshold, stop)
             .await;
@@ -665,25 +673,16 @@ impl Copier {
                     .send()
                     .await;
                 match done {
-                    Ok(_) => return Ok(Copied::Done { bytes: src.size }),
+                    Ok(_) => {
+                        upload.completed();
+                        return Ok(Copied::Done { bytes: src.size });
+                    }
                     Err(e) => object_err("CompleteMultipartUpload", &bucket, &src_key, e),
                 }
             }
             Err(failed) => failed,
         };
-        // Never leave an incomplete upload behind: it is billed until aborted.
-        let abort = self
-            .dst
-            .abort_multipart_upload()
-            .bucket(&bucket)
-            .key(&dst_key)
-            .expected_bucket_owner(&self.spec.destination.account)
-            .upload_id(&upload_id)
-            .send()
-            .await;
-        if let Err(e) = abort {
-            tracing::warn!(key = %dst_key, error = %describe(&e), "could not abort multipart upload");
-        }
+        upload.abort().await;
         outcome
     }
 
@@ -773,7 +772,9 @@ impl Copier {
         Ok(parts)
     }
 
-    /// Copies the source object's ACL grants (as `x-amz-grant-*` headers) to the copy.
+    /// Copies the source object's ACL grants (as `x-amz-grant-*` headers) to the copy, except
+    /// the grants to the source object's owner: replayed, they would give the source account
+    /// control of the copy. The copy's owner (the destination account) keeps its own rights.
     async fn copy_acl(&self, src: &Entry, bytes: u64) -> Result<Copied, CopyError> {
         let (src_key, dst_key) = self.keys(&src.rel);
         self.throttle().await;
@@ -797,11 +798,15 @@ impl Copier {
                 );
             }
         };
+        let source_owner = acl.owner().and_then(|o| o.id());
         let mut grants: HashMap<&str, Vec<String>> = HashMap::new();
         for g in acl.grants() {
             let (Some(grantee), Some(perm)) = (g.grantee(), g.permission()) else {
                 continue;
             };
+            if grantee.id().is_some() && grantee.id() == source_owner {
+                continue;
+            }
             let who = if let Some(id) = grantee.id() {
                 format!("id=\"{id}\"")
             } else if let Some(uri) = grantee.uri() {
@@ -894,6 +899,49 @@ impl Copier {
         Ok((deleted, failures))
     }
 
+    /// Aborts the incomplete multipart uploads under the destination prefix that `job`'s
+    /// workers initiated (see [`initiated_by_job`]); uploads of anyone else are left alone.
+    /// Returns how many were aborted. Needs `s3:ListBucketMultipartUploads` and
+    /// `s3:AbortMultipartUpload` on the destination.
+    pub async fn sweep_uploads(&self, job: &str) -> Result<u64, CopyError> {
+        let dst = &self.spec.destination;
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        let mut aborted = 0;
+        loop {
+            self.throttle().await;
+            let page = self
+                .dst
+                .list_multipart_uploads()
+                .bucket(&dst.bucket)
+                .expected_bucket_owner(&dst.account)
+                .prefix(&dst.prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| s3_err("ListMultipartUploads", &dst.bucket, e))?;
+            for u in page.uploads() {
+                let ours = u
+                    .initiator()
+                    .and_then(|i| i.id())
+                    .is_some_and(|id| initiated_by_job(id, job));
+                if let (true, Some(key), Some(id)) = (ours, u.key(), u.upload_id()) {
+                    self.throttle().await;
+                    abort_upload(&self.dst, &dst.bucket, key, &dst.account, id).await;
+                    aborted += 1;
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(aborted);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && id_marker.is_none() {
+                return Ok(aborted);
+            }
+        }
+    }
+
     /// Writes a chunk's failures as JSON lines to the job's report location.
     pub async fn write_report(
         &self,
@@ -928,6 +976,94 @@ impl Copier {
     }
 }
 
+/// An incomplete multipart upload of the destination, aborted unless completed: explicitly on
+/// every error path, and from `Drop` when the copy's future is dropped half-way (its task
+/// aborted, the worker shutting down), because parts are billed until the upload is aborted
+/// (S3 User Guide, "Aborting a multipart upload"). A killed process leaves it behind; the
+/// run's sweep ([`Copier::sweep_uploads`]) and the lifecycle rule of buckets ferry creates
+/// remove those.
+struct OpenUpload {
+    client: Client,
+    bucket: String,
+    key: String,
+    owner: String,
+    id: String,
+    open: bool,
+}
+
+impl OpenUpload {
+    fn completed(mut self) {
+        self.open = false;
+    }
+
+    async fn abort(mut self) {
+        self.open = false;
+        abort_upload(&self.client, &self.bucket, &self.key, &self.owner, &self.id).await;
+    }
+}
+
+impl Drop for OpenUpload {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (client, bucket, key, owner, id) = (
+            self.client.clone(),
+            std::mem::take(&mut self.bucket),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.owner),
+            std::mem::take(&mut self.id),
+        );
+        runtime.spawn(async move { abort_upload(&client, &bucket, &key, &owner, &id).await });
+    }
+}
+
+async fn abort_upload(client: &Client, bucket: &str, key: &str, owner: &str, id: &str) {
+    let abort = client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .expected_bucket_owner(owner)
+        .upload_id(id)
+        .send()
+        .await;
+    match abort {
+        Ok(_) => tracing::debug!(key, upload = id, "aborted multipart upload"),
+        Err(e) if kind(&e) == ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(key, upload = id, error = %describe(&e), "could not abort multipart upload")
+        }
+    }
+}
+
+/// The role session name the worker's destination credentials use for `job` (IAM allows 64
+/// characters of `[\w+=,.@-]`); multipart uploads it initiates name it in `Initiator.ID`.
+pub fn session_name(job: &str, task: &str) -> String {
+    format!("ferry-{job}-{task}")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "=,.@-_".contains(*c))
+        .take(64)
+        .collect()
+}
+
+/// Whether an upload's `Initiator.ID` (for a role session: its ARN,
+/// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`) names a session of `job`'s workers.
+pub fn initiated_by_job(initiator: &str, job: &str) -> bool {
+    let Some((_, session)) = initiator
+        .split_once(":assumed-role/")
+        .and_then(|(_, rest)| rest.split_once('/'))
+    else {
+        return false;
+    };
+    // `ferry-JOB-TASK`: task ids have no `-`, so job `a` never claims job `a-b`'s sessions.
+    session
+        .strip_prefix(&session_name(job, ""))
+        .is_some_and(|task| !task.contains('-'))
+}
+
 /// What a multipart copy (or an ETag-recording copy) must set itself.
 #[derive(Debug, Clone, Default)]
 struct SourceHeaders {
@@ -943,6 +1079,34 @@ struct SourceHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uploads_are_recognised_by_the_session_names_of_their_jobs_workers() {
+        let arn = |session: &str| format!("arn:aws:sts::222222222222:assumed-role/dst/{session}");
+        let cases = [
+            (arn("ferry-a-s0a1"), "a", true),
+            (arn("ferry-a-b-s0a1"), "a", false),
+            (arn("ferry-a-b-s0a1"), "a-b", true),
+            (arn("someone-else"), "a", false),
+            (
+                "arn:aws:iam::222222222222:user/ferry-a-s0a1".to_string(),
+                "a",
+                false,
+            ),
+            (
+                "75aa57f09aa0c8caeab4f8c24e99d10f8e7faeebf76c078efc7c6caea54ba06a".into(),
+                "a",
+                false,
+            ),
+        ];
+        for (initiator, job, want) in cases {
+            assert_eq!(initiated_by_job(&initiator, job), want, "{initiator} {job}");
+        }
+        let long = "n".repeat(63);
+        let session = session_name(&long, "s0a1");
+        assert_eq!(session.len(), 64);
+        assert!(initiated_by_job(&arn(&session), &long));
+    }
 
     #[test]
     fn listed_keys_are_url_decoded_with_plus_as_space() {

@@ -44,12 +44,7 @@ pub async fn destination_provider(
     role_arn: &str,
     cfg: &WorkerConfig,
 ) -> (SharedCredentialsProvider, Arc<AtomicU64>) {
-    let session = format!("ferry-{}-{}", cfg.job, cfg.task);
-    let session: String = session
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "=,.@-_".contains(*c))
-        .take(64)
-        .collect();
+    let session = super::copy::session_name(&cfg.job, &cfg.task);
     let inner = AssumeRoleProvider::builder(role_arn)
         .session_name(session)
         .session_length(cfg.session)

@@ -229,6 +229,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         let conf = aws_sdk_s3::config::Builder::from(base)
             .credentials_provider(provider.clone())
             .region(aws_config::Region::new(region.to_string()))
+            .retry_config(crate::aws::s3_retry(base))
             .force_path_style(cfg.force_path_style)
             .build();
         aws_sdk_s3::Client::from_conf(conf)
@@ -285,6 +286,18 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         (Ok(()), true) => "stopped",
         (Ok(()), false) => "done",
     };
+    if state == "done" {
+        // The run is complete: no copy of it is in flight, so any upload its workers left
+        // (a killed task cannot abort its own) is abandoned.
+        match worker.copier.sweep_uploads(&worker.cfg.job).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                aborted = n,
+                "aborted incomplete multipart uploads the run left"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not sweep incomplete multipart uploads"),
+        }
+    }
     worker.write_progress(state).await;
     tracing::info!(
         state,

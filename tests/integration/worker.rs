@@ -510,6 +510,103 @@ fn bulk(n: usize) -> Vec<Obj> {
         .collect()
 }
 
+/// The incomplete multipart uploads of a bucket: (key, initiator id).
+async fn uploads(client: &Client, bucket: &str) -> Vec<(String, String)> {
+    let out = client
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("list multipart uploads");
+    out.uploads()
+        .iter()
+        .map(|u| {
+            (
+                u.key().unwrap_or_default().to_string(),
+                u.initiator()
+                    .and_then(|i| i.id())
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_multipart_copy_killed_half_way_leaves_no_incomplete_upload_once_the_run_ends() {
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-mpu", SRC_REGION).await;
+    let dst = w.dst("us-east-1");
+    create_bucket(&dst, "dst-mpu", "us-east-1").await;
+    seed(
+        &w.src,
+        "src-mpu",
+        vec![Obj::new("big.bin", &vec![9u8; 16 * 1024 * 1024])],
+    )
+    .await;
+    // Someone else's upload under the same prefix: not ferry's to abort.
+    dst.create_multipart_upload()
+        .bucket("dst-mpu")
+        .key("users-own-upload")
+        .send()
+        .await
+        .expect("a foreign upload");
+    // Two requests a second: the four part copies take seconds, time enough to kill the task.
+    w.job(
+        "mpu",
+        ("src-mpu", ""),
+        ("dst-mpu", "", "us-east-1"),
+        "multipartThresholdMiB: 5",
+        "maxRequestsPerSecond: 2",
+    )
+    .await;
+    let mut env = w.emu.worker_env("mpu", "r1", "victim");
+    env.push(("FERRY_LEASE_SECONDS".into(), "3".into()));
+    let mut victim = spawn_ferry(&["worker"], &env, &w.log("victim"));
+    let dst_ref = &dst;
+    eventually(
+        "the copy's upload to begin",
+        Duration::from_secs(60),
+        || async { (uploads(dst_ref, "dst-mpu").await.len() == 2).then_some(()) },
+    )
+    .await;
+    victim.kill();
+    let left = uploads(&dst, "dst-mpu").await;
+    assert!(
+        left.iter()
+            .any(|(k, who)| k == "big.bin" && who.contains("assumed-role/dst/ferry-mpu-victim")),
+        "the killed task left its upload, initiated by its role session: {left:?}"
+    );
+
+    let code = w
+        .run_worker("mpu", "r1", "rescuer", &[("FERRY_LEASE_SECONDS", "3")])
+        .await;
+    assert_eq!(
+        code,
+        0,
+        "{}",
+        std::fs::read_to_string(w.log("rescuer")).unwrap()
+    );
+    let head = dst
+        .head_object()
+        .bucket("dst-mpu")
+        .key("big.bin")
+        .send()
+        .await
+        .expect("the copy is complete");
+    assert_eq!(head.content_length(), Some(16 * 1024 * 1024));
+    let left: Vec<String> = uploads(&dst, "dst-mpu")
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        left,
+        ["users-own-upload"],
+        "ferry's abandoned upload is aborted, the other kept"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_run_is_resumed_by_another_and_nothing_is_lost() {
     let w = World::new(false).await;
@@ -684,6 +781,101 @@ async fn injected_slowdowns_and_dropped_connections_are_retried_and_nothing_is_l
         ),
         (600, 0)
     );
+}
+
+/// Sets a bucket's Object Ownership (buckets default to BucketOwnerEnforced: no ACLs).
+async fn allow_acls(client: &Client, bucket: &str) {
+    use aws_sdk_s3::types::{ObjectOwnership, OwnershipControls, OwnershipControlsRule};
+    client
+        .put_bucket_ownership_controls()
+        .bucket(bucket)
+        .ownership_controls(
+            OwnershipControls::builder()
+                .rules(
+                    OwnershipControlsRule::builder()
+                        .object_ownership(ObjectOwnership::ObjectWriter)
+                        .build()
+                        .expect("rule"),
+                )
+                .build()
+                .expect("controls"),
+        )
+        .send()
+        .await
+        .expect("ownership controls");
+}
+
+#[tokio::test]
+async fn copied_acls_keep_third_party_grants_and_give_the_source_owner_nothing() {
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-acl", SRC_REGION).await;
+    allow_acls(&w.src, "src-acl").await;
+    let dst = w.dst("us-east-1");
+    create_bucket(&dst, "dst-acl", "us-east-1").await;
+    allow_acls(&dst, "dst-acl").await;
+    seed(&w.src, "src-acl", vec![Obj::new("shared.txt", b"s")]).await;
+    let reader = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    w.src
+        .put_object_acl()
+        .bucket("src-acl")
+        .key("shared.txt")
+        .grant_read(format!("id=\"{reader}\""))
+        .grant_full_control(format!(
+            "id=\"{}\"",
+            source_owner(&w.src, "src-acl", "shared.txt").await
+        ))
+        .send()
+        .await
+        .expect("source ACL");
+    let owner = source_owner(&w.src, "src-acl", "shared.txt").await;
+    w.job(
+        "acl",
+        ("src-acl", ""),
+        ("dst-acl", "", "us-east-1"),
+        "acl: true",
+        "",
+    )
+    .await;
+    assert_eq!(w.run_worker("acl", "r1", "t1", &[]).await, 0);
+    let acl = dst
+        .get_object_acl()
+        .bucket("dst-acl")
+        .key("shared.txt")
+        .send()
+        .await
+        .expect("destination ACL");
+    let grants: Vec<(String, String)> = acl
+        .grants()
+        .iter()
+        .filter_map(|g| {
+            Some((
+                g.grantee()?.id()?.to_string(),
+                g.permission()?.as_str().to_string(),
+            ))
+        })
+        .collect();
+    assert!(
+        grants.contains(&(reader.to_string(), "READ".to_string())),
+        "{grants:?}"
+    );
+    assert!(
+        !grants.iter().any(|(id, _)| *id == owner),
+        "the source owner's grants are not replayed: {grants:?}"
+    );
+}
+
+async fn source_owner(client: &Client, bucket: &str, key: &str) -> String {
+    client
+        .get_object_acl()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("get ACL")
+        .owner()
+        .and_then(|o| o.id())
+        .expect("owner id")
+        .to_string()
 }
 
 #[tokio::test]
