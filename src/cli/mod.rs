@@ -77,9 +77,10 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print the CopyJob JSON Schema (the content of schemas/copyjob.schema.json).
     Schema,
-    /// Print, as JSON, the IAM policies the operator would write for the jobs in the files:
-    /// each job's task role trust policy and permission policy, and ferry's statements in the
-    /// source bucket policy. For security review; touches no AWS.
+    /// Print, as JSON, the IAM policies of the jobs in the files: what the operator writes
+    /// (each job's task role trust and permission policies, ferry's statements in the source
+    /// bucket policy) and what the job needs from the roles you create (`sourceRolePolicy`,
+    /// `destinationRolePolicy`). For setup and security review; touches no AWS.
     Policies(PoliciesArgs),
     /// Copy objects for one run of a job: the entrypoint of the Fargate tasks the operator
     /// starts.
@@ -374,7 +375,7 @@ fn policies(
     global: &GlobalOptions,
     out: &mut impl Write,
 ) -> Result<ExitCode, CliError> {
-    use crate::controller::{desired, policy};
+    use crate::controller::{desired, permissions, policy};
     let docs = model::load(&a.files.files)?;
     let settings = desired::Settings {
         account: a.operator_account.clone(),
@@ -402,6 +403,8 @@ fn policies(
                 "taskRoleTrustPolicy": desired::trust_policy(&settings),
                 "taskRolePolicy": desired::task_policy(job, &settings),
                 "sourceBucketPolicy": bucket,
+                "sourceRolePolicy": permissions::source_role_policy(job),
+                "destinationRolePolicy": permissions::destination_role_policy(job),
             })
         })
         .collect();

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod desired;
 pub mod observe;
+pub mod permissions;
 pub mod plan;
 pub mod policy;
 pub mod queue;

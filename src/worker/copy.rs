@@ -111,6 +111,10 @@ pub struct Copier {
     pub src: Client,
     /// Client in the destination region (copies, destination listing).
     pub dst: Client,
+    /// Client in the region of the `copy.reportUri` bucket (the destination client when the
+    /// job has no report): S3 answers a request signed for another region with 301, which the
+    /// SDK does not follow.
+    pub report: Client,
     pub spec: Arc<CopyJobSpec>,
     pub limiter: Option<Arc<RateLimiter>>,
     /// Concurrent UploadPartCopy calls per multipart object.
@@ -899,6 +903,29 @@ impl Copier {
         Ok((deleted, failures))
     }
 
+    /// The region of `bucket` (owned by the destination account), from GetBucketLocation, which
+    /// S3 answers from any region; `None` if it cannot be read.
+    pub async fn bucket_region(&self, bucket: &str) -> Option<String> {
+        let out = self
+            .dst
+            .get_bucket_location()
+            .bucket(bucket)
+            .expected_bucket_owner(&self.spec.destination.account)
+            .send()
+            .await;
+        match out {
+            Ok(o) => Some(match o.location_constraint().map(|c| c.as_str()) {
+                None | Some("") => "us-east-1".to_string(),
+                Some("EU") => "eu-west-1".to_string(),
+                Some(r) => r.to_string(),
+            }),
+            Err(e) => {
+                tracing::warn!(bucket, error = %describe(&e), "cannot read the report bucket's region; using the destination region");
+                None
+            }
+        }
+    }
+
     /// Aborts the incomplete multipart uploads under the destination prefix that `job`'s
     /// workers initiated (see [`initiated_by_job`]); uploads of anyone else are left alone.
     /// Returns how many were aborted. Needs `s3:ListBucketMultipartUploads` and
@@ -963,10 +990,11 @@ impl Copier {
             body.push('\n');
         }
         let key = format!("{prefix}{job}/{run}/{}.jsonl", chunk.replace('#', "-"));
-        self.dst
+        self.report
             .put_object()
             .bucket(bucket)
             .key(key)
+            .expected_bucket_owner(&self.spec.destination.account)
             .content_type("application/x-ndjson")
             .body(body.into_bytes().into())
             .send()

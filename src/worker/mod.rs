@@ -234,9 +234,10 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
             .build();
         aws_sdk_s3::Client::from_conf(conf)
     };
-    let copier = Copier {
+    let mut copier = Copier {
         src: client(&spec.source.region),
         dst: client(&spec.destination.region),
+        report: client(&spec.destination.region),
         limiter: spec
             .run
             .max_requests_per_second
@@ -245,6 +246,16 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         etags_diverge: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         spec: Arc::clone(&spec),
     };
+    if let Some((bucket, _)) = spec
+        .copy
+        .report_uri
+        .as_deref()
+        .and_then(|u| crate::model::validate::parse_s3_uri(u).ok())
+    {
+        if let Some(region) = copier.bucket_region(bucket).await {
+            copier.report = client(&region);
+        }
+    }
     let boundaries = match meta.boundaries {
         Some(b) => b,
         None => {

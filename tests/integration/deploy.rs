@@ -63,7 +63,12 @@ fn the_policies_users_create_and_those_ferry_generates_pass_parliament() {
     let dir = root().join("examples/deploy/policies");
     let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
 
-    let (code, out) = parliament(&["--files", &p("destination-role-permissions.json")]);
+    let (code, out) = parliament(&[
+        "--config",
+        &p("parliament-destination-role.yaml"),
+        "--files",
+        &p("destination-role-permissions.json"),
+    ]);
     assert_eq!((code, out.trim()), (0, ""), "destination role permissions");
     let (code, out) = parliament(&[
         "--config",
@@ -97,4 +102,26 @@ fn the_policies_users_create_and_those_ferry_generates_pass_parliament() {
     }
     let (code, out) = parliament(&["--files", &files.join(",")]);
     assert_eq!((code, out.trim()), (0, ""), "ferry's generated policies");
+}
+
+#[test]
+fn the_example_role_policies_are_what_ferry_policies_prints_for_the_example_job() {
+    let out = run_ferry(
+        &["policies", "-f", "examples/jobs/logs-migration.yaml"],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let jobs: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).expect("JSON");
+    let dir = root().join("examples/deploy/policies");
+    for (kind, file) in [
+        ("sourceRolePolicy", "source-role-permissions.json"),
+        ("destinationRolePolicy", "destination-role-permissions.json"),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("read");
+        let example: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(
+            example, jobs[0][kind],
+            "{file} is `ferry policies -f examples/jobs/logs-migration.yaml` .{kind}"
+        );
+    }
 }

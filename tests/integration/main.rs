@@ -6,5 +6,5 @@ mod cli;
 mod deploy;
 mod observability;
 mod operator;
-mod strict;
+pub mod strict;
 mod worker;

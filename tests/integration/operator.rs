@@ -423,6 +423,83 @@ async fn a_destination_bucket_owned_by_another_account_ends_owned_by_other_and_g
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_run_and_deletion_need_exactly_the_role_permissions_ferry_policies_prints() {
+    // The source and destination roles get exactly what `ferry policies` prints; the strict
+    // layer evaluates every S3 request against them (and, across accounts, against the source
+    // bucket policy ferry writes), so a missing action fails the run.
+    let mut r = rig(false).await;
+    seed(&r.src, SRC_BUCKET, objects(30, "v1")).await;
+    let yaml = job_yaml("perms", "op-dest-perms", "")
+        .replace("create: {}", "create: { versioning: true }");
+    let file = write_file(r.dir.path(), "perms.yaml", &yaml);
+    let out = r
+        .emu
+        .ferry(&["policies", "-f", file.to_str().expect("path")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let printed: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).expect("JSON");
+    let (source_policy, destination_policy) = (
+        &printed[0]["sourceRolePolicy"],
+        &printed[0]["destinationRolePolicy"],
+    );
+    crate::strict::role_with_policy(
+        &r.emu,
+        "111111111111",
+        "ferry-source",
+        &source_policy.to_string(),
+    )
+    .await;
+    crate::strict::role_with_policy(
+        &r.emu,
+        "222222222222",
+        "ferry-destination",
+        &destination_policy.to_string(),
+    )
+    .await;
+    let (_op, _port) = r.operator("op", &[]);
+    let _agent = r.agent(None);
+    r.apply("perms", &yaml);
+    let st = r
+        .until_phase("perms", Phase::Succeeded, Duration::from_secs(120))
+        .await;
+    assert_eq!(st.progress.objects_copied, 30);
+    assert_eq!(
+        listing(&r.dst, "op-dest-perms", "").await,
+        listing(&r.src, SRC_BUCKET, "").await
+    );
+    let out = r.emu.ferry(&["delete", "perms"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    r.until("the job to be removed", Duration::from_secs(60), || async {
+        r.store.get_job("perms").await.ok().filter(Option::is_none)
+    })
+    .await;
+    assert_eq!(
+        r.emu.strict_rejections("iam-s3-permissions"),
+        0,
+        "no request was refused"
+    );
+
+    let used: BTreeMap<String, Vec<String>> = serde_json::from_str(
+        &crate::support::http_get(r.emu.port, "/ferry-strict/permissions").expect("permissions"),
+    )
+    .expect("JSON");
+    let documented = |p: &serde_json::Value| ferry::controller::permissions::actions(p);
+    assert_eq!(
+        used["arn:aws:iam::111111111111:role/ferry-source"],
+        documented(source_policy),
+        "the source role used every action it was given"
+    );
+    // Aborting an upload happens only when a multipart copy fails; this run has none.
+    let mut dst_used = used["arn:aws:iam::222222222222:role/ferry-destination"].clone();
+    dst_used.push("s3:AbortMultipartUpload".into());
+    dst_used.sort();
+    assert_eq!(
+        dst_used,
+        documented(destination_policy),
+        "the destination role used every action it was given"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_drift_is_put_back_on_the_next_resync() {
     let mut r = rig(false).await;
     // Workers that never finish keep the run active while the cloud is tampered with.

@@ -589,3 +589,97 @@ async fn ecs_refuses_more_than_10_tasks_per_call_overrides_over_8192_characters_
     emu.strict_off(&["ecs-run-task-count"]);
     base().count(11).send().await.expect("moto alone starts 11");
 }
+
+/// An SDK configuration acting as `role_arn` (created beforehand).
+async fn as_role(emu: &Emulator, role_arn: &str) -> aws_config::SdkConfig {
+    let base = emu.sdk_config().await;
+    let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+        .session_name("strict-test")
+        .configure(&base)
+        .build()
+        .await;
+    base.into_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
+        .build()
+}
+
+/// Creates `name` in `account` with one inline policy.
+pub async fn role_with_policy(emu: &Emulator, account: &str, name: &str, policy: &str) {
+    let iam = aws_sdk_iam::Client::new(&emu.account_config(account).await);
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#;
+    iam.create_role()
+        .role_name(name)
+        .assume_role_policy_document(trust)
+        .send()
+        .await
+        .expect("create role");
+    iam.put_role_policy()
+        .role_name(name)
+        .policy_name("permissions")
+        .policy_document(policy)
+        .send()
+        .await
+        .expect("put role policy");
+}
+
+#[tokio::test]
+async fn s3_requests_of_a_role_need_its_policy_and_across_accounts_the_bucket_policy_too() {
+    let emu = Emulator::start();
+    let own = s3(&emu.account_config("222222222222").await, "us-east-1");
+    let other = s3(&emu.account_config("111111111111").await, "us-east-1");
+    bucket(&own, "strict-perm", "us-east-1").await;
+    bucket(&other, "strict-foreign", "us-east-1").await;
+    for k in ["allowed/a", "denied/b"] {
+        put(&own, "strict-perm", k, b"x").await;
+    }
+    put(&other, "strict-foreign", "x", b"x").await;
+    role_with_policy(
+        &emu,
+        "222222222222",
+        "reader",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject",
+            "Resource":["arn:aws:s3:::strict-perm/allowed/*","arn:aws:s3:::strict-foreign/*"]}]}"#,
+    )
+    .await;
+    let reader = s3(
+        &as_role(&emu, "arn:aws:iam::222222222222:role/reader").await,
+        "us-east-1",
+    );
+    let get = |b: &'static str, k: &'static str| {
+        let reader = reader.clone();
+        async move { reader.get_object().bucket(b).key(k).send().await }
+    };
+    get("strict-perm", "allowed/a")
+        .await
+        .expect("allowed by the role's policy");
+    let err = get("strict-perm", "denied/b")
+        .await
+        .expect_err("outside the role's policy");
+    assert_eq!(err.code(), Some("AccessDenied"));
+    let err = get("strict-foreign", "x")
+        .await
+        .expect_err("another account's bucket without a grant");
+    assert_eq!(err.code(), Some("AccessDenied"));
+    other
+        .put_bucket_policy()
+        .bucket("strict-foreign")
+        .policy(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
+            "Principal":{"AWS":"arn:aws:iam::222222222222:role/reader"},
+            "Action":"s3:GetObject","Resource":"arn:aws:s3:::strict-foreign/*"}]}"#,
+        )
+        .send()
+        .await
+        .expect("grant the reader");
+    get("strict-foreign", "x")
+        .await
+        .expect("both the role's and the bucket's policy allow it");
+    assert_eq!(emu.strict_rejections("iam-s3-permissions"), 2);
+
+    emu.strict_off(&["iam-s3-permissions"]);
+    get("strict-perm", "denied/b")
+        .await
+        .expect("moto alone evaluates no policy");
+}

@@ -81,7 +81,30 @@ spec:
         let problems = ferry::model::validate::validate(&job);
         assert!(problems.is_empty(), "{problems:?}");
         self.store.create_spec(&job, None).await.expect("store job");
+        self.grant_source(&job).await;
         job
+    }
+
+    /// Does what the operator does before any task runs: puts ferry's statement for `job` into
+    /// the source bucket's policy, so the destination role may list and read the source (the
+    /// strict layer, like S3, refuses cross-account reads the bucket policy does not allow).
+    pub async fn grant_source(&self, job: &CopyJob) {
+        let bucket = &job.spec.source.bucket;
+        let current = match self.src.get_bucket_policy().bucket(bucket).send().await {
+            Ok(p) => p.policy().map(str::to_string),
+            Err(_) => None,
+        };
+        if let Some(doc) = ferry::controller::policy::merge(current.as_deref(), job)
+            .expect("merge ferry's statement")
+        {
+            self.src
+                .put_bucket_policy()
+                .bucket(bucket)
+                .policy(doc)
+                .send()
+                .await
+                .expect("source bucket policy");
+        }
     }
 
     /// Runs `ferry worker` to completion and returns its exit code.
@@ -987,7 +1010,10 @@ async fn archived_objects_are_reported_per_object_and_do_not_fail_the_run() {
     create_bucket(&w.src, "src-arch", SRC_REGION).await;
     let dst = w.dst("us-east-1");
     create_bucket(&dst, "dst-arch", "us-east-1").await;
-    create_bucket(&dst, "dst-reports", "us-east-1").await;
+    // The report bucket is in another region than the destination: written with a client of
+    // its own region (S3 answers other regions with 301).
+    let reports_client = w.dst("eu-central-1");
+    create_bucket(&reports_client, "dst-reports", "eu-central-1").await;
     let mut objects = bulk(30);
     for i in 0..3 {
         let mut o = Obj::new(&format!("cold/archived-{i}"), b"frozen");
@@ -1026,10 +1052,10 @@ async fn archived_objects_are_reported_per_object_and_do_not_fail_the_run() {
         failures.iter().all(|(_, r)| r.contains("CopyObject")),
         "{failures:?}"
     );
-    let reports = listing(&dst, "dst-reports", "ferry/arch/r1/").await;
+    let reports = listing(&reports_client, "dst-reports", "ferry/arch/r1/").await;
     let mut lines = Vec::new();
     for key in reports.keys() {
-        let body = dst
+        let body = reports_client
             .get_object()
             .bucket("dst-reports")
             .key(key)

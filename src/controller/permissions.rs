@@ -1,0 +1,229 @@
+//! The IAM permissions a job needs from the two roles its users create: the source role (the
+//! operator manages ferry's statement in the source bucket policy with it) and the destination
+//! role (the operator checks and creates the destination bucket, the workers copy with it).
+//! `ferry policies` prints them; README and `examples/deploy/policies/` show them; the strict
+//! emulator layer evaluates them on every S3 request of a full run (tests/integration). Pure.
+//!
+//! Each action is here because a call needs it (S3 User Guide, "Required permissions for Amazon
+//! S3 API operations"): HeadBucket and ListObjectsV2 need `s3:ListBucket`, HeadObject needs
+//! `s3:GetObject`, CopyObject needs `s3:GetObject` on the source and `s3:PutObject` on the
+//! destination (with tags kept, `s3:GetObjectTagging` and `s3:PutObjectTagging`), a multipart
+//! upload needs `s3:PutObject` and, to abort, `s3:AbortMultipartUpload`, CreateBucket with
+//! Object Ownership needs `s3:PutBucketOwnershipControls`.
+
+use serde_json::{Value, json};
+
+use super::policy::literal;
+use crate::model::CopyJob;
+
+/// The source role's permissions: read and rewrite the source bucket's policy (ferry's own
+/// statements only; the policy is deleted only when nothing else is left in it).
+pub fn source_role_policy(job: &CopyJob) -> Value {
+    let bucket = format!("arn:aws:s3:::{}", job.spec.source.bucket);
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "ManageFerryStatementInBucketPolicy",
+            "Effect": "Allow",
+            "Action": ["s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy"],
+            "Resource": bucket,
+        }]
+    })
+}
+
+/// The destination role's permissions: list and read the source prefix, check (and, with
+/// `destination.create`, create and configure) the destination bucket, write the destination
+/// prefix and the report.
+pub fn destination_role_policy(job: &CopyJob) -> Value {
+    let s = &job.spec;
+    let src = format!("arn:aws:s3:::{}", s.source.bucket);
+    let dst = format!("arn:aws:s3:::{}", s.destination.bucket);
+
+    let mut read = vec!["s3:GetObject"];
+    if s.copy.tags {
+        read.push("s3:GetObjectTagging");
+    }
+    if s.copy.acl {
+        read.push("s3:GetObjectAcl");
+    }
+    let mut list_source = json!({
+        "Sid": "ListSource",
+        "Effect": "Allow",
+        "Action": "s3:ListBucket",
+        "Resource": src,
+    });
+    if !s.source.prefix.is_empty() {
+        list_source["Condition"] =
+            json!({ "StringLike": { "s3:prefix": [format!("{}*", literal(&s.source.prefix))] } });
+    }
+    let mut bucket = vec!["s3:ListBucket", "s3:ListBucketMultipartUploads"];
+    if let Some(create) = &s.destination.create {
+        bucket.extend([
+            "s3:CreateBucket",
+            "s3:PutBucketOwnershipControls",
+            "s3:PutEncryptionConfiguration",
+            "s3:PutLifecycleConfiguration",
+        ]);
+        if create.versioning {
+            bucket.push("s3:PutBucketVersioning");
+        }
+    }
+    let mut write = vec!["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"];
+    if s.copy.tags {
+        write.push("s3:PutObjectTagging");
+    }
+    if s.copy.acl {
+        write.push("s3:PutObjectAcl");
+    }
+    if s.copy.delete_extraneous {
+        write.push("s3:DeleteObject");
+    }
+    let mut statements = vec![
+        json!({
+            "Sid": "ReadSource",
+            "Effect": "Allow",
+            "Action": read,
+            "Resource": format!("{src}/{}*", literal(&s.source.prefix)),
+        }),
+        list_source,
+        json!({
+            "Sid": "DestinationBucket",
+            "Effect": "Allow",
+            "Action": bucket,
+            "Resource": dst,
+        }),
+        json!({
+            "Sid": "WriteDestination",
+            "Effect": "Allow",
+            "Action": write,
+            "Resource": format!("{dst}/{}*", literal(&s.destination.prefix)),
+        }),
+    ];
+    if let Some((bucket, prefix)) = s
+        .copy
+        .report_uri
+        .as_deref()
+        .and_then(|u| crate::model::validate::parse_s3_uri(u).ok())
+    {
+        let report = format!("arn:aws:s3:::{bucket}");
+        statements.push(json!({
+            "Sid": "WriteReport",
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": format!("{report}/{}*", literal(prefix)),
+        }));
+        statements.push(json!({
+            "Sid": "FindReportBucketRegion",
+            "Effect": "Allow",
+            "Action": "s3:GetBucketLocation",
+            "Resource": report,
+        }));
+    }
+    json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// Every action a policy document allows, sorted and without duplicates.
+pub fn actions(policy: &Value) -> Vec<String> {
+    let mut out: Vec<String> = policy["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|st| match &st["Action"] {
+            Value::String(a) => vec![a.clone()],
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(copy: &str, create: &str, prefix: &str) -> CopyJob {
+        let yaml = format!(
+            r#"apiVersion: ferry.dev/v1alpha1
+kind: CopyJob
+metadata: {{ name: j }}
+spec:
+  source: {{ account: "111111111111", region: eu-west-1, bucket: src, prefix: "{prefix}", roleArn: "arn:aws:iam::111111111111:role/s" }}
+  destination: {{ account: "222222222222", region: us-east-1, bucket: dst, prefix: "out/", roleArn: "arn:aws:iam::222222222222:role/d"{create} }}
+  copy: {{ {copy} }}
+"#
+        );
+        serde_yaml_ng::from_str(&yaml).expect("job")
+    }
+
+    #[test]
+    fn each_option_adds_exactly_the_actions_its_calls_need() {
+        let base = actions(&destination_role_policy(&job("tags: false", "", "")));
+        assert_eq!(
+            base,
+            [
+                "s3:AbortMultipartUpload",
+                "s3:GetObject",
+                "s3:ListBucket",
+                "s3:ListBucketMultipartUploads",
+                "s3:PutObject"
+            ]
+        );
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("", "", &["s3:GetObjectTagging", "s3:PutObjectTagging"]),
+            (
+                "tags: false, acl: true",
+                "",
+                &["s3:GetObjectAcl", "s3:PutObjectAcl"],
+            ),
+            (
+                "tags: false, deleteExtraneous: true",
+                "",
+                &["s3:DeleteObject"],
+            ),
+            (
+                "tags: false",
+                ", create: { versioning: true }",
+                &[
+                    "s3:CreateBucket",
+                    "s3:PutBucketOwnershipControls",
+                    "s3:PutBucketVersioning",
+                    "s3:PutEncryptionConfiguration",
+                    "s3:PutLifecycleConfiguration",
+                ],
+            ),
+            (
+                "tags: false, reportUri: \"s3://reports/ferry/\"",
+                "",
+                &["s3:GetBucketLocation"],
+            ),
+        ];
+        for (copy, create, extra) in cases {
+            let got = actions(&destination_role_policy(&job(copy, create, "")));
+            let mut want: Vec<String> = base.clone();
+            want.extend(extra.iter().map(|s| s.to_string()));
+            want.sort();
+            want.dedup();
+            assert_eq!(got, want, "copy: {{{copy}}} {create}");
+        }
+    }
+
+    #[test]
+    fn resources_are_the_job_buckets_and_prefixes_with_wildcards_as_literals() {
+        let p = destination_role_policy(&job("", "", "logs*/"));
+        let st = p["Statement"].as_array().unwrap();
+        assert_eq!(st[0]["Resource"], "arn:aws:s3:::src/logs${*}/*");
+        assert_eq!(
+            st[1]["Condition"]["StringLike"]["s3:prefix"][0],
+            "logs${*}/*"
+        );
+        assert_eq!(st[2]["Resource"], "arn:aws:s3:::dst");
+        assert_eq!(st[3]["Resource"], "arn:aws:s3:::dst/out/*");
+        let s = source_role_policy(&job("", "", ""));
+        assert_eq!(s["Statement"][0]["Resource"], "arn:aws:s3:::src");
+    }
+}
