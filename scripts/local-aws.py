@@ -11,6 +11,10 @@ Subcommands (all take --endpoint URL):
                              create a bucket in account A/region R and put N objects under P
   bucket --account A --region R --bucket B
                              create an empty bucket
+  role-policies --policies FILE
+                             give ferry-source and ferry-destination, as inline policies, what
+                             `ferry policies` printed into FILE (one policy per job); the
+                             emulator's strict layer then evaluates every S3 request of theirs
 
 Uses boto3, which comes with moto in .venv.
 """
@@ -92,6 +96,20 @@ def roles(args):
             pass
 
 
+def role_policies(args):
+    with open(args.policies) as f:
+        jobs = json.load(f)
+    for job in jobs:
+        for account, role, kind in [
+            ("111111111111", "ferry-source", "sourceRolePolicy"),
+            ("222222222222", "ferry-destination", "destinationRolePolicy"),
+        ]:
+            iam = session(args.endpoint, "us-east-1", account).client("iam", endpoint_url=args.endpoint)
+            iam.put_role_policy(
+                RoleName=role, PolicyName=f"ferry-{job['job']}", PolicyDocument=json.dumps(job[kind])
+            )
+
+
 def make_bucket(client, bucket, region):
     kwargs = {"Bucket": bucket}
     if region != "us-east-1":
@@ -131,6 +149,8 @@ def main():
     n = sub.add_parser("network")
     n.add_argument("--region", default="us-east-1")
     sub.add_parser("roles")
+    rp = sub.add_parser("role-policies")
+    rp.add_argument("--policies", required=True)
     for name in ("seed", "bucket"):
         s = sub.add_parser(name)
         s.add_argument("--account", required=True)
@@ -140,9 +160,14 @@ def main():
         s.add_argument("--count", type=int, default=100)
         s.add_argument("--size", type=int, default=1024)
     args = p.parse_args()
-    {"ecs-manual": ecs_manual, "network": network, "roles": roles, "seed": seed, "bucket": bucket}[
-        args.cmd
-    ](args)
+    {
+        "ecs-manual": ecs_manual,
+        "network": network,
+        "roles": roles,
+        "role-policies": role_policies,
+        "seed": seed,
+        "bucket": bucket,
+    }[args.cmd](args)
 
 
 if __name__ == "__main__":

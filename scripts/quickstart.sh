@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The quick start: ferry's main job end to end on one machine. Builds ferry, starts the AWS
-# emulator (moto) on a free loopback port, creates the two accounts' roles and seeded source
-# buckets in account 111111111111, applies examples/jobs/, runs the operator and the local Fargate
-# agent until every job has finished its run, then prints `ferry get`, the throughput and the
-# operator's metrics. Everything binds to 127.0.0.1 and stops when the script ends.
+# emulator (moto, behind ferry's strict AWS layer) on a free loopback port, creates the two
+# accounts' roles with exactly the permissions `ferry policies` prints and seeded source buckets
+# in account 111111111111, applies examples/jobs/, runs the operator and the local Fargate agent
+# until every job has finished its run, then prints `ferry get`, the throughput, the operator's
+# metrics and what the strict layer refused. Everything binds to 127.0.0.1 and stops when the script ends.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -36,6 +37,10 @@ local_aws bucket --account 222222222222 --region us-east-1 --bucket acme-ferry-r
 net="$(local_aws network)"
 subnet="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["subnet"])' "$net")"
 group="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["securityGroup"])' "$net")"
+
+echo "== roles get exactly the permissions \`ferry policies -f examples/jobs/\` prints"
+$ferry policies -f examples/jobs/ >"$work/policies.json"
+local_aws role-policies --policies "$work/policies.json"
 
 echo "== ferry init";                  $ferry init
 echo "== ferry validate -f examples/jobs/"; $ferry validate -f examples/jobs/
@@ -89,3 +94,8 @@ print("   (moto, the emulator, is the bottleneck here: about 100 requests/s)")'
 echo "== metrics (excerpt)"
 python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
   "http://127.0.0.1:$port/metrics" | grep -E '^ferry_(copied_(bytes|objects)_total|job_phase\{.*\} 1|running_tasks|leader)' || true
+echo "== the strict AWS layer (AWS rules moto does not enforce): requests each rule refused"
+python3 -c '
+import json, sys, urllib.request
+rules = json.load(urllib.request.urlopen(sys.argv[1] + "/ferry-strict/rules"))
+print("   " + ", ".join("%s %d" % (name, r["rejected"]) for name, r in rules.items()))' "$endpoint"

@@ -125,3 +125,54 @@ fn the_example_role_policies_are_what_ferry_policies_prints_for_the_example_job(
         );
     }
 }
+
+#[test]
+fn the_readme_lists_exactly_the_permissions_ferry_policies_prints() {
+    // A job with every option that needs a permission of its own.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let job = crate::support::write_file(
+        dir.path(),
+        "all.yaml",
+        r#"apiVersion: ferry.dev/v1alpha1
+kind: CopyJob
+metadata: { name: all }
+spec:
+  source: { account: "111111111111", region: eu-west-1, bucket: src, prefix: "in/", roleArn: "arn:aws:iam::111111111111:role/ferry-source" }
+  destination: { account: "222222222222", region: us-east-1, bucket: dst, roleArn: "arn:aws:iam::222222222222:role/ferry-destination", create: { versioning: true, objectOwnership: ObjectWriter } }
+  copy: { tags: true, acl: true, deleteExtraneous: true, reportUri: "s3://reports/ferry/" }
+"#,
+    );
+    let out = run_ferry(&["policies", "-f", job.to_str().expect("path")], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let printed: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).expect("JSON");
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
+    let section = readme
+        .split("<!-- permissions:start -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- permissions:end -->").next())
+        .expect("the README's permissions section");
+    let listed = |role: &str| {
+        let mut actions: Vec<String> = section
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {role} |")))
+            .flat_map(|l| {
+                l.split('`')
+                    .filter(|w| w.starts_with("s3:"))
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        actions.sort();
+        actions.dedup();
+        actions
+    };
+    use ferry::controller::permissions::actions;
+    assert_eq!(
+        listed("source role"),
+        actions(&printed[0]["sourceRolePolicy"])
+    );
+    assert_eq!(
+        listed("destination role"),
+        actions(&printed[0]["destinationRolePolicy"])
+    );
+}

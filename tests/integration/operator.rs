@@ -398,6 +398,19 @@ async fn a_destination_bucket_owned_by_another_account_ends_owned_by_other_and_g
     seed(&r.src, SRC_BUCKET, objects(5, "v1")).await;
     let taker = s3(&r.emu.account_config("111111111111").await, DST_REGION);
     create_bucket(&taker, "op-dest-taken", DST_REGION).await;
+    // A trap: the other account lets the job's destination role in. Without the owner check,
+    // HeadBucket answers 200 and the copy would land in that account's bucket.
+    taker
+        .put_bucket_policy()
+        .bucket("op-dest-taken")
+        .policy(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
+            "Principal":{"AWS":"arn:aws:iam::222222222222:role/ferry-destination"},
+            "Action":"s3:*","Resource":["arn:aws:s3:::op-dest-taken","arn:aws:s3:::op-dest-taken/*"]}]}"#,
+        )
+        .send()
+        .await
+        .expect("the trap's policy");
     let (_op, _port) = r.operator("op", &[]);
     let _agent = r.agent(None);
     r.apply("taken", &job_yaml("taken", "op-dest-taken", ""));
