@@ -310,7 +310,7 @@ def region_redirect(req: Request):
 # SSE-KMS ETags. This rule changes what moto stores rather than refusing a request: an object
 # stored with SSE-KMS or DSSE-KMS (by request header or by the bucket's default encryption)
 # gets an ETag that is not the MD5 of its data, the same wherever it is read (List, Head, Get,
-# the CopyObject result). Multipart ETags are already not an MD5 of the data.
+# the CopyObject result, CompleteMultipartUpload, where a multipart object keeps its `-N`).
 RULES["s3-kms-etag"] = Rule(
     name="s3-kms-etag",
     aws="https://docs.aws.amazon.com/AmazonS3/latest/API/API_Object.html",
@@ -323,12 +323,11 @@ _md5_etag = FakeKey.etag
 
 def _kms_aware_etag(self):
     etag = _md5_etag.fget(self)
-    if not RULES["s3-kms-etag"].enabled or "-" in etag:
-        return etag
-    if self.encryption not in ("aws:kms", "aws:kms:dsse"):
+    if not RULES["s3-kms-etag"].enabled or self.encryption not in ("aws:kms", "aws:kms:dsse"):
         return etag
     salt = self.__dict__.setdefault("_ferry_kms_salt", os.urandom(16))
-    return '"' + hashlib.md5(salt + etag.encode()).hexdigest() + '"'
+    parts = etag.strip('"').partition("-")[2]  # a multipart object keeps its part count
+    return '"' + hashlib.md5(salt + etag.encode()).hexdigest() + (f"-{parts}" if parts else "") + '"'
 
 
 FakeKey.etag = property(_kms_aware_etag)

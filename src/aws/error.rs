@@ -253,9 +253,12 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(
 mod tests {
     use super::*;
 
+    /// Code, HTTP status, message, and the kind they mean.
+    type Case<'a> = (Option<&'a str>, Option<u16>, Option<&'a str>, ErrorKind);
+
     #[test]
     fn each_code_and_status_is_read_as_the_kind_callers_mean() {
-        let cases: &[(Option<&str>, Option<u16>, Option<&str>, ErrorKind)] = &[
+        let cases: &[Case] = &[
             (Some("SlowDown"), Some(503), None, ErrorKind::Throttled),
             (
                 Some("ThrottlingException"),

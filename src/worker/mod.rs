@@ -246,15 +246,16 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         etags_diverge: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         spec: Arc::clone(&spec),
     };
-    if let Some((bucket, _)) = spec
+    let report_bucket = spec
         .copy
         .report_uri
         .as_deref()
         .and_then(|u| crate::model::validate::parse_s3_uri(u).ok())
+        .map(|(bucket, _)| bucket.to_string());
+    if let Some(bucket) = report_bucket
+        && let Some(region) = copier.bucket_region(&bucket).await
     {
-        if let Some(region) = copier.bucket_region(bucket).await {
-            copier.report = client(&region);
-        }
+        copier.report = client(&region);
     }
     let boundaries = match meta.boundaries {
         Some(b) => b,

@@ -902,6 +902,82 @@ async fn source_owner(client: &Client, bucket: &str, key: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_refused_head_of_the_destination_is_reported_and_never_taken_for_a_difference() {
+    // Same sizes, other ETags: the worker must compare with the destination's recorded source
+    // ETag (HeadObject, which needs s3:GetObject). A role without it is refused; the objects
+    // are reported, not recopied over what is there.
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-nohead", SRC_REGION).await;
+    let dst = w.dst("us-east-1");
+    create_bucket(&dst, "dst-nohead", "us-east-1").await;
+    let keys: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+    seed(
+        &w.src,
+        "src-nohead",
+        keys.iter().map(|k| Obj::new(k, b"new")).collect(),
+    )
+    .await;
+    seed(
+        &dst,
+        "dst-nohead",
+        keys.iter().map(|k| Obj::new(k, b"old")).collect(),
+    )
+    .await;
+    let job = w
+        .job(
+            "nohead",
+            ("src-nohead", ""),
+            ("dst-nohead", "", "us-east-1"),
+            "",
+            "",
+        )
+        .await;
+    let mut policy = ferry::controller::permissions::destination_role_policy(&job);
+    for st in policy["Statement"].as_array_mut().unwrap() {
+        if st["Sid"] == "WriteDestination" {
+            st["Action"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|a| a != "s3:GetObject");
+        }
+    }
+    crate::strict::role_with_policy(&w.emu, DST_ACCOUNT, "dst", &policy.to_string()).await;
+    assert_eq!(
+        w.run_worker("nohead", "r1", "t1", &[]).await,
+        0,
+        "{}",
+        std::fs::read_to_string(w.log("t1")).unwrap()
+    );
+    let s = w.store.run_summary("nohead", "r1").await.unwrap();
+    assert_eq!(
+        (s.progress.objects_copied, s.progress.objects_failed),
+        (0, 5)
+    );
+    let failures = w.store.failures("nohead", "r1").await.unwrap();
+    assert!(
+        failures
+            .iter()
+            .all(|(_, why)| why.contains("AccessDenied") && why.contains("s3:GetObject")),
+        "{failures:?}"
+    );
+    for k in &keys {
+        let body = dst
+            .get_object()
+            .bucket("dst-nohead")
+            .key(k)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        assert_eq!(&body[..], b"old", "{k} was not overwritten");
+    }
+}
+
+#[tokio::test]
 async fn a_second_run_into_a_kms_encrypted_destination_copies_nothing() {
     // SSE-KMS objects have ETags that are not the MD5 of their data (the strict layer gives
     // them such ETags, as S3 does): without the source ETag recorded on each copy, every run
