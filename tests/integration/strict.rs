@@ -8,24 +8,10 @@ use aws_sdk_ecs::types::{
 };
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{
-    BucketLocationConstraint, CreateBucketConfiguration, ObjectCannedAcl, ObjectOwnership,
-    OwnershipControls, OwnershipControlsRule, ServerSideEncryption,
-};
+use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption};
 
 use crate::support::{Emulator, s3};
-
-async fn bucket(client: &aws_sdk_s3::Client, name: &str, region: &str) {
-    let mut req = client.create_bucket().bucket(name);
-    if region != "us-east-1" {
-        req = req.create_bucket_configuration(
-            CreateBucketConfiguration::builder()
-                .location_constraint(BucketLocationConstraint::from(region))
-                .build(),
-        );
-    }
-    req.send().await.expect("create bucket");
-}
+use crate::worker::{allow_acls, create_bucket};
 
 async fn put(client: &aws_sdk_s3::Client, b: &str, key: &str, body: &[u8]) {
     client
@@ -49,7 +35,7 @@ fn md5_etag(data: &[u8]) -> String {
 async fn s3_refuses_object_keys_over_1024_bytes_as_key_too_long() {
     let emu = Emulator::start();
     let c = s3(&emu.sdk_config().await, "us-east-1");
-    bucket(&c, "strict-keys", "us-east-1").await;
+    create_bucket(&c, "strict-keys", "us-east-1").await;
     let longest = "k".repeat(1024);
     put(&c, "strict-keys", &longest, b"x").await;
     let too_long = format!("{}ü", "k".repeat(1023)); // 1,025 bytes of UTF-8
@@ -81,7 +67,7 @@ async fn s3_refuses_object_keys_over_1024_bytes_as_key_too_long() {
 async fn s3_copies_with_a_wrong_copy_source_if_match_fail_with_412() {
     let emu = Emulator::start();
     let c = s3(&emu.sdk_config().await, "us-east-1");
-    bucket(&c, "strict-ifmatch", "us-east-1").await;
+    create_bucket(&c, "strict-ifmatch", "us-east-1").await;
     put(&c, "strict-ifmatch", "a", b"first").await;
     let etag = c
         .head_object()
@@ -130,9 +116,9 @@ async fn s3_refuses_requests_whose_expected_bucket_owner_is_another_account() {
     let emu = Emulator::start();
     let owner = s3(&emu.account_config("111111111111").await, "us-east-1");
     let other = s3(&emu.account_config("222222222222").await, "us-east-1");
-    bucket(&owner, "strict-owned", "us-east-1").await;
+    create_bucket(&owner, "strict-owned", "us-east-1").await;
     put(&owner, "strict-owned", "a", b"data").await;
-    bucket(&other, "strict-theirs", "us-east-1").await;
+    create_bucket(&other, "strict-theirs", "us-east-1").await;
     owner
         .head_object()
         .bucket("strict-owned")
@@ -178,24 +164,9 @@ async fn s3_refuses_requests_whose_expected_bucket_owner_is_another_account() {
 async fn s3_refuses_acls_on_buckets_whose_ownership_is_bucket_owner_enforced() {
     let emu = Emulator::start();
     let c = s3(&emu.sdk_config().await, "us-east-1");
-    bucket(&c, "strict-enforced", "us-east-1").await; // the AWS default since April 2023
-    bucket(&c, "strict-writer", "us-east-1").await;
-    c.put_bucket_ownership_controls()
-        .bucket("strict-writer")
-        .ownership_controls(
-            OwnershipControls::builder()
-                .rules(
-                    OwnershipControlsRule::builder()
-                        .object_ownership(ObjectOwnership::ObjectWriter)
-                        .build()
-                        .expect("rule"),
-                )
-                .build()
-                .expect("controls"),
-        )
-        .send()
-        .await
-        .expect("ownership controls");
+    create_bucket(&c, "strict-enforced", "us-east-1").await; // the AWS default since April 2023
+    create_bucket(&c, "strict-writer", "us-east-1").await;
+    allow_acls(&c, "strict-writer").await;
     for b in ["strict-enforced", "strict-writer"] {
         put(&c, b, "a", b"x").await;
     }
@@ -255,7 +226,7 @@ async fn s3_refuses_acls_on_buckets_whose_ownership_is_bucket_owner_enforced() {
 async fn s3_refuses_bucket_policies_over_20_kib() {
     let emu = Emulator::start();
     let c = s3(&emu.sdk_config().await, "us-east-1");
-    bucket(&c, "strict-policy", "us-east-1").await;
+    create_bucket(&c, "strict-policy", "us-east-1").await;
     let policy = |n: usize| {
         let statements: Vec<serde_json::Value> = (0..n)
             .map(|i| {
@@ -302,7 +273,7 @@ async fn s3_answers_requests_signed_for_another_region_with_a_301_naming_the_buc
     let config = emu.sdk_config().await;
     let home = s3(&config, "eu-west-1");
     let away = s3(&config, "us-east-1");
-    bucket(&home, "strict-region", "eu-west-1").await;
+    create_bucket(&home, "strict-region", "eu-west-1").await;
     let err = away
         .head_bucket()
         .bucket("strict-region")
@@ -347,7 +318,7 @@ async fn s3_answers_requests_signed_for_another_region_with_a_301_naming_the_buc
 async fn s3_objects_stored_with_sse_kms_have_etags_that_are_not_the_md5_of_their_data() {
     let emu = Emulator::start();
     let c = s3(&emu.sdk_config().await, "us-east-1");
-    bucket(&c, "strict-kms", "us-east-1").await;
+    create_bucket(&c, "strict-kms", "us-east-1").await;
     let data = b"the same bytes";
     put(&c, "strict-kms", "plain", data).await;
     c.put_object()
@@ -590,21 +561,6 @@ async fn ecs_refuses_more_than_10_tasks_per_call_overrides_over_8192_characters_
     base().count(11).send().await.expect("moto alone starts 11");
 }
 
-/// An SDK configuration acting as `role_arn` (created beforehand).
-async fn as_role(emu: &Emulator, role_arn: &str) -> aws_config::SdkConfig {
-    let base = emu.sdk_config().await;
-    let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
-        .session_name("strict-test")
-        .configure(&base)
-        .build()
-        .await;
-    base.into_builder()
-        .credentials_provider(
-            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
-        )
-        .build()
-}
-
 /// Creates `name` in `account` with one inline policy.
 pub async fn role_with_policy(emu: &Emulator, account: &str, name: &str, policy: &str) {
     let iam = aws_sdk_iam::Client::new(&emu.account_config(account).await);
@@ -629,8 +585,8 @@ async fn s3_requests_of_a_role_need_its_policy_and_across_accounts_the_bucket_po
     let emu = Emulator::start();
     let own = s3(&emu.account_config("222222222222").await, "us-east-1");
     let other = s3(&emu.account_config("111111111111").await, "us-east-1");
-    bucket(&own, "strict-perm", "us-east-1").await;
-    bucket(&other, "strict-foreign", "us-east-1").await;
+    create_bucket(&own, "strict-perm", "us-east-1").await;
+    create_bucket(&other, "strict-foreign", "us-east-1").await;
     for k in ["allowed/a", "denied/b"] {
         put(&own, "strict-perm", k, b"x").await;
     }
@@ -644,7 +600,8 @@ async fn s3_requests_of_a_role_need_its_policy_and_across_accounts_the_bucket_po
     )
     .await;
     let reader = s3(
-        &as_role(&emu, "arn:aws:iam::222222222222:role/reader").await,
+        &emu.role_config("arn:aws:iam::222222222222:role/reader")
+            .await,
         "us-east-1",
     );
     let get = |b: &'static str, k: &'static str| {

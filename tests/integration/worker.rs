@@ -807,7 +807,7 @@ async fn injected_slowdowns_and_dropped_connections_are_retried_and_nothing_is_l
 }
 
 /// Sets a bucket's Object Ownership (buckets default to BucketOwnerEnforced: no ACLs).
-async fn allow_acls(client: &Client, bucket: &str) {
+pub async fn allow_acls(client: &Client, bucket: &str) {
     use aws_sdk_s3::types::{ObjectOwnership, OwnershipControls, OwnershipControlsRule};
     client
         .put_bucket_ownership_controls()

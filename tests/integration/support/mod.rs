@@ -321,14 +321,18 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 impl Emulator {
     /// An SDK configuration acting as `account` (AssumeRole into a role there).
     pub async fn account_config(&self, account: &str) -> SdkConfig {
+        self.role_config(&format!("arn:aws:iam::{account}:role/test-admin"))
+            .await
+    }
+
+    /// An SDK configuration acting as a session of `role_arn` (session `ferry-tests`).
+    pub async fn role_config(&self, role_arn: &str) -> SdkConfig {
         let base = self.sdk_config().await;
-        let provider = aws_config::sts::AssumeRoleProvider::builder(format!(
-            "arn:aws:iam::{account}:role/test-admin"
-        ))
-        .session_name("ferry-tests")
-        .configure(&base)
-        .build()
-        .await;
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+            .session_name("ferry-tests")
+            .configure(&base)
+            .build()
+            .await;
         base.into_builder()
             .credentials_provider(
                 aws_credential_types::provider::SharedCredentialsProvider::new(provider),
