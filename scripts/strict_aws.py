@@ -12,6 +12,9 @@ off only to show what it catches:
 
     GET  /ferry-strict/rules                  {name: {"enabled", "aws", "doc", "rejected"}}
     GET  /ferry-strict/permissions            {role ARN: [S3 actions its requests were allowed]}
+    POST /ferry-strict/deny   {"deny": [{"principal": P, "action": "ecs:ListTasks"}]}
+                                              explicit denies (P: a role ARN, an account root
+                                              ARN, `accesskey:ID` or `*`); [] lifts them
     POST /ferry-strict/rules  {"off": [name], "on": [name]}
     POST /ferry-strict/reset                  every rule on, counters and token memory cleared
 
@@ -601,6 +604,60 @@ def s3_permissions(req: Request):
     return None
 
 
+DENY_LIST: list = []
+
+
+def principal_of(req: Request) -> list:
+    """The names a deny entry may use for the caller: its access key (`accesskey:ID`), and the
+    role (`arn:aws:iam::A:role/R`) of an STS session or else the account root."""
+    names = [f"accesskey:{req.access_key}"]
+    arn = caller_arn(req.access_key)
+    m = re.match(r"arn:aws:sts::(\d+):assumed-role/([^/]+)/", arn or "")
+    if m:
+        names.append(f"arn:aws:iam::{m.group(1)}:role/{m.group(2)}")
+    else:
+        from moto.iam.models import get_account_id_from
+
+        names.append(f"arn:aws:iam::{get_account_id_from(req.access_key)}:root")
+    return names
+
+
+def action_of(req: Request) -> list:
+    """IAM action names of a request, for any service ferry calls."""
+    if req.service == "s3":
+        return [a for a, _, _ in s3_actions(req)]
+    if req.headers.get("x-amz-target"):
+        return [f"{req.service}:{req.target()}"]
+    params = urllib.parse.parse_qs(req.environ.get("QUERY_STRING", ""))
+    if req.method == "POST" and "x-www-form-urlencoded" in req.headers.get("content-type", ""):
+        params.update(urllib.parse.parse_qs(req.body().decode("utf-8", "replace")))
+    action = params.get("Action", [""])[0]
+    return [f"{req.service}:{action}"] if action else []
+
+
+@rule("iam-deny-list", "https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html")
+def deny_list(req: Request):
+    """Explicit denies a test sets (`POST /ferry-strict/deny {"deny": [{"principal", "action"}]}`)
+    for any service: the request is refused with that service's AccessDenied, as AWS refuses a
+    call an explicit Deny covers. Shows how ferry behaves when a permission is missing."""
+    if not DENY_LIST:
+        return None
+    who, actions = principal_of(req), action_of(req)
+    for entry in DENY_LIST:
+        if entry.get("principal", "*") in who + ["*"] and any(
+            wildcard(entry["action"], a, fold_case=True) for a in actions
+        ):
+            message = f"{who[-1]} is not authorized to perform {entry['action']} (denied by the test)"
+            if req.service == "s3":
+                return access_denied(req, message)
+            if req.headers.get("x-amz-target"):
+                return json_error("AccessDeniedException", message)
+            body = (f'<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>'
+                    f'<Message>{message}</Message></Error><RequestId>ferry-strict</RequestId></ErrorResponse>').encode()
+            return "403 Forbidden", [("Content-Type", "text/xml")], body
+    return None
+
+
 def access_denied(req: Request, why: str) -> Response:
     return s3_error("403 Forbidden", "AccessDenied", f"Access Denied ({why})", head=req.method == "HEAD")
 
@@ -773,6 +830,9 @@ class StrictAws:
                     RUN_TASK_TOKENS.clear()
                     UPLOAD_INITIATORS.clear()
                     USED_ACTIONS.clear()
+                    DENY_LIST.clear()
+                elif path == "/ferry-strict/deny":
+                    DENY_LIST[:] = json.loads(data or b"{}").get("deny", [])
                 elif path == "/ferry-strict/rules":
                     change = json.loads(data or b"{}")
                     unknown = [n for n in change.get("off", []) + change.get("on", []) if n not in RULES]

@@ -130,6 +130,24 @@ impl Emulator {
         .unwrap_or_else(|e| panic!("switching off strict rules {rules:?}: {e}"));
     }
 
+    /// Explicit denies of the strict layer (`iam-deny-list`): `(principal, action)` pairs, e.g.
+    /// `("accesskey:test", "ecs:ListTasks")`; an empty list lifts them.
+    pub fn strict_deny(&self, entries: &[(&str, &str)]) {
+        let deny: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(p, a)| serde_json::json!({ "principal": p, "action": a }))
+            .collect();
+        let body = serde_json::json!({ "deny": deny }).to_string();
+        http(
+            self.port,
+            "POST",
+            "/ferry-strict/deny",
+            "application/json",
+            &body,
+        )
+        .unwrap_or_else(|e| panic!("setting strict denies {entries:?}: {e}"));
+    }
+
     /// How many requests the strict layer's `rule` has refused so far.
     pub fn strict_rejections(&self, rule: &str) -> u64 {
         let body = http(self.port, "GET", "/ferry-strict/rules", "", "")
