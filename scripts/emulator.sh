@@ -11,7 +11,7 @@
 #                                        --single-threaded serializes requests, which makes DynamoDB
 #                                        conditional writes atomic as they are on AWS
 #
-# Every request passes through ferry's strict AWS layer (scripts/strict_aws.py: AWS rules moto
+# Every request passes through ferry's strict AWS layer (scripts/strict_aws/: AWS rules moto
 # does not enforce, each citing its AWS page) unless --lenient is given; `GET /ferry-strict/rules`
 # lists the rules and how often each refused a request.
 set -euo pipefail

@@ -1,4 +1,4 @@
-//! The strict AWS layer (scripts/strict_aws.py) refuses what AWS refuses and moto accepts. Each
+//! The strict AWS layer (scripts/strict_aws/) refuses what AWS refuses and moto accepts. Each
 //! test sends real SDK requests through it, then switches the rule off to show that moto alone
 //! would have let the request through.
 

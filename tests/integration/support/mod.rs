@@ -116,7 +116,7 @@ impl Emulator {
         self.control("POST", "/moto-api/reset", "", "");
     }
 
-    /// Switches rules of the strict AWS layer (scripts/strict_aws.py) off, to show what they
+    /// Switches rules of the strict AWS layer (scripts/strict_aws/) off, to show what they
     /// catch. Every rule is on when the emulator starts.
     pub fn strict_off(&self, rules: &[&str]) {
         let body = serde_json::json!({ "off": rules }).to_string();

@@ -1,0 +1,143 @@
+"""ferry's strict AWS layer: AWS rules that moto does not enforce, checked in front of moto.
+
+moto accepts much that AWS refuses. This module wraps moto's WSGI application: every request
+that reaches the emulator passes through `StrictAws` first, and each rule below either lets it
+through or answers exactly as AWS does (status, error code, headers). Rules read moto's own
+state (which account owns a bucket, its region, its Object Ownership, an object's ETag and
+encryption), so they judge a request as AWS would judge it against the same resources.
+
+Every rule is a small function registered with `@rule(name, url)`; the URL is the AWS page the
+rule comes from. All rules are on by default (`scripts/emulator.sh serve`); a test switches one
+off only to show what it catches:
+
+    GET  /ferry-strict/rules                  {name: {"enabled", "aws", "doc", "rejected"}}
+    GET  /ferry-strict/permissions            {role ARN: [S3 actions its requests were allowed]}
+    POST /ferry-strict/deny   {"deny": [{"principal": P, "action": "ecs:ListTasks"}]}
+                                              explicit denies (P: a role ARN, an account root
+                                              ARN, `accesskey:ID` or `*`); [] lifts them
+    POST /ferry-strict/rules  {"off": [name], "on": [name]}
+    POST /ferry-strict/reset                  every rule on, counters and token memory cleared
+
+`rejected` counts the requests each rule refused, so a test can prove a rule fired.
+
+S3 requests are read path-style (`/bucket/key`), as ferry's emulator clients send them. The
+region of a request is the region of its SigV4 credential scope.
+
+Files: `core.py` (the registry, requests, AWS-shaped errors, moto lookups), `s3.py`, `iam.py`
+(permissions and denies), `ecs.py` (the rules), and this one (the middleware and its control
+endpoints).
+"""
+
+
+import json
+
+from . import s3, iam, ecs  # noqa: F401  (registers the rules, in this order)
+from .core import LOCK, RULES, Request, enabled, parse
+from .ecs import RUN_TASK_TOKENS, params_digest
+from .iam import DENY_LIST, USED_ACTIONS
+from .s3 import UPLOAD_INITIATORS, name_initiators, record_initiator
+
+# ---------------------------------------------------------------------------------------------
+# The middleware
+
+
+class StrictAws:
+    """WSGI middleware: the rules, then moto."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/ferry-strict/"):
+            return self.control(environ, start_response)
+        if path == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
+            with LOCK:
+                RUN_TASK_TOKENS.clear()
+        req = parse(environ)
+        for r in list(RULES.values()):
+            answer = r.check(req) if r.enabled else None
+            if answer is None:
+                continue
+            status, headers, body = answer
+            if not status.startswith("200"):  # a 200 is an idempotent replay, not a rejection
+                with LOCK:
+                    r.rejected += 1
+            start_response(status, headers + [("Content-Length", str(len(body)))])
+            return [body]
+        if req.service == "ecs" and req.target() == "RunTask" and req.json().get("clientToken"):
+            return self.remember_run_task(req, environ, start_response)
+        if enabled("s3-multipart-initiator") and req.service == "s3" and "uploads" in req.query:
+            if req.method == "POST" and req.key():
+                return self.rewrite(environ, start_response, lambda st, b: record_initiator(req, st, b))
+            if req.method == "GET" and not req.key():
+                return self.rewrite(environ, start_response, lambda st, b: name_initiators(req, st, b))
+        return self.app(environ, start_response)
+
+    def rewrite(self, environ, start_response, transform):
+        """Runs moto, then `transform(status, body)` over its whole answer."""
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        body = b"".join(self.app(environ, capture))
+        body = transform(captured["status"], body)
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], headers + [("Content-Length", str(len(body)))])
+        return [body]
+
+    def remember_run_task(self, req: Request, environ, start_response):
+        """Keeps RunTask's answer under its clientToken, so that a retry with the same token and
+        parameters returns the same tasks instead of starting more (RunTask: clientToken)."""
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"] = status
+            return start_response(status, headers, exc_info)
+
+        body = b"".join(self.app(environ, capture))
+        if captured.get("status", "").startswith("200") and enabled("ecs-client-token"):
+            with LOCK:
+                RUN_TASK_TOKENS[req.json()["clientToken"]] = (params_digest(req.json()), body)
+        return [body]
+
+    def control(self, environ, start_response):
+        method = environ.get("REQUEST_METHOD")
+        path = environ.get("PATH_INFO")
+        if method == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            data = environ["wsgi.input"].read(length) if length else b""
+            with LOCK:
+                if path == "/ferry-strict/reset":
+                    for r in RULES.values():
+                        r.enabled, r.rejected = True, 0
+                    RUN_TASK_TOKENS.clear()
+                    UPLOAD_INITIATORS.clear()
+                    USED_ACTIONS.clear()
+                    DENY_LIST.clear()
+                elif path == "/ferry-strict/deny":
+                    DENY_LIST[:] = json.loads(data or b"{}").get("deny", [])
+                elif path == "/ferry-strict/rules":
+                    change = json.loads(data or b"{}")
+                    unknown = [n for n in change.get("off", []) + change.get("on", []) if n not in RULES]
+                    if unknown:
+                        body = json.dumps({"error": f"unknown rules {unknown}", "rules": sorted(RULES)}).encode()
+                        start_response("400 Bad Request", [("Content-Type", "application/json")])
+                        return [body]
+                    for n in change.get("off", []):
+                        RULES[n].enabled = False
+                    for n in change.get("on", []):
+                        RULES[n].enabled = True
+        if path == "/ferry-strict/permissions":
+            body = json.dumps({role: sorted(a) for role, a in USED_ACTIONS.items()}, indent=1).encode()
+        else:
+            body = json.dumps(
+                {r.name: {"enabled": r.enabled, "aws": r.aws, "doc": r.doc, "rejected": r.rejected}
+                 for r in RULES.values()},
+                indent=1,
+            ).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
