@@ -563,6 +563,39 @@ async fn a_deletion_whose_task_listing_is_refused_keeps_the_task_role_until_it_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_task_definition_read_registers_no_new_revision() {
+    // AccessDenied on DescribeTaskDefinition says nothing about the definition: the drift check
+    // must not take it for "missing" and register a revision on every pass.
+    let mut r = rig(false).await;
+    seed(&r.src, SRC_BUCKET, objects(5, "v1")).await;
+    let (_op, _port) = r.operator("op", &[]);
+    let _agent = r.agent(None);
+    r.apply("tdread", &job_yaml("tdread", "op-dest-tdread", ""));
+    r.until_phase("tdread", Phase::Succeeded, Duration::from_secs(90))
+        .await;
+    let ecs = aws_sdk_ecs::Client::new(&r.base);
+    let revisions = || async {
+        ecs.list_task_definitions()
+            .family_prefix(desired::family("tdread"))
+            .send()
+            .await
+            .expect("list task definitions")
+            .task_definition_arns()
+            .len()
+    };
+    assert_eq!(revisions().await, 1);
+    r.emu
+        .strict_deny(&[("accesskey:test", "ecs:DescribeTaskDefinition")]);
+    r.until(
+        "two refused drift checks",
+        Duration::from_secs(60),
+        || async { (r.emu.strict_rejections("iam-deny-list") >= 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(revisions().await, 1, "no revision registered blindly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_drift_is_put_back_on_the_next_resync() {
     let mut r = rig(false).await;
     // Workers that never finish keep the run active while the cloud is tampered with.
