@@ -514,8 +514,20 @@ async fn a_full_run_and_deletion_need_exactly_the_role_permissions_ferry_policie
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletion_whose_task_listing_is_refused_keeps_the_task_role_until_it_is_allowed() {
-    // An AccessDenied ListTasks says nothing about what runs: the finalizer must not go on to
-    // delete the task role under tasks that may still run (before: "no cluster, nothing runs").
+    // An AccessDenied ListTasks says nothing about what runs (before: "no cluster, nothing runs").
+    deletion_refused("listed", "ecs:ListTasks").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_whose_task_stop_is_refused_keeps_the_task_role_until_it_is_allowed() {
+    // An AccessDenied StopTask did not stop the task (before: counted as stopped).
+    deletion_refused("stopped", "ecs:StopTask").await;
+}
+
+/// Deletes a job with a running task while the operator is refused `action`: the finalizer
+/// must not go on to delete the task role under a task that may still run; once the refusal is
+/// lifted, the deletion completes.
+async fn deletion_refused(name: &str, action: &str) {
     let mut r = rig(false).await;
     seed(&r.src, SRC_BUCKET, objects(200, "v1")).await;
     let (_op, _port) = r.operator("op", &[]);
@@ -524,39 +536,37 @@ async fn a_deletion_whose_task_listing_is_refused_keeps_the_task_role_until_it_i
         .push(("AWS_ACCESS_KEY_ID".into(), "agent".into()));
     let _agent = r.agent(None);
     r.apply(
-        "refused",
-        &job_yaml("refused", "op-dest-refused", ", maxRequestsPerSecond: 5"),
+        name,
+        &job_yaml(
+            name,
+            &format!("op-dest-{name}"),
+            ", maxRequestsPerSecond: 5",
+        ),
     );
     r.until("a task of the run", Duration::from_secs(60), || async {
-        let st = r.status("refused").await?;
+        let st = r.status(name).await?;
         st.run?.tasks.iter().find_map(|t| t.arn.clone())
     })
     .await;
-    r.emu.strict_deny(&[("accesskey:test", "ecs:ListTasks")]);
-    let out = r.emu.ferry(&["delete", "refused"]);
+    r.emu.strict_deny(&[("accesskey:test", action)]);
+    let out = r.emu.ferry(&["delete", name]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     r.until("two refused cleanups", Duration::from_secs(60), || async {
         (r.emu.strict_rejections("iam-deny-list") >= 2).then_some(())
     })
     .await;
-    let role = desired::role_name("refused");
+    let role = desired::role_name(name);
     assert!(
         r.iam().get_role().role_name(&role).send().await.is_ok(),
-        "the task role stays while the job's tasks cannot be listed"
+        "the task role stays while {action} is refused"
     );
-    assert!(r.store.get_job("refused").await.expect("store").is_some());
+    assert!(r.store.get_job(name).await.expect("store").is_some());
 
     r.emu.strict_deny(&[]);
     r.until(
         "the job's records to be removed",
         Duration::from_secs(90),
-        || async {
-            r.store
-                .get_job("refused")
-                .await
-                .ok()
-                .filter(Option::is_none)
-        },
+        || async { r.store.get_job(name).await.ok().filter(Option::is_none) },
     )
     .await;
     assert!(r.iam().get_role().role_name(&role).send().await.is_err());
