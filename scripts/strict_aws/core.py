@@ -38,6 +38,12 @@ def rule(name: str, aws: str):
     return register
 
 
+def behaviour(name: str, aws: str, doc: str) -> None:
+    """Registers a rule that changes what moto answers rather than refusing requests (it has no
+    check; the code that implements it asks `enabled(name)`)."""
+    RULES[name] = Rule(name=name, aws=aws, doc=doc, check=lambda req: None)
+
+
 def enabled(name: str) -> bool:
     return RULES[name].enabled
 

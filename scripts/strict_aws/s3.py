@@ -8,8 +8,8 @@ import re
 
 from moto.s3.models import FakeKey
 
-from .core import (LOCK, RULES, Request, Rule, bucket_of, caller_arn, copy_source, is_s3_object_write,
-                   object_of, ownership, rule, s3_error)
+from .core import (LOCK, RULES, Request, behaviour, bucket_of, caller_arn, copy_source,
+                   is_s3_object_write, object_of, ownership, rule, s3_error)
 
 # ---------------------------------------------------------------------------------------------
 # S3 rules
@@ -126,12 +126,11 @@ def region_redirect(req: Request):
 # stored with SSE-KMS or DSSE-KMS (by request header or by the bucket's default encryption)
 # gets an ETag that is not the MD5 of its data, the same wherever it is read (List, Head, Get,
 # the CopyObject result, CompleteMultipartUpload, where a multipart object keeps its `-N`).
-RULES["s3-kms-etag"] = Rule(
-    name="s3-kms-etag",
-    aws="https://docs.aws.amazon.com/AmazonS3/latest/API/API_Object.html",
-    doc="Objects encrypted with SSE-KMS have ETags that are not an MD5 digest of their data "
-        "(Object.ETag); two copies of the same bytes have different ETags.",
-    check=lambda req: None,
+behaviour(
+    "s3-kms-etag",
+    "https://docs.aws.amazon.com/AmazonS3/latest/API/API_Object.html",
+    "Objects encrypted with SSE-KMS have ETags that are not an MD5 digest of their data "
+    "(Object.ETag); two copies of the same bytes have different ETags.",
 )
 _md5_etag = FakeKey.etag
 
@@ -152,12 +151,11 @@ FakeKey.etag = property(_kms_aware_etag)
 # principal that called CreateMultipartUpload (for a role session, the session's ARN), which is
 # how a copier tells its own abandoned uploads from anyone else's. This rule records the
 # caller of each CreateMultipartUpload and puts it into ListMultipartUploads' answer.
-RULES["s3-multipart-initiator"] = Rule(
-    name="s3-multipart-initiator",
-    aws="https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListMultipartUploads.html",
-    doc="ListMultipartUploads names each upload's Initiator: the principal that created it "
-        "(an assumed-role session's ARN for a role session).",
-    check=lambda req: None,
+behaviour(
+    "s3-multipart-initiator",
+    "https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListMultipartUploads.html",
+    "ListMultipartUploads names each upload's Initiator: the principal that created it "
+    "(an assumed-role session's ARN for a role session).",
 )
 UPLOAD_INITIATORS: dict = {}
 

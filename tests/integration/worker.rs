@@ -107,6 +107,17 @@ spec:
         }
     }
 
+    /// Runs `ferry worker` to completion and asserts that it exits 0 (with its log if not).
+    pub async fn run_worker_ok(&self, job: &str, run: &str, task: &str, extra: &[(&str, &str)]) {
+        let code = self.run_worker(job, run, task, extra).await;
+        assert_eq!(
+            code,
+            0,
+            "worker {task} exited {code}:\n{}",
+            std::fs::read_to_string(self.log(task)).unwrap_or_default()
+        );
+    }
+
     /// Runs `ferry worker` to completion and returns its exit code.
     pub async fn run_worker(
         &self,
@@ -402,12 +413,7 @@ async fn a_bucket_of_awkward_keys_is_copied_exactly_and_a_second_run_copies_noth
         "parallelism: 1",
     )
     .await;
-    assert_eq!(
-        w.run_worker("bulk", "r1", "t1", &[]).await,
-        0,
-        "{}",
-        std::fs::read_to_string(w.log("t1")).unwrap()
-    );
+    w.run_worker_ok("bulk", "r1", "t1", &[]).await;
 
     let dst = w.dst("ap-southeast-2");
     let src_list = listing(&w.src, "src-bulk", "").await;
@@ -464,12 +470,7 @@ async fn prefixes_map_into_a_us_east_1_bucket_and_same_account_copies_keep_tags(
         "",
     )
     .await;
-    assert_eq!(
-        w.run_worker("small", "r1", "t1", &[]).await,
-        0,
-        "{}",
-        std::fs::read_to_string(w.log("t1")).unwrap()
-    );
+    w.run_worker_ok("small", "r1", "t1", &[]).await;
     let dst_list = listing(&w.dst("us-east-1"), "dst-use1", "").await;
     let expected: Vec<String> = under_prefix_keys()
         .iter()
@@ -942,12 +943,7 @@ async fn a_refused_head_of_the_destination_is_reported_and_never_taken_for_a_dif
         }
     }
     crate::strict::role_with_policy(&w.emu, DST_ACCOUNT, "dst", &policy.to_string()).await;
-    assert_eq!(
-        w.run_worker("nohead", "r1", "t1", &[]).await,
-        0,
-        "{}",
-        std::fs::read_to_string(w.log("t1")).unwrap()
-    );
+    w.run_worker_ok("nohead", "r1", "t1", &[]).await;
     let s = w.store.run_summary("nohead", "r1").await.unwrap();
     assert_eq!(
         (s.progress.objects_copied, s.progress.objects_failed),
@@ -1059,12 +1055,7 @@ async fn a_1024_byte_key_that_cannot_be_copied_is_reported_and_the_run_still_com
         "",
     )
     .await;
-    assert_eq!(
-        w.run_worker("longkey", "r1", "tl", &[]).await,
-        0,
-        "{}",
-        std::fs::read_to_string(w.log("tl")).unwrap()
-    );
+    w.run_worker_ok("longkey", "r1", "tl", &[]).await;
     let s = w.store.run_summary("longkey", "r1").await.unwrap();
     assert!(s.complete());
     assert_eq!(
@@ -1105,12 +1096,7 @@ async fn archived_objects_are_reported_per_object_and_do_not_fail_the_run() {
         "",
     )
     .await;
-    assert_eq!(
-        w.run_worker("arch", "r1", "ta", &[]).await,
-        0,
-        "{}",
-        std::fs::read_to_string(w.log("ta")).unwrap()
-    );
+    w.run_worker_ok("arch", "r1", "ta", &[]).await;
     let s = w.store.run_summary("arch", "r1").await.unwrap();
     assert!(s.complete());
     assert_eq!(
@@ -1267,12 +1253,7 @@ async fn objects_changed_or_deleted_after_listing_are_copied_as_they_are_now() {
         .await
         .unwrap();
 
-    assert_eq!(
-        w.run_worker("aged", "r1", "ta", &[]).await,
-        0,
-        "{}",
-        std::fs::read_to_string(w.log("ta")).unwrap()
-    );
+    w.run_worker_ok("aged", "r1", "ta", &[]).await;
     let (body, ..) = head_of(&dst, "dst-aged", &changed).await;
     assert_eq!(&body[..], b"rewritten after the listing");
     let mut expected = listing(&w.src, "src-aged", "").await;
@@ -1459,12 +1440,7 @@ spec:
         .create_spec(&serde_yaml_ng::from_str(yaml).unwrap(), None)
         .await
         .unwrap();
-    assert_eq!(
-        w.run_worker("mirror", "r1", "m1", &[]).await,
-        0,
-        "{}",
-        std::fs::read_to_string(w.log("m1")).unwrap()
-    );
+    w.run_worker_ok("mirror", "r1", "m1", &[]).await;
     assert_eq!(
         listing(&dst, "dst-sync", "").await,
         listing(&w.src, "src-sync", "").await,
