@@ -98,29 +98,7 @@ async fn a_real_prometheus_sees_throughput_and_evaluates_every_dashboard_express
     let (_op, op_port) = r.operator("op", &[]);
     let _agent = r.agent(None);
 
-    let prom_port = free_port();
-    let config = r.dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: ferry\n    static_configs:\n      - targets: ['127.0.0.1:{op_port}']\n"
-        ),
-    )
-    .expect("config");
-    let prom_log = r.dir.path().join("prometheus.log");
-    let _prom = Proc(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                r.dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&prom_log).expect("log"))
-            .spawn()
-            .expect("prometheus (Debian package `prometheus`) is installed"),
-    );
+    let (_prom, prom_port) = start_prometheus(r.dir.path(), op_port).await;
 
     // Slow enough that several scrapes see the copy going on.
     r.apply(
@@ -161,6 +139,56 @@ async fn a_real_prometheus_sees_throughput_and_evaluates_every_dashboard_express
         },
     )
     .await;
+}
+
+/// Starts Debian's Prometheus scraping `127.0.0.1:target` every second and waits until it is
+/// ready (it opens its port only after loading its TSDB, which takes seconds on a loaded
+/// machine). A port taken between `free_port` and the bind is retried on another port.
+async fn start_prometheus(dir: &std::path::Path, target: u16) -> (Proc, u16) {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: ferry\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+        ),
+    )
+    .expect("config");
+    let mut failures = Vec::new();
+    for attempt in 0..3 {
+        let port = free_port();
+        let log_path = dir.join(format!("prometheus-{attempt}.log"));
+        let mut prom = Proc(
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join(format!("tsdb-{attempt}")).display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log_path).expect("log"))
+                .spawn()
+                .expect("prometheus (Debian package `prometheus`) is installed"),
+        );
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if http_get(port, "/-/ready").is_ok() {
+                return (prom, port);
+            }
+            if let Ok(Some(status)) = prom.0.try_wait() {
+                failures.push(format!("exited with {status}: {}", log()));
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prometheus not ready within 60 s: {}",
+                log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    panic!("prometheus did not start: {failures:#?}");
 }
 
 const SRC_OBJECTS_BUCKET: &str = "op-source";
