@@ -108,7 +108,7 @@ def main():
                              stderr=open(os.path.join(work, "agent.log"), "w"))
     op = subprocess.Popen(
         [FERRY, "operator", "--listen", f"127.0.0.1:{port}", "--subnets", net["subnet"],
-         "--security-groups", net["securityGroup"], "--s3-force-path-style",
+         "--security-groups", net["securityGroup"], "--allow-any", "--s3-force-path-style",
          "--worker-env", "FERRY_S3_FORCE_PATH_STYLE=true",
          "--resync-seconds", str(args.resync), "--drift-seconds", str(args.drift),
          "--task-poll-seconds", "5", "--concurrency", "16"],

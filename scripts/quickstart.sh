@@ -51,8 +51,10 @@ echo "== ferry local-agent (logs: $work/agent.log)"
 $ferry local-agent --create-cluster >"$work/agent.log" 2>&1 &
 pids+=($!)
 echo "== ferry operator (metrics on http://127.0.0.1:$port/metrics, logs: $work/operator.log)"
+echo "   --allow-any: local/emulator policy mode, every valid job is admitted. With real accounts"
+echo "   the operator admits only what its --allow-* lists name (README, \"Security\")."
 $ferry operator --listen "127.0.0.1:$port" --subnets "$subnet" --security-groups "$group" \
-  --s3-force-path-style --worker-env FERRY_S3_FORCE_PATH_STYLE=true \
+  --allow-any --s3-force-path-style --worker-env FERRY_S3_FORCE_PATH_STYLE=true \
   --resync-seconds 10 --task-poll-seconds 2 >"$work/operator.log" 2>&1 &
 pids+=($!)
 

@@ -171,6 +171,91 @@ pub struct OperatorArgs {
     /// This replica's name in the leader lease [default: host name + random suffix].
     #[arg(long, env = "FERRY_REPLICA_ID")]
     pub replica_id: Option<String>,
+    /// Source buckets jobs may read, ACCOUNT:BUCKET (`*` matches any characters, e.g.
+    /// `111111111111:logs-*`; comma-separated in the environment). The operator refuses
+    /// (phase Blocked) every job outside its --allow-* lists.
+    #[arg(long = "allow-source", env = "FERRY_ALLOW_SOURCES", value_delimiter = ',', value_parser = parse_source)]
+    pub allow_sources: Vec<(String, String)>,
+    /// Destination accounts jobs may write to.
+    #[arg(
+        long = "allow-destination-account",
+        env = "FERRY_ALLOW_DESTINATION_ACCOUNTS",
+        value_delimiter = ','
+    )]
+    pub allow_destination_accounts: Vec<String>,
+    /// Source and destination role ARNs jobs may name (`*` matches any characters).
+    #[arg(long = "allow-role", env = "FERRY_ALLOW_ROLES", value_delimiter = ',')]
+    pub allow_roles: Vec<String>,
+    /// Image repositories (without tag or digest) a job's spec.ecs.image may name; the image
+    /// must be pinned `@sha256:` unless --allow-image-tags. The operator's --image is always
+    /// allowed.
+    #[arg(
+        long = "allow-image",
+        env = "FERRY_ALLOW_IMAGES",
+        value_delimiter = ','
+    )]
+    pub allow_images: Vec<String>,
+    /// Let jobs name allowed images by tag instead of digest.
+    #[arg(long, env = "FERRY_ALLOW_IMAGE_TAGS")]
+    pub allow_image_tags: bool,
+    /// Subnets jobs may name besides --subnets.
+    #[arg(
+        long = "allow-subnet",
+        env = "FERRY_ALLOW_SUBNETS",
+        value_delimiter = ','
+    )]
+    pub allow_subnets: Vec<String>,
+    /// Security groups jobs may name besides --security-groups.
+    #[arg(
+        long = "allow-security-group",
+        env = "FERRY_ALLOW_SECURITY_GROUPS",
+        value_delimiter = ','
+    )]
+    pub allow_security_groups: Vec<String>,
+    /// Let jobs give their tasks a public IP.
+    #[arg(long, env = "FERRY_ALLOW_PUBLIC_IP")]
+    pub allow_public_ip: bool,
+    /// Admit every valid job, whatever its accounts, buckets, roles, image and network: for the
+    /// emulator and the quick start only, never with real accounts.
+    #[arg(long, env = "FERRY_ALLOW_ANY")]
+    pub allow_any: bool,
+}
+
+fn parse_source(s: &str) -> Result<(String, String), String> {
+    s.split_once(':')
+        .filter(|(a, b)| a.len() == 12 && a.bytes().all(|c| c.is_ascii_digit()) && !b.is_empty())
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .ok_or_else(|| {
+            format!(
+                "`{s}`: expected ACCOUNT:BUCKET, a 12-digit account id and a bucket name or pattern"
+            )
+        })
+}
+
+impl OperatorArgs {
+    /// The operator's policy from its --allow-* flags.
+    pub fn policy(&self) -> Result<crate::controller::admission::OperatorPolicy, String> {
+        use crate::controller::admission::{OperatorPolicy, Pattern};
+        Ok(OperatorPolicy {
+            allow_any: self.allow_any,
+            sources: self
+                .allow_sources
+                .iter()
+                .map(|(a, b)| Ok((a.clone(), Pattern::new(b)?)))
+                .collect::<Result<_, String>>()?,
+            destination_accounts: self.allow_destination_accounts.clone(),
+            roles: self
+                .allow_roles
+                .iter()
+                .map(|r| Pattern::new(r))
+                .collect::<Result<_, String>>()?,
+            images: self.allow_images.clone(),
+            image_tags: self.allow_image_tags,
+            subnets: self.allow_subnets.clone(),
+            security_groups: self.allow_security_groups.clone(),
+            public_ip: self.allow_public_ip,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -461,8 +546,31 @@ async fn operator(
         concurrency: a.concurrency.max(1),
         stream_poll: Duration::from_millis(500),
     };
-    let ctx = Context::new(config, table, settings, timing, a.s3_force_path_style)
-        .map_err(|e| CliError::Failed(format!("cannot register the metrics: {e}")))?;
+    let policy = a
+        .policy()
+        .map_err(|e| CliError::Failed(format!("--allow-*: {e}")))?;
+    if policy.allow_any {
+        tracing::warn!(
+            "--allow-any: every valid job is admitted, whatever its accounts, buckets, roles and image (local/emulator mode; never use it with real accounts)"
+        );
+    } else {
+        tracing::info!(
+            sources = policy.sources.len(),
+            destination_accounts = policy.destination_accounts.len(),
+            roles = policy.roles.len(),
+            images = policy.images.len(),
+            "operator policy: jobs outside the --allow-* lists are Blocked"
+        );
+    }
+    let ctx = Context::new(
+        config,
+        table,
+        settings,
+        policy,
+        timing,
+        a.s3_force_path_style,
+    )
+    .map_err(|e| CliError::Failed(format!("cannot register the metrics: {e}")))?;
     let ctx = std::sync::Arc::new(ctx);
     let holder = a.replica_id.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ferry".into());

@@ -50,7 +50,13 @@ pub fn role_name(job: &str) -> String {
     if name.len() <= 64 {
         return name;
     }
-    format!("ferry-task-{}-{:08x}", &job[..44], fnv(&[job]) as u32)
+    // Cut at a character boundary: a name written into the table around the CLI may hold
+    // multibyte characters, and slicing one apart would panic.
+    let mut cut = 44;
+    while !job.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("ferry-task-{}-{:08x}", &job[..cut], fnv(&[job]) as u32)
 }
 
 /// ARN of the job's task role.
@@ -278,6 +284,15 @@ mod tests {
         assert_eq!(role_name("logs"), "ferry-task-logs");
         assert!(role_name(&long).len() <= 64);
         assert_ne!(role_name(&long), role_name(&other));
+    }
+
+    #[test]
+    fn a_long_multibyte_name_gets_a_role_name_without_panicking() {
+        // 43 ASCII bytes, then two-byte characters straddling byte 44.
+        let name = format!("{}{}", "a".repeat(43), "é".repeat(20));
+        let role = role_name(&name);
+        assert!(role.len() <= 64, "{role}");
+        assert!(role.starts_with(&format!("ferry-task-{}", "a".repeat(43))));
     }
 
     #[test]

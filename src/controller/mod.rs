@@ -5,6 +5,7 @@
 //! periodic resyncs, the leader lease, and the HTTP endpoints (`/metrics`, `/healthz`,
 //! `/readyz`).
 
+pub mod admission;
 pub mod apply;
 pub mod desired;
 pub mod observe;
@@ -143,6 +144,8 @@ pub struct Timing {
 pub struct Context {
     pub store: Store,
     pub settings: Settings,
+    /// What the operator may act on (its deployer's allow-lists).
+    pub policy: admission::OperatorPolicy,
     pub ecs: aws_sdk_ecs::Client,
     pub iam: aws_sdk_iam::Client,
     pub roles: AssumedRoles,
@@ -167,6 +170,7 @@ impl Context {
         base: &SdkConfig,
         table: &str,
         settings: Settings,
+        policy: admission::OperatorPolicy,
         timing: Timing,
         force_path_style: bool,
     ) -> Result<Context, prometheus::Error> {
@@ -198,6 +202,7 @@ impl Context {
             counter,
             metrics,
             settings,
+            policy,
             timing,
             infra_checked: std::sync::Mutex::new(HashMap::new()),
         })
@@ -232,6 +237,11 @@ pub fn needs_attention(stored: &StoredJob, drift_due: bool, now_ms: u64) -> bool
     if stored.job.spec.run.suspend {
         return s.phase != Phase::Suspended;
     }
+    // Blocked waits for a spec change (a stream event) or a drift check (the policy may have
+    // changed with a restart).
+    if s.phase == Phase::Blocked {
+        return false;
+    }
     match &s.run {
         None => true,
         Some(r) if r.finished_at.is_none() => true,
@@ -253,12 +263,20 @@ pub async fn reconcile(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
         return finalize(ctx, &stored).await;
     }
     let status = stored.job.status.as_ref();
+    // The stored spec is validated and judged against the operator's policy on every read:
+    // whoever can write the table is a job author, not the operator's deployer.
+    let violations = admission::admit(&stored.job, &ctx.policy, &ctx.settings);
+    if !violations.is_empty() {
+        ctx.mark_checked(name);
+        return reconcile_blocked(ctx, &stored, &violations).await;
+    }
     let check = ctx.drift_due(name) || !plan::infra_ready(status, stored.generation);
     let obs = observe::observe(ctx, &stored, check).await?;
     if check {
         ctx.mark_checked(name);
     }
-    let mut p = plan::plan(&stored.job, status, &obs, &ctx.settings);
+    let start = plan::admitted(status, obs.now_ms);
+    let mut p = plan::plan(&stored.job, start.as_ref(), &obs, &ctx.settings);
     for kind in &p.corrections {
         tracing::warn!(job = %name, kind, "drift: putting the resource back");
         ctx.metrics.corrected(kind);
@@ -304,6 +322,29 @@ pub async fn reconcile(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
         (None, true) => Some(ctx.timing.task_poll),
         (None, false) => None,
     }))
+}
+
+/// A job the operator may not act on: Blocked, with nothing observed and nothing written but
+/// its status (and StopTask for tasks an earlier, admitted generation started).
+async fn reconcile_blocked(
+    ctx: &Context,
+    stored: &StoredJob,
+    violations: &[admission::Violation],
+) -> Result<Action, ReconcileError> {
+    let name = stored.name();
+    let status = stored.job.status.as_ref();
+    let now = crate::store::runs::now_ms();
+    let mut p = plan::blocked(status, violations, now, stored.generation);
+    let applied = apply::apply(ctx, stored, &p.steps, &mut p.status).await;
+    if status != Some(&p.status) {
+        ctx.store
+            .put_status(name, &p.status, stored.status_version)
+            .await?;
+        tracing::warn!(job = %name, violations = %p.blocked.as_ref().map(|b| b.message.as_str()).unwrap_or_default(), "job blocked: outside the operator's policy or invalid");
+    }
+    ctx.metrics.observe_job(name, &p.status, 0);
+    applied.map_err(|f| f.error)?;
+    Ok(Action::await_change())
 }
 
 fn running_tasks(status: &CopyJobStatus, tasks: &HashMap<String, TaskState>) -> usize {

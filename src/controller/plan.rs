@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::admission::{ADMITTED, Violation};
 use super::desired::{self, Settings, TaskDefinition};
 use super::policy;
 use super::restart::{self, StopKind};
@@ -359,6 +360,79 @@ pub fn plan(
     st.observed_generation = generation;
     p.status = st;
     p
+}
+
+/// Plans a reconcile of a job the operator may not act on (`admission::admit` refused it): phase
+/// Blocked, the `Admitted` condition naming the rules, and nothing but stopping the tasks an
+/// earlier, admitted generation started. Nothing is observed first: a blocked job causes no AWS
+/// read or write beyond those StopTasks.
+pub fn blocked(
+    prev: Option<&CopyJobStatus>,
+    violations: &[Violation],
+    now_ms: u64,
+    generation: u64,
+) -> Plan {
+    let now_s = rfc3339(now_ms);
+    let mut st = prev.cloned().unwrap_or_default();
+    let mut steps = Vec::new();
+    if let Some(run) = st.run.as_mut().filter(|r| r.finished_at.is_none()) {
+        for arn in run.tasks.iter().filter_map(|t| t.arn.clone()) {
+            steps.push(Step::StopTask {
+                arn,
+                reason: "ferry: job blocked by the operator's policy".into(),
+            });
+        }
+        run.finished_at = Some(now_s.clone());
+    }
+    let reason = violations.first().map_or("Invalid", |v| v.rule);
+    let message = violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    set_condition(
+        &mut st.conditions,
+        ADMITTED,
+        false,
+        reason,
+        &message,
+        &now_s,
+    );
+    st.phase = Phase::Blocked;
+    st.observed_generation = generation;
+    st.next_run_time = None;
+    Plan {
+        steps,
+        blocked: Some(Problem {
+            reason: reason.to_string(),
+            message,
+            terminal: true,
+        }),
+        status: st,
+        requeue: None,
+        corrections: Vec::new(),
+    }
+}
+
+/// The status `plan` starts from for an admitted job: the `Admitted` condition true, and a job
+/// that was Blocked starting over as Pending.
+pub fn admitted(prev: Option<&CopyJobStatus>, now_ms: u64) -> Option<CopyJobStatus> {
+    let mut st = prev.cloned()?;
+    if st.phase == Phase::Blocked {
+        st.phase = Phase::Pending;
+    }
+    if st.conditions.iter().any(|c| c.kind == ADMITTED) {
+        let message = "the job is within the operator's policy";
+        set_condition(
+            &mut st.conditions,
+            ADMITTED,
+            true,
+            "Admitted",
+            message,
+            &rfc3339(now_ms),
+        );
+    }
+    Some(st)
 }
 
 /// Compares the slow-changing resources with the desired state; adds steps, conditions and
@@ -764,6 +838,77 @@ spec:
 
     fn cond<'a>(s: &'a CopyJobStatus, kind: &str) -> &'a Condition {
         s.conditions.iter().find(|c| c.kind == kind).unwrap()
+    }
+
+    fn violation(rule: &'static str) -> Violation {
+        Violation {
+            rule,
+            field: "spec.source.bucket".into(),
+            message: "not allowed".into(),
+        }
+    }
+
+    #[test]
+    fn a_blocked_job_gets_no_steps_phase_blocked_and_the_rule_as_reason() {
+        let p = blocked(None, &[violation("SourceNotAllowed")], T0, 1);
+        assert!(p.steps.is_empty());
+        assert_eq!(p.status.phase, Phase::Blocked);
+        assert_eq!(p.status.observed_generation, 1);
+        let c = cond(&p.status, ADMITTED);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "SourceNotAllowed")
+        );
+        assert!(c.message.contains("spec.source.bucket"), "{}", c.message);
+        assert!(p.blocked.is_some_and(|b| b.terminal));
+    }
+
+    #[test]
+    fn a_running_job_that_becomes_blocked_has_its_tasks_stopped_and_its_run_ended() {
+        let j = job("");
+        let st = started(&j);
+        let p = blocked(Some(&st), &[violation("RoleNotAllowed")], T0 + 1000, 2);
+        assert_eq!(
+            p.steps
+                .iter()
+                .filter(|s| matches!(s, Step::StopTask { .. }))
+                .count(),
+            2
+        );
+        assert!(
+            p.status
+                .run
+                .as_ref()
+                .is_some_and(|r| r.finished_at.is_some())
+        );
+        // Once blocked, the run is over: blocking again stops nothing.
+        let again = blocked(
+            Some(&p.status),
+            &[violation("RoleNotAllowed")],
+            T0 + 2000,
+            2,
+        );
+        assert!(again.steps.is_empty());
+    }
+
+    #[test]
+    fn a_blocked_job_that_is_admitted_again_starts_over_from_pending() {
+        let p = blocked(None, &[violation("SourceNotAllowed")], T0, 1);
+        let st = admitted(Some(&p.status), T0 + 1000).expect("status");
+        assert_eq!(st.phase, Phase::Pending);
+        assert_eq!(cond(&st, ADMITTED).status, "True");
+        let j = job("");
+        let next = plan(
+            &j,
+            Some(&st),
+            &observed(T0 + 1000, Some(ready_infra(&j))),
+            &settings(),
+        );
+        assert_eq!(next.status.phase, Phase::Provisioning);
+        assert!(next.steps.iter().any(|s| matches!(s, Step::RunTask { .. })));
+        // A job never blocked gets no Admitted condition.
+        let fresh = admitted(Some(&started(&j)), T0).expect("status");
+        assert!(fresh.conditions.iter().all(|c| c.kind != ADMITTED));
     }
 
     #[test]

@@ -357,7 +357,7 @@ pub struct EcsOptions {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CopyJobStatus {
-    /// Pending, Provisioning, Running, Succeeded, Failed, Suspended or Deleting.
+    /// Pending, Provisioning, Running, Succeeded, Failed, Blocked, Suspended or Deleting.
     #[serde(default)]
     pub phase: Phase,
     /// The spec generation this status describes.
@@ -380,6 +380,24 @@ pub struct CopyJobStatus {
     /// When the schedule starts the next run (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_time: Option<String>,
+    /// Every source bucket policy statement ferry has written for this job and not yet
+    /// removed: where a job's source moves, the old grant is removed; the finalizer removes
+    /// them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_policy: Vec<SourceGrant>,
+}
+
+/// A statement ferry put into a source bucket's policy, and how to reach that bucket again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceGrant {
+    pub account: String,
+    pub region: String,
+    pub bucket: String,
+    /// The role ferry used to write the policy (it removes the statement with it).
+    pub role_arn: String,
+    /// The statement's `Sid` (the listing statement is this plus `List`).
+    pub sid: String,
 }
 
 /// Lifecycle phase of a job.
@@ -391,6 +409,9 @@ pub enum Phase {
     Running,
     Succeeded,
     Failed,
+    /// The job is outside the operator's policy or invalid: nothing is done for it until its
+    /// spec (or the operator's policy) changes. Terminal.
+    Blocked,
     Suspended,
     Deleting,
 }
@@ -404,6 +425,7 @@ impl Phase {
             Phase::Running => "Running",
             Phase::Succeeded => "Succeeded",
             Phase::Failed => "Failed",
+            Phase::Blocked => "Blocked",
             Phase::Suspended => "Suspended",
             Phase::Deleting => "Deleting",
         }

@@ -336,7 +336,7 @@ impl Store {
             .send()
             .await
             .map_err(|e| self.aws_err("Query", e))?;
-        let mut jobs = self.assemble(out.items().to_vec())?;
+        let mut jobs = self.assemble(out.items().to_vec(), true)?;
         Ok(jobs.pop())
     }
 
@@ -362,26 +362,29 @@ impl Store {
                 _ => break,
             }
         }
-        self.assemble(items)
+        self.assemble(items, false)
     }
 
     /// Joins spec and status items into jobs. A status without a spec (a job being removed) is
-    /// skipped.
-    fn assemble(&self, items: Vec<Item>) -> Result<Vec<StoredJob>, StoreError> {
+    /// skipped. A malformed item (written around the CLI) fails a `get_job` of that job; a
+    /// listing skips it with an error naming the item, so one bad item cannot hide every
+    /// other job from the operator.
+    fn assemble(&self, items: Vec<Item>, single: bool) -> Result<Vec<StoredJob>, StoreError> {
         let mut specs = Vec::new();
         let mut statuses: HashMap<String, (CopyJobStatus, u64)> = HashMap::new();
         for item in items {
             let pk = get_s(&item, "pk").unwrap_or_default().to_string();
-            match get_s(&item, "sk") {
-                Some("SPEC") => specs.push(self.parse_spec(&pk, &item)?),
-                Some("STATUS") => {
-                    let doc = get_s(&item, "status")
-                        .ok_or_else(|| self.malformed(&pk, "status item without `status`"))?;
-                    let status: CopyJobStatus = serde_json::from_str(doc)
-                        .map_err(|e| self.malformed(&pk, format!("status: {e}")))?;
-                    statuses.insert(pk.clone(), (status, get_n(&item, "version").unwrap_or(0)));
-                }
-                _ => {}
+            let parsed = match get_s(&item, "sk") {
+                Some("SPEC") => self.parse_spec(&pk, &item).map(|job| specs.push(job)),
+                Some("STATUS") => self.parse_status(&pk, &item).map(|status| {
+                    statuses.insert(pk.clone(), status);
+                }),
+                _ => Ok(()),
+            };
+            match parsed {
+                Ok(()) => {}
+                Err(e) if single => return Err(e),
+                Err(e) => tracing::error!(error = %e, "skipping a malformed job item"),
             }
         }
         for job in &mut specs {
@@ -394,11 +397,35 @@ impl Store {
         Ok(specs)
     }
 
+    fn parse_status(&self, pk: &str, item: &Item) -> Result<(CopyJobStatus, u64), StoreError> {
+        let doc = get_s(item, "status")
+            .ok_or_else(|| self.malformed(pk, "status item without `status`"))?;
+        let status: CopyJobStatus =
+            serde_json::from_str(doc).map_err(|e| self.malformed(pk, format!("status: {e}")))?;
+        Ok((status, get_n(item, "version").unwrap_or(0)))
+    }
+
+    /// A spec item as a job. Its key must be `JOB#<metadata.name>` and the name may not hold
+    /// `#` (job `a`'s run items `RUN#a#…` would otherwise share a prefix with job `a#b`'s).
+    /// The spec's other fields are validated by the reader (`model::validate`).
     fn parse_spec(&self, pk: &str, item: &Item) -> Result<StoredJob, StoreError> {
         let doc = get_s(item, "document")
             .ok_or_else(|| self.malformed(pk, "spec item without `document`"))?;
         let job: CopyJob =
             serde_json::from_str(doc).map_err(|e| self.malformed(pk, format!("document: {e}")))?;
+        let name = &job.metadata.name;
+        if name.contains('#') {
+            return Err(self.malformed(
+                pk,
+                format!("metadata.name `{name}` holds `#`, which would break key scoping; allowed: lowercase letters, digits and `-`"),
+            ));
+        }
+        if pk != job_pk(name) {
+            return Err(self.malformed(
+                pk,
+                format!("metadata.name is `{name}` but the item's key is `{pk}`; allowed: the key `JOB#<metadata.name>`"),
+            ));
+        }
         Ok(StoredJob {
             job,
             generation: get_n(item, "generation")

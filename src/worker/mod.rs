@@ -196,12 +196,34 @@ struct Worker {
     abandon: AtomicBool,
 }
 
+/// Validates a job read from the table as the CLI validates files: an item written around
+/// `ferry apply` is bad input like any other, and the worker copies nothing for it.
+fn check_spec(what: &str, job: &CopyJob) -> Result<(), WorkerError> {
+    let problems = crate::model::validate::validate(job);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    Err(WorkerError::Config(format!(
+        "{what} of copyjob/{} is invalid; copying nothing: {}",
+        job.metadata.name,
+        list.join("; ")
+    )))
+}
+
 /// Runs a worker task to completion (or until a signal stops it).
 pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(), WorkerError> {
     let store = Store::from_config(base, table);
     let stored = store.get_job(&cfg.job).await?.ok_or_else(|| {
         WorkerError::NotFound(format!("copyjob/{} not found in table {table}", cfg.job))
     })?;
+    check_spec("the job", &stored.job)?;
+    if stored.job.status.as_ref().map(|s| s.phase) == Some(crate::model::Phase::Blocked) {
+        return Err(WorkerError::Config(format!(
+            "copyjob/{} is Blocked by the operator's policy; copying nothing",
+            cfg.job
+        )));
+    }
     let meta = store
         .ensure_run(
             &cfg.job,
@@ -216,6 +238,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
             cfg.job, cfg.run
         ))
     })?;
+    check_spec(&format!("run {}", cfg.run), &job)?;
     let spec = Arc::new(job.spec);
     let (provider, refreshes) = if cfg.assume_role {
         credentials::destination_provider(base, &spec.destination.role_arn, &cfg).await

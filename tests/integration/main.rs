@@ -7,4 +7,5 @@ mod deploy;
 mod observability;
 mod operator;
 pub mod strict;
+mod trust;
 mod worker;

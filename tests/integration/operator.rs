@@ -31,6 +31,25 @@ pub struct Rig {
     pub logs: Vec<PathBuf>,
     /// Added to the environment of the operators and agents this rig starts.
     pub extra_env: Vec<(String, String)>,
+    /// The operators' policy flags: by default the production mode (allow-lists, no
+    /// `--allow-any`) admitting the rig's accounts and their roles.
+    pub allow: Vec<String>,
+}
+
+/// The policy flags a rig's operators get unless a test sets its own.
+pub fn default_allow() -> Vec<String> {
+    [
+        "--allow-source",
+        "111111111111:*",
+        "--allow-destination-account",
+        "222222222222",
+        "--allow-role",
+        "arn:aws:iam::111111111111:role/*",
+        "--allow-role",
+        "arn:aws:iam::222222222222:role/*",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 pub async fn rig(single_threaded: bool) -> Rig {
@@ -59,6 +78,7 @@ pub async fn rig(single_threaded: bool) -> Rig {
         emu,
         logs: Vec::new(),
         extra_env: Vec::new(),
+        allow: default_allow(),
     }
 }
 
@@ -117,6 +137,7 @@ impl Rig {
             "--replica-id",
             name,
         ];
+        args.extend(self.allow.iter().map(String::as_str));
         args.extend_from_slice(extra);
         let log = self.dir.path().join(format!("{name}.log"));
         let mut env = self.emu.env();
