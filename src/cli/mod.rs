@@ -171,6 +171,11 @@ pub struct OperatorArgs {
     /// This replica's name in the leader lease [default: host name + random suffix].
     #[arg(long, env = "FERRY_REPLICA_ID")]
     pub replica_id: Option<String>,
+    /// The permissions boundary of every task role ferry creates [default:
+    /// arn:aws:iam::<operator account>:policy/ferry-task-boundary, made by the CloudFormation
+    /// template].
+    #[arg(long, env = "FERRY_TASK_BOUNDARY_ARN")]
+    pub task_boundary_arn: Option<String>,
     /// Source buckets jobs may read, ACCOUNT:BUCKET (`*` matches any characters, e.g.
     /// `111111111111:logs-*`; comma-separated in the environment). The operator refuses
     /// (phase Blocked) every job outside its --allow-* lists.
@@ -471,13 +476,15 @@ fn policies(
             .or_else(|| std::env::var("AWS_REGION").ok())
             .unwrap_or_else(|| "us-east-1".into()),
         table: global.table.clone(),
+        installation: desired::installation_id(&a.operator_account, &global.table),
+        task_boundary_arn: desired::task_boundary_arn(&a.operator_account),
         ..desired::Settings::default()
     };
     let all: Vec<serde_json::Value> = docs
         .iter()
         .map(|d| {
             let job = &d.job;
-            let bucket = policy::merge(None, job)
+            let bucket = policy::merge(None, job, &settings.installation)
                 .ok()
                 .flatten()
                 .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
@@ -524,7 +531,6 @@ async fn operator(
         .map(|r| r.as_ref().to_string())
         .unwrap_or_else(|| "us-east-1".into());
     let settings = Settings {
-        account,
         region,
         table: table.to_string(),
         cluster: a.cluster.clone(),
@@ -536,6 +542,12 @@ async fn operator(
         log_group: a.log_group.clone(),
         worker_env: a.worker_env.clone(),
         restart_backoff: Duration::from_secs(a.restart_backoff_seconds.max(1)),
+        installation: crate::controller::desired::installation_id(&account, table),
+        task_boundary_arn: a
+            .task_boundary_arn
+            .clone()
+            .unwrap_or_else(|| crate::controller::desired::task_boundary_arn(&account)),
+        account,
     };
     let secs = |n: u64| Duration::from_secs(n.max(1));
     let timing = Timing {

@@ -17,7 +17,7 @@ use super::desired;
 use super::plan::{Problem, Step};
 use super::{Context, ReconcileError, aws_error};
 use crate::aws::{ErrorKind, describe, error_code, kind};
-use crate::model::{CopyJob, CopyJobStatus, EncryptionKind, ObjectOwnership};
+use crate::model::{CopyJob, CopyJobStatus, EncryptionKind, ObjectOwnership, SourceGrant};
 use crate::store::{StoredJob, spec_document};
 
 /// A step that failed: the condition it concerns and the problem to record there, plus the
@@ -65,6 +65,12 @@ pub async fn apply(
             Step::PutSourcePolicy { document } => ensure_source_policy(ctx, job, document)
                 .await
                 .map_err(|e| fail(super::plan::SOURCE_POLICY_READY, e))?,
+            Step::RemoveSourceGrant { grant } => {
+                remove_grant(ctx, grant)
+                    .await
+                    .map_err(|e| fail(super::plan::SOURCE_POLICY_READY, e))?;
+                status.source_policy.retain(|g| g != grant);
+            }
             Step::CreateBucket => ensure_bucket(ctx, job).await?,
             Step::RegisterTaskDefinition => ensure_task_definition(ctx, job)
                 .await
@@ -101,26 +107,27 @@ pub async fn apply(
     Ok(())
 }
 
-/// Creates or updates the job's task role: trust policy and ferry's inline policy.
+/// Creates or updates the job's task role: trust policy, permissions boundary and ferry's inline
+/// policy. A role of that name without this installation's owner tag is left alone (NotOwned).
 pub async fn ensure_task_role(ctx: &Context, job: &CopyJob) -> Result<(), ReconcileError> {
     let name = desired::role_name(&job.metadata.name);
     let trust = desired::trust_policy(&ctx.settings).to_string();
+    let tags = desired::owner_tags(&job.metadata.name, &ctx.settings)
+        .into_iter()
+        .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ReconcileError::Invalid(e.to_string()))?;
     let created = ctx
         .iam
         .create_role()
         .role_name(&name)
         .assume_role_policy_document(&trust)
+        .permissions_boundary(&ctx.settings.task_boundary_arn)
         .description(format!(
             "ferry worker tasks of copyjob/{}",
             job.metadata.name
         ))
-        .tags(
-            aws_sdk_iam::types::Tag::builder()
-                .key("ferry:job")
-                .value(&job.metadata.name)
-                .build()
-                .map_err(|e| ReconcileError::Invalid(e.to_string()))?,
-        )
+        .set_tags(Some(tags))
         .send()
         .await;
     match created {
@@ -129,6 +136,13 @@ pub async fn ensure_task_role(ctx: &Context, job: &CopyJob) -> Result<(), Reconc
             if e.as_service_error()
                 .is_some_and(|s| s.is_entity_already_exists_exception()) =>
         {
+            if !role_owned(ctx, &name).await? {
+                let what = format!("IAM role {name}");
+                return Err(ReconcileError::Blocked(super::plan::not_owned(
+                    &what,
+                    &ctx.settings,
+                )));
+            }
             ctx.iam
                 .update_assume_role_policy()
                 .role_name(&name)
@@ -136,6 +150,13 @@ pub async fn ensure_task_role(ctx: &Context, job: &CopyJob) -> Result<(), Reconc
                 .send()
                 .await
                 .map_err(|e| aws_error("IAM", "UpdateAssumeRolePolicy", e))?;
+            ctx.iam
+                .put_role_permissions_boundary()
+                .role_name(&name)
+                .permissions_boundary(&ctx.settings.task_boundary_arn)
+                .send()
+                .await
+                .map_err(|e| aws_error("IAM", "PutRolePermissionsBoundary", e))?;
         }
         Err(e) => return Err(aws_error("IAM", "CreateRole", e)),
     }
@@ -147,6 +168,94 @@ pub async fn ensure_task_role(ctx: &Context, job: &CopyJob) -> Result<(), Reconc
         .send()
         .await
         .map_err(|e| aws_error("IAM", "PutRolePolicy", e))?;
+    Ok(())
+}
+
+/// Whether the job's task definition family is this installation's, judged by its latest
+/// revision's tags (a family without revisions has nothing anyone could own).
+async fn family_owned(ctx: &Context, family: &str) -> Result<bool, ReconcileError> {
+    match ctx
+        .ecs
+        .describe_task_definition()
+        .task_definition(family)
+        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(desired::owned(
+            out.tags()
+                .iter()
+                .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
+            &ctx.settings,
+        )),
+        Err(e) if kind(&e) == ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(aws_error("ECS", "DescribeTaskDefinition", e)),
+    }
+}
+
+/// Whether the role exists with this installation's owner tag (`false` if it does not exist).
+async fn role_owned(ctx: &Context, name: &str) -> Result<bool, ReconcileError> {
+    match ctx.iam.get_role().role_name(name).send().await {
+        Ok(out) => {
+            let tags = out.role().map(|r| r.tags()).unwrap_or_default();
+            Ok(desired::owned(
+                tags.iter().map(|t| (t.key(), t.value())),
+                &ctx.settings,
+            ))
+        }
+        Err(e) if kind(&e) == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(aws_error("IAM", "GetRole", e)),
+    }
+}
+
+/// Removes ferry's statement `grant.sid` from the bucket it was written to, with the role that
+/// wrote it. A bucket or policy that is gone has nothing to remove; a policy ferry cannot parse
+/// is a problem (the grant stays recorded until someone fixes the policy).
+pub async fn remove_grant(ctx: &Context, grant: &SourceGrant) -> Result<(), ReconcileError> {
+    let s3 = ctx.roles.s3(&grant.role_arn, &grant.region).await;
+    let current = match s3
+        .get_bucket_policy()
+        .bucket(&grant.bucket)
+        .expected_bucket_owner(&grant.account)
+        .send()
+        .await
+    {
+        Ok(o) => o.policy().map(str::to_string),
+        // No policy, or no bucket: no statement of ours to remove.
+        Err(e) if kind(&e) == ErrorKind::NotFound => None,
+        Err(e) => return Err(aws_error("S3", "GetBucketPolicy", e)),
+    };
+    match super::policy::remove(current.as_deref(), &grant.sid) {
+        Ok(None) => {}
+        Ok(Some(Some(doc))) => {
+            s3.put_bucket_policy()
+                .bucket(&grant.bucket)
+                .expected_bucket_owner(&grant.account)
+                .policy(doc)
+                .send()
+                .await
+                .map_err(|e| aws_error("S3", "PutBucketPolicy", e))?;
+        }
+        Ok(Some(None)) => {
+            s3.delete_bucket_policy()
+                .bucket(&grant.bucket)
+                .expected_bucket_owner(&grant.account)
+                .send()
+                .await
+                .map_err(|e| aws_error("S3", "DeleteBucketPolicy", e))?;
+        }
+        Err(e) => {
+            return Err(ReconcileError::Blocked(Problem {
+                reason: "InvalidBucketPolicy".into(),
+                message: format!(
+                    "the policy of bucket {} cannot be parsed ({e}), so ferry cannot remove its statement {}; fix the policy and ferry goes on",
+                    grant.bucket, grant.sid
+                ),
+                terminal: false,
+            }));
+        }
+    }
+    tracing::info!(bucket = %grant.bucket, sid = %grant.sid, "removed ferry's statement from a source bucket policy");
     Ok(())
 }
 
@@ -316,12 +425,12 @@ async fn ensure_task_definition(ctx: &Context, job: &CopyJob) -> Result<(), Reco
         .memory(&td.memory)
         .task_role_arn(&td.task_role_arn)
         .container_definitions(container)
-        .tags(
-            aws_sdk_ecs::types::Tag::builder()
-                .key("ferry:job")
-                .value(&job.metadata.name)
-                .build(),
-        );
+        .set_tags(Some(
+            desired::owner_tags(&job.metadata.name, &ctx.settings)
+                .into_iter()
+                .map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(k).value(v).build())
+                .collect(),
+        ));
     if !td.execution_role_arn.is_empty() {
         req = req.execution_role_arn(&td.execution_role_arn);
     }
@@ -475,8 +584,9 @@ pub async fn stop_task(
     }
 }
 
-/// The finalizer: stops the job's tasks, removes ferry's statement from the source bucket
-/// policy, removes the task role and the task definitions, then the job's records. Every step
+/// The finalizer: stops the job's tasks, removes ferry's statements from the source bucket
+/// policies the status recorded, removes the task role and the task definitions (only those
+/// tagged with this installation's owner tag), then the job's records. Every step
 /// tolerates its resource never having existed, so an interrupted cleanup simply runs again.
 /// Destination data is never touched.
 pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileError> {
@@ -485,9 +595,10 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
     let cluster = desired::cluster(job, &ctx.settings);
     let family = desired::family(name);
 
-    // 1. Tasks of the job's family, whatever run they belong to.
+    // 1. Tasks of the job's family, whatever run they belong to (if the family is ours).
     let mut next: Option<String> = None;
-    loop {
+    let ours = family_owned(ctx, &family).await?;
+    while ours {
         let out = ctx
             .ecs
             .list_tasks()
@@ -513,66 +624,43 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
         }
     }
 
-    // 2. ferry's statement in the source bucket policy; every other statement stays.
-    let src = &job.spec.source;
-    let s3 = ctx.roles.s3(&src.role_arn, &src.region).await;
-    let current = match s3
-        .get_bucket_policy()
-        .bucket(&src.bucket)
-        .expected_bucket_owner(&src.account)
-        .send()
-        .await
+    // 2. ferry's statements in source bucket policies, wherever the status recorded them;
+    // every other statement stays.
+    for grant in stored
+        .job
+        .status
+        .as_ref()
+        .map(|s| s.source_policy.as_slice())
+        .unwrap_or_default()
     {
-        Ok(o) => o.policy().map(str::to_string),
-        // No policy, or no bucket: no statement of ours to remove.
-        Err(e) if kind(&e) == ErrorKind::NotFound => None,
-        Err(e) => return Err(aws_error("S3", "GetBucketPolicy", e)),
-    };
-    match super::policy::remove(current.as_deref(), name) {
-        Ok(None) => {}
-        Ok(Some(Some(doc))) => {
-            s3.put_bucket_policy()
-                .bucket(&src.bucket)
-                .expected_bucket_owner(&src.account)
-                .policy(doc)
-                .send()
-                .await
-                .map_err(|e| aws_error("S3", "PutBucketPolicy", e))?;
-        }
-        Ok(Some(None)) => {
-            s3.delete_bucket_policy()
-                .bucket(&src.bucket)
-                .expected_bucket_owner(&src.account)
-                .send()
-                .await
-                .map_err(|e| aws_error("S3", "DeleteBucketPolicy", e))?;
-        }
-        Err(e) => {
-            tracing::warn!(job = %name, error = %e, "source bucket policy is unreadable; leaving it as it is");
-        }
+        remove_grant(ctx, grant).await?;
     }
 
-    // 3. The task role.
+    // 3. The task role, if it is this installation's.
     let role = desired::role_name(name);
-    match ctx
-        .iam
-        .delete_role_policy()
-        .role_name(&role)
-        .policy_name(desired::ROLE_POLICY)
-        .send()
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if kind(&e) == ErrorKind::NotFound => {}
-        Err(e) => return Err(aws_error("IAM", "DeleteRolePolicy", e)),
-    }
-    match ctx.iam.delete_role().role_name(&role).send().await {
-        Ok(_) => {}
-        Err(e) if kind(&e) == ErrorKind::NotFound => {}
-        Err(e) => return Err(aws_error("IAM", "DeleteRole", e)),
+    if role_owned(ctx, &role).await? {
+        match ctx
+            .iam
+            .delete_role_policy()
+            .role_name(&role)
+            .policy_name(desired::ROLE_POLICY)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if kind(&e) == ErrorKind::NotFound => {}
+            Err(e) => return Err(aws_error("IAM", "DeleteRolePolicy", e)),
+        }
+        match ctx.iam.delete_role().role_name(&role).send().await {
+            Ok(_) => {}
+            Err(e) if kind(&e) == ErrorKind::NotFound => {}
+            Err(e) => return Err(aws_error("IAM", "DeleteRole", e)),
+        }
+    } else {
+        tracing::info!(job = %name, role = %role, "no task role of this installation to delete");
     }
 
-    // 4. Task definitions of the family.
+    // 4. Task definitions of the family that are this installation's.
     if let Ok(out) = ctx
         .ecs
         .list_task_definitions()
@@ -584,6 +672,22 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
             // The prefix also matches longer family names: deregister only this family.
             let fam = arn.rsplit_once('/').map(|(_, f)| f).unwrap_or("");
             if fam.rsplit_once(':').map(|(f, _)| f) != Some(family.as_str()) {
+                continue;
+            }
+            let described = ctx
+                .ecs
+                .describe_task_definition()
+                .task_definition(arn)
+                .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+                .send()
+                .await
+                .map_err(|e| aws_error("ECS", "DescribeTaskDefinition", e))?;
+            let tags = described.tags().iter();
+            if !desired::owned(
+                tags.map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
+                &ctx.settings,
+            ) {
+                tracing::info!(job = %name, task_definition = %arn, "not this installation's; left alone");
                 continue;
             }
             if let Err(e) = ctx

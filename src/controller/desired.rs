@@ -28,6 +28,43 @@ pub struct Settings {
     pub worker_env: Vec<(String, String)>,
     /// First restart backoff of a failed task (10 s), doubling up to 36 times this.
     pub restart_backoff: std::time::Duration,
+    /// This installation of ferry ([`installation_id`]): in owner tags and statement Sids.
+    pub installation: String,
+    /// The managed policy every task role carries as its permissions boundary.
+    pub task_boundary_arn: String,
+}
+
+/// The id of an installation: 12 hex digits of a digest of the operator's account and table.
+/// Two operators with their own tables never take each other's resources for their own.
+pub fn installation_id(account: &str, table: &str) -> String {
+    crate::digest::hex(&[account.as_bytes(), table.as_bytes()], 12)
+}
+
+/// The name of the task roles' permissions boundary (a managed policy in the operator's account,
+/// created by the CloudFormation template).
+pub const TASK_BOUNDARY: &str = "ferry-task-boundary";
+
+/// The ARN of the boundary policy in an account.
+pub fn task_boundary_arn(account: &str) -> String {
+    format!("arn:aws:iam::{account}:policy/{TASK_BOUNDARY}")
+}
+
+/// The tag naming the installation that owns a role or task definition.
+pub const OWNER_TAG: &str = "ferry:owner";
+/// The tag naming the job a resource belongs to.
+pub const JOB_TAG: &str = "ferry:job";
+
+/// The tags of the roles and task definitions ferry creates for a job.
+pub fn owner_tags(job: &str, s: &Settings) -> Vec<(String, String)> {
+    vec![
+        (OWNER_TAG.into(), s.installation.clone()),
+        (JOB_TAG.into(), job.into()),
+    ]
+}
+
+/// Whether tags (key, value) mark a resource as this installation's.
+pub fn owned<'a>(mut tags: impl Iterator<Item = (&'a str, &'a str)>, s: &Settings) -> bool {
+    tags.any(|(k, v)| k == OWNER_TAG && v == s.installation)
 }
 
 /// FNV-1a, for short stable names (not for security).

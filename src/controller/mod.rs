@@ -281,7 +281,23 @@ pub async fn reconcile(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
         tracing::warn!(job = %name, kind, "drift: putting the resource back");
         ctx.metrics.corrected(kind);
     }
-    let applied = apply::apply(ctx, &stored, &p.steps, &mut p.status).await;
+    // A statement is recorded in the status before it is written, so the finalizer knows every
+    // statement ferry may have put anywhere, whatever happens between the two writes.
+    let mut status_version = stored.status_version;
+    let known = |g: &crate::model::SourceGrant| status.is_some_and(|s| s.source_policy.contains(g));
+    if !p.status.source_policy.iter().all(known) {
+        let mut intent = status.cloned().unwrap_or_default();
+        for g in &p.status.source_policy {
+            if !intent.source_policy.contains(g) {
+                intent.source_policy.push(g.clone());
+            }
+        }
+        status_version = ctx.store.put_status(name, &intent, status_version).await?;
+    }
+    let mut applied = apply::apply(ctx, &stored, &p.steps, &mut p.status).await;
+    if applied.is_ok() {
+        applied = apply::apply(ctx, &stored, &p.cleanup, &mut p.status).await;
+    }
     if let Err(f) = &applied {
         plan::set_condition(
             &mut p.status.conditions,
@@ -297,7 +313,7 @@ pub async fn reconcile(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
     }
     if status != Some(&p.status) {
         ctx.store
-            .put_status(name, &p.status, stored.status_version)
+            .put_status(name, &p.status, status_version)
             .await?;
         if status.map(|s| s.phase) != Some(p.status.phase) {
             tracing::info!(job = %name, phase = p.status.phase.as_str(), "phase changed");
@@ -373,7 +389,31 @@ async fn finalize(ctx: &Context, stored: &StoredJob) -> Result<Action, Reconcile
             .await?;
         ctx.metrics.observe_job(name, &status, 0);
     }
-    apply::cleanup(ctx, stored).await?;
+    if let Err(e) = apply::cleanup(ctx, stored).await {
+        // Recorded where `describe` shows it (an unparseable source policy keeps the job, and
+        // ferry's statement, until someone fixes the policy).
+        if let ReconcileError::Blocked(problem) = &e {
+            let fresh = ctx.store.get_job(name).await?;
+            if let Some(fresh) = fresh {
+                let mut st = fresh.job.status.clone().unwrap_or_default();
+                let before = st.clone();
+                plan::set_condition(
+                    &mut st.conditions,
+                    plan::SOURCE_POLICY_READY,
+                    false,
+                    &problem.reason,
+                    &problem.message,
+                    &plan::rfc3339(crate::store::runs::now_ms()),
+                );
+                if st != before {
+                    ctx.store
+                        .put_status(name, &st, fresh.status_version)
+                        .await?;
+                }
+            }
+        }
+        return Err(e);
+    }
     ctx.metrics.forget_job(name);
     Ok(Action::await_change())
 }

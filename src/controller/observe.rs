@@ -147,6 +147,15 @@ async fn task_role(ctx: &Context, job: &CopyJob) -> Result<RoleState, ReconcileE
         }
         Err(e) => return Err(aws_error("IAM", "GetRole", e)),
     };
+    let tags = role.role().map(|r| r.tags()).unwrap_or_default();
+    if !desired::owned(tags.iter().map(|t| (t.key(), t.value())), &ctx.settings) {
+        return Ok(RoleState::NotOwned);
+    }
+    let boundary_ok = role
+        .role()
+        .and_then(|r| r.permissions_boundary())
+        .and_then(|b| b.permissions_boundary_arn())
+        == Some(ctx.settings.task_boundary_arn.as_str());
     let trust_ok = role
         .role()
         .and_then(|r| r.assume_role_policy_document())
@@ -173,6 +182,7 @@ async fn task_role(ctx: &Context, job: &CopyJob) -> Result<RoleState, ReconcileE
     Ok(RoleState::Present {
         trust_ok,
         policy_ok,
+        boundary_ok,
     })
 }
 
@@ -295,29 +305,40 @@ async fn bucket(
     })
 }
 
+/// The latest revision of the job's family; a problem if it is not this installation's (no
+/// `ferry:owner` tag of ours): ferry does not add revisions to a family it does not own.
 async fn task_definition(
     ctx: &Context,
     job: &CopyJob,
-) -> Result<Option<TaskDefinition>, ReconcileError> {
+) -> Result<Result<Option<TaskDefinition>, Problem>, ReconcileError> {
     let family = desired::family(&job.metadata.name);
     let out = match ctx
         .ecs
         .describe_task_definition()
         .task_definition(&family)
+        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
         .send()
         .await
     {
         Ok(o) => o,
         // ClientException "Unable to describe task definition": no revision of the family. A
         // refused call is an error, never a reason to register the definition again.
-        Err(e) if kind(&e) == ErrorKind::NotFound => return Ok(None),
+        Err(e) if kind(&e) == ErrorKind::NotFound => return Ok(Ok(None)),
         Err(e) => return Err(aws_error("ECS", "DescribeTaskDefinition", e)),
     };
     let Some(td) = out.task_definition() else {
-        return Ok(None);
+        return Ok(Ok(None));
     };
+    let tags = out.tags().iter();
+    if !desired::owned(
+        tags.map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
+        &ctx.settings,
+    ) {
+        let what = format!("ECS task definition family {family}");
+        return Ok(Err(super::plan::not_owned(&what, &ctx.settings)));
+    }
     if td.status() == Some(&TaskDefinitionStatus::Inactive) {
-        return Ok(None);
+        return Ok(Ok(None));
     }
     let container = td
         .container_definitions()
@@ -327,7 +348,7 @@ async fn task_definition(
         .and_then(|c| c.log_configuration())
         .and_then(|l| l.options());
     let opt = |k: &str| log.and_then(|o| o.get(k)).cloned().unwrap_or_default();
-    Ok(Some(TaskDefinition {
+    Ok(Ok(Some(TaskDefinition {
         family: td.family().unwrap_or_default().to_string(),
         image: container
             .and_then(|c| c.image())
@@ -339,5 +360,5 @@ async fn task_definition(
         execution_role_arn: td.execution_role_arn().unwrap_or_default().to_string(),
         log_group: opt("awslogs-group"),
         log_region: opt("awslogs-region"),
-    }))
+    })))
 }

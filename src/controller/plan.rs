@@ -10,7 +10,7 @@ use super::desired::{self, Settings, TaskDefinition};
 use super::policy;
 use super::restart::{self, StopKind};
 use crate::model::{
-    Condition, CopyJob, CopyJobStatus, Phase, Progress, RunMode, RunStatus, TaskStatus,
+    Condition, CopyJob, CopyJobStatus, Phase, Progress, RunMode, RunStatus, SourceGrant, TaskStatus,
 };
 
 /// Condition types, in the order `describe` shows them.
@@ -40,8 +40,24 @@ pub struct Problem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoleState {
     Missing,
-    Present { trust_ok: bool, policy_ok: bool },
+    /// Ours (tagged with this installation's `ferry:owner`); whether trust policy, inline policy
+    /// and permissions boundary are as desired.
+    Present {
+        trust_ok: bool,
+        policy_ok: bool,
+        boundary_ok: bool,
+    },
+    /// A role of that name exists without this installation's owner tag: ferry neither adopts,
+    /// changes nor deletes it.
+    NotOwned,
 }
+
+/// The task role as it should be.
+pub const ROLE_OK: RoleState = RoleState::Present {
+    trust_ok: true,
+    policy_ok: true,
+    boundary_ok: true,
+};
 
 /// The destination bucket as S3 has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +80,9 @@ pub struct Infra {
     /// The source bucket policy document (None: the bucket has no policy).
     pub source_policy: Result<Option<String>, Problem>,
     pub bucket: Result<BucketState, Problem>,
-    /// The latest ACTIVE revision of the job's task definition family.
-    pub task_definition: Option<TaskDefinition>,
+    /// The latest ACTIVE revision of the job's task definition family (a problem if that
+    /// revision is not this installation's).
+    pub task_definition: Result<Option<TaskDefinition>, Problem>,
 }
 
 /// An ECS task as DescribeTasks reports it.
@@ -112,6 +129,11 @@ pub enum Step {
     PutSourcePolicy {
         document: String,
     },
+    /// Remove a statement ferry wrote into a bucket the job no longer reads (its source moved),
+    /// then forget it in `status.sourcePolicy`.
+    RemoveSourceGrant {
+        grant: SourceGrant,
+    },
     /// Create the destination bucket with the job's settings.
     CreateBucket,
     RegisterTaskDefinition,
@@ -142,6 +164,9 @@ pub struct Plan {
     /// A problem that keeps the job from progressing: the status records it and the reconcile
     /// backs off (unless it is terminal).
     pub blocked: Option<Problem>,
+    /// Steps that undo what ferry did for an earlier spec (statements in buckets the job no
+    /// longer reads): carried out after `steps`, so a bucket that refuses cannot hold up the job.
+    pub cleanup: Vec<Step>,
 }
 
 /// RFC 3339 of epoch milliseconds.
@@ -238,6 +263,7 @@ pub fn plan(
         requeue: None,
         corrections: Vec::new(),
         blocked: None,
+        cleanup: Vec::new(),
     };
 
     let live_arns = |run: &RunStatus| -> Vec<String> {
@@ -411,6 +437,7 @@ pub fn blocked(
         status: st,
         requeue: None,
         corrections: Vec::new(),
+        cleanup: Vec::new(),
     }
 }
 
@@ -476,13 +503,15 @@ fn check_infra(
         (Err(problem), _) => {
             not_ready(st, p, ROLES_READY, problem);
         }
+        (Ok(()), RoleState::NotOwned) => {
+            let problem = not_owned(
+                &format!("IAM role {}", desired::role_name(&job.metadata.name)),
+                settings,
+            );
+            not_ready(st, p, ROLES_READY, &problem);
+        }
         (Ok(()), role) => {
-            if role
-                != (RoleState::Present {
-                    trust_ok: true,
-                    policy_ok: true,
-                })
-            {
+            if role != ROLE_OK {
                 fix(p, st, ROLES_READY, "task_role", Step::EnsureTaskRole);
             }
             ready(
@@ -493,12 +522,32 @@ fn check_infra(
         }
     }
 
+    // Where ferry's statement belongs now; statements it wrote elsewhere (the source moved) go.
+    let src = &job.spec.source;
+    let here = SourceGrant {
+        account: src.account.clone(),
+        region: src.region.clone(),
+        bucket: src.bucket.clone(),
+        role_arn: src.role_arn.clone(),
+        sid: policy::statement_id(&settings.installation, &job.metadata.name),
+    };
+    let same_place =
+        |g: &SourceGrant| g.account == here.account && g.bucket == here.bucket && g.sid == here.sid;
+    for grant in st.source_policy.iter().filter(|g| !same_place(g)) {
+        p.cleanup.push(Step::RemoveSourceGrant {
+            grant: grant.clone(),
+        });
+    }
     match &infra.source_policy {
         Err(problem) => {
             not_ready(st, p, SOURCE_POLICY_READY, problem);
         }
-        Ok(current) => match policy::merge(current.as_deref(), job) {
+        Ok(current) => match policy::merge(current.as_deref(), job, &settings.installation) {
             Ok(merged) => {
+                // Recorded before it is written (`reconcile` stores new records first), so no
+                // statement of ferry's is ever unknown to the finalizer.
+                st.source_policy.retain(|g| !same_place(g));
+                st.source_policy.push(here.clone());
                 if let Some(document) = merged {
                     let step = Step::PutSourcePolicy { document };
                     fix(p, st, SOURCE_POLICY_READY, "source_policy", step);
@@ -581,15 +630,33 @@ fn check_infra(
     }
 
     let want = desired::task_definition(job, settings);
-    if infra.task_definition.as_ref() != Some(&want) {
-        let step = Step::RegisterTaskDefinition;
-        fix(p, st, TASK_DEFINITION_READY, "task_definition", step);
+    match &infra.task_definition {
+        Err(problem) => not_ready(st, p, TASK_DEFINITION_READY, problem),
+        Ok(current) => {
+            if current.as_ref() != Some(&want) {
+                let step = Step::RegisterTaskDefinition;
+                fix(p, st, TASK_DEFINITION_READY, "task_definition", step);
+            }
+            ready(
+                st,
+                TASK_DEFINITION_READY,
+                &format!("task definition family {} is current", want.family),
+            );
+        }
     }
-    ready(
-        st,
-        TASK_DEFINITION_READY,
-        &format!("task definition family {} is current", want.family),
-    );
+}
+
+/// The problem of a resource with ferry's name that this installation does not own.
+pub fn not_owned(what: &str, settings: &Settings) -> Problem {
+    Problem {
+        reason: "NotOwned".into(),
+        message: format!(
+            "{what} exists but is not tagged {}={}; ferry neither adopts, changes nor deletes it. Delete or rename it, or rename the job",
+            desired::OWNER_TAG,
+            settings.installation
+        ),
+        terminal: true,
+    }
 }
 
 /// Handles an active run: completion, deadline, stopped tasks and their replacements.
@@ -763,6 +830,7 @@ mod tests {
     use super::*;
 
     const T0: u64 = 1_800_000_000_000;
+    const INST: &str = "0123abcd4567";
 
     fn job(extra_run: &str) -> CopyJob {
         let yaml = format!(
@@ -787,23 +855,22 @@ spec:
             image: "ferry:1".into(),
             log_group: "/ferry".into(),
             restart_backoff: Duration::from_secs(10),
+            installation: INST.into(),
+            task_boundary_arn: desired::task_boundary_arn("123456789012"),
             ..Settings::default()
         }
     }
 
     fn ready_infra(job: &CopyJob) -> Infra {
-        let policy = policy::merge(None, job).unwrap();
+        let policy = policy::merge(None, job, INST).unwrap();
         Infra {
             roles: Ok(()),
-            task_role: RoleState::Present {
-                trust_ok: true,
-                policy_ok: true,
-            },
+            task_role: ROLE_OK,
             source_policy: Ok(policy),
             bucket: Ok(BucketState::Exists {
                 region: Some("us-east-1".into()),
             }),
-            task_definition: Some(desired::task_definition(job, &settings())),
+            task_definition: Ok(Some(desired::task_definition(job, &settings()))),
         }
     }
 
@@ -919,7 +986,7 @@ spec:
             task_role: RoleState::Missing,
             source_policy: Ok(None),
             bucket: Ok(BucketState::Missing),
-            task_definition: None,
+            task_definition: Ok(None),
         };
         let p = plan(&j, None, &observed(T0, Some(infra)), &settings());
         assert_eq!(p.steps[0], Step::EnsureTaskRole);
@@ -984,7 +1051,7 @@ spec:
                 "source_policy",
                 Box::new(|i: &mut Infra| i.source_policy = Ok(None)),
                 Step::PutSourcePolicy {
-                    document: policy::merge(None, &j).unwrap().unwrap(),
+                    document: policy::merge(None, &j, INST).unwrap().unwrap(),
                 },
             ),
             (
@@ -994,7 +1061,7 @@ spec:
             ),
             (
                 "task_definition",
-                Box::new(|i: &mut Infra| i.task_definition = None),
+                Box::new(|i: &mut Infra| i.task_definition = Ok(None)),
                 Step::RegisterTaskDefinition,
             ),
             (
@@ -1003,6 +1070,7 @@ spec:
                     i.task_role = RoleState::Present {
                         trust_ok: true,
                         policy_ok: false,
+                        boundary_ok: true,
                     }
                 }),
                 Step::EnsureTaskRole,
@@ -1018,6 +1086,87 @@ spec:
             assert_eq!(p.corrections, [kind]);
             assert_eq!(p.steps, [step], "{kind}");
         }
+    }
+
+    #[test]
+    fn a_job_whose_source_moved_removes_its_old_statement_after_the_new_one_is_in_place() {
+        let j = job("");
+        let st = started(&j);
+        let first = st.source_policy.clone();
+        assert_eq!(first.len(), 1, "the first statement is recorded");
+        assert_eq!(first[0].bucket, "src");
+        assert_eq!(first[0].sid, policy::statement_id(INST, "logs"));
+        let mut moved = j.clone();
+        moved.spec.source.bucket = "src2".into();
+        let mut infra = ready_infra(&moved);
+        infra.source_policy = Ok(None);
+        let mut obs = observed(T0 + 1000, Some(infra));
+        obs.generation = 2;
+        let p = plan(&moved, Some(&st), &obs, &settings());
+        assert!(
+            matches!(p.steps[0], Step::PutSourcePolicy { .. }),
+            "{:?}",
+            p.steps
+        );
+        assert_eq!(
+            p.cleanup,
+            [Step::RemoveSourceGrant {
+                grant: first[0].clone()
+            }]
+        );
+        let buckets: Vec<&str> = p
+            .status
+            .source_policy
+            .iter()
+            .map(|g| g.bucket.as_str())
+            .collect();
+        assert_eq!(
+            buckets,
+            ["src", "src2"],
+            "both recorded until the old one is removed"
+        );
+    }
+
+    #[test]
+    fn resources_of_another_installation_are_neither_adopted_nor_changed() {
+        let j = job("");
+        let mut infra = ready_infra(&j);
+        infra.task_role = RoleState::NotOwned;
+        infra.task_definition = Err(not_owned(
+            "ECS task definition family ferry-logs",
+            &settings(),
+        ));
+        let p = plan(&j, None, &observed(T0, Some(infra)), &settings());
+        assert!(
+            !p.steps.iter().any(|s| matches!(
+                s,
+                Step::EnsureTaskRole | Step::RegisterTaskDefinition | Step::RunTask { .. }
+            )),
+            "{:?}",
+            p.steps
+        );
+        assert_eq!(p.status.phase, Phase::Failed);
+        assert_eq!(cond(&p.status, ROLES_READY).reason, "NotOwned");
+        assert_eq!(cond(&p.status, TASK_DEFINITION_READY).reason, "NotOwned");
+        assert!(cond(&p.status, ROLES_READY).message.contains(INST));
+    }
+
+    #[test]
+    fn a_task_role_without_its_boundary_is_drift_put_back() {
+        let j = job("");
+        let st = started(&j);
+        let mut infra = ready_infra(&j);
+        infra.task_role = RoleState::Present {
+            trust_ok: true,
+            policy_ok: true,
+            boundary_ok: false,
+        };
+        let mut obs = observed(T0 + 1000, Some(infra));
+        obs.tasks = running(&["arn:task/0", "arn:task/1"]);
+        obs.run = Some(RunState::default());
+        let p = plan(&j, Some(&st), &obs, &settings());
+        assert_eq!(p.steps, [Step::EnsureTaskRole]);
+        assert_eq!(p.corrections, ["task_role"]);
     }
 
     #[test]

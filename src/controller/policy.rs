@@ -9,14 +9,16 @@ use serde_json::{Map, Value, json};
 
 use crate::model::CopyJob;
 
-/// The `Sid` of ferry's statement for a job: `Ferry` + the job name without dashes (a Sid allows
-/// only letters and digits), plus a short hash of the exact name so `a-b` and `ab` differ.
-pub fn statement_id(job: &str) -> String {
+/// The `Sid` of ferry's statement for a job of one installation: `Ferry`, the installation id
+/// (so two operators sharing a source bucket never take each other's statements for their
+/// own), the job name without dashes (a Sid allows only letters and digits), and a short hash
+/// of the exact name so `a-b` and `ab` differ.
+pub fn statement_id(installation: &str, job: &str) -> String {
     let clean: String = job.chars().filter(char::is_ascii_alphanumeric).collect();
     let hash = job.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    format!("Ferry{clean}{:08x}", hash as u32)
+    format!("Ferry{installation}{clean}{:08x}", hash as u32)
 }
 
 /// S3's limit on a bucket policy: 20 KB (20,480 bytes) without whitespace (S3 User Guide,
@@ -43,7 +45,7 @@ pub fn literal(prefix: &str) -> String {
 }
 
 /// The statement that lets the job's destination role list and read the source bucket/prefix.
-pub fn statement(job: &CopyJob) -> Value {
+pub fn statement(job: &CopyJob, installation: &str) -> Value {
     let src = &job.spec.source;
     let bucket_arn = format!("arn:aws:s3:::{}", src.bucket);
     let mut actions = vec!["s3:GetObject"];
@@ -65,7 +67,7 @@ pub fn statement(job: &CopyJob) -> Value {
             json!({ "StringLike": { "s3:prefix": [format!("{}*", literal(&src.prefix))] } });
     }
     // One Sid per job covers both statements: the list statement gets the Sid + "List".
-    let sid = statement_id(&job.metadata.name);
+    let sid = statement_id(installation, &job.metadata.name);
     list["Sid"] = Value::String(format!("{sid}List"));
     json!([
         list,
@@ -101,10 +103,14 @@ fn is_ours(statement: &Value, sid: &str) -> bool {
 
 /// The policy with ferry's statements for `job` present and current. `None` if `existing`
 /// already has them exactly (nothing to write).
-pub fn merge(existing: Option<&str>, job: &CopyJob) -> Result<Option<String>, PolicyError> {
-    let sid = statement_id(&job.metadata.name);
+pub fn merge(
+    existing: Option<&str>,
+    job: &CopyJob,
+    installation: &str,
+) -> Result<Option<String>, PolicyError> {
+    let sid = statement_id(installation, &job.metadata.name);
     let mut doc = parse(existing)?;
-    let ours = statement(job);
+    let ours = statement(job, installation);
     let statements = statements_mut(&mut doc)?;
     let current: Vec<Value> = statements
         .iter()
@@ -125,17 +131,17 @@ pub fn merge(existing: Option<&str>, job: &CopyJob) -> Result<Option<String>, Po
     Ok(Some(text))
 }
 
-/// The policy without ferry's statements for `job`: `Ok(None)` if there were none,
-/// `Ok(Some(None))` if nothing else is left (delete the policy), `Ok(Some(Some(doc)))` otherwise.
-pub fn remove(existing: Option<&str>, job: &str) -> Result<Option<Option<String>>, PolicyError> {
+/// The policy without ferry's statements `sid` (and `sid` + `List`): `Ok(None)` if there were
+/// none, `Ok(Some(None))` if nothing else is left (delete the policy), `Ok(Some(Some(doc)))`
+/// otherwise.
+pub fn remove(existing: Option<&str>, sid: &str) -> Result<Option<Option<String>>, PolicyError> {
     let Some(text) = existing else {
         return Ok(None);
     };
-    let sid = statement_id(job);
     let mut doc = parse(Some(text))?;
     let statements = statements_mut(&mut doc)?;
     let before = statements.len();
-    statements.retain(|s| !is_ours(s, &sid));
+    statements.retain(|s| !is_ours(s, sid));
     if statements.len() == before {
         return Ok(None);
     }
@@ -170,6 +176,8 @@ fn statements_mut(doc: &mut Value) -> Result<&mut Vec<Value>, PolicyError> {
 mod tests {
     use super::*;
 
+    const INST: &str = "0123abcd4567";
+
     fn job(name: &str, prefix: &str) -> CopyJob {
         let yaml = format!(
             r#"apiVersion: ferry.dev/v1alpha1
@@ -188,7 +196,7 @@ spec:
     #[test]
     fn merge_adds_our_statements_and_keeps_foreign_ones_exactly() {
         let existing = format!(r#"{{"Version":"2012-10-17","Statement":[{FOREIGN}]}}"#);
-        let merged = merge(Some(&existing), &job("logs", "a/"))
+        let merged = merge(Some(&existing), &job("logs", "a/"), INST)
             .unwrap()
             .expect("changed");
         assert!(
@@ -198,11 +206,11 @@ spec:
         let doc: Value = serde_json::from_str(&merged).unwrap();
         assert_eq!(doc["Statement"].as_array().unwrap().len(), 3);
         assert_eq!(
-            merge(Some(&merged), &job("logs", "a/")).unwrap(),
+            merge(Some(&merged), &job("logs", "a/"), INST).unwrap(),
             None,
             "merging twice writes nothing"
         );
-        let changed = merge(Some(&merged), &job("logs", "b/"))
+        let changed = merge(Some(&merged), &job("logs", "b/"), INST)
             .unwrap()
             .expect("prefix change rewrites ours");
         assert!(
@@ -212,30 +220,53 @@ spec:
     }
 
     #[test]
+    fn two_installations_granting_the_same_job_name_keep_both_statements() {
+        let other = "89ef0123cdef";
+        let a = merge(None, &job("logs", ""), INST).unwrap().unwrap();
+        let both = merge(Some(&a), &job("logs", "x/"), other).unwrap().unwrap();
+        let doc: Value = serde_json::from_str(&both).unwrap();
+        assert_eq!(doc["Statement"].as_array().unwrap().len(), 4);
+        let left = remove(Some(&both), &statement_id(INST, "logs"))
+            .unwrap()
+            .expect("ours was there")
+            .expect("the other installation's remain");
+        assert_eq!(
+            left,
+            merge(None, &job("logs", "x/"), other).unwrap().unwrap()
+        );
+    }
+
+    #[test]
     fn remove_takes_out_only_our_statements() {
         let existing = format!(r#"{{"Version":"2012-10-17","Statement":[{FOREIGN}]}}"#);
-        let merged = merge(Some(&existing), &job("logs", "")).unwrap().unwrap();
-        let other = merge(Some(&merged), &job("other", "")).unwrap().unwrap();
-        let left = remove(Some(&other), "logs")
+        let merged = merge(Some(&existing), &job("logs", ""), INST)
+            .unwrap()
+            .unwrap();
+        let other = merge(Some(&merged), &job("other", ""), INST)
+            .unwrap()
+            .unwrap();
+        let left = remove(Some(&other), &statement_id(INST, "logs"))
             .unwrap()
             .expect("ours was there")
             .expect("others remain");
         assert_eq!(
             left,
-            merge(Some(&existing), &job("other", "")).unwrap().unwrap()
+            merge(Some(&existing), &job("other", ""), INST)
+                .unwrap()
+                .unwrap()
         );
         assert_eq!(
-            remove(Some(&existing), "logs").unwrap(),
+            remove(Some(&existing), &statement_id(INST, "logs")).unwrap(),
             None,
             "nothing of ours: nothing to write"
         );
-        let only_ours = merge(None, &job("logs", "")).unwrap().unwrap();
+        let only_ours = merge(None, &job("logs", ""), INST).unwrap().unwrap();
         assert_eq!(
-            remove(Some(&only_ours), "logs").unwrap(),
+            remove(Some(&only_ours), &statement_id(INST, "logs")).unwrap(),
             Some(None),
             "empty policy is deleted"
         );
-        assert_eq!(remove(None, "logs").unwrap(), None);
+        assert_eq!(remove(None, &statement_id(INST, "logs")).unwrap(), None);
     }
 
     #[test]
@@ -251,14 +282,14 @@ spec:
         for (prefix, want) in cases {
             assert_eq!(literal(prefix), want, "{prefix}");
         }
-        let st = statement(&job("logs", "a*b/"));
+        let st = statement(&job("logs", "a*b/"), INST);
         assert_eq!(st[0]["Condition"]["StringLike"]["s3:prefix"][0], "a${*}b/*");
         assert_eq!(st[1]["Resource"], "arn:aws:s3:::src/a${*}b/*");
     }
 
     #[test]
     fn the_statement_grants_no_action_ferry_does_not_use() {
-        let st = statement(&job("logs", ""));
+        let st = statement(&job("logs", ""), INST);
         // Tags are kept by default; versions are never read (copies name no versionId).
         assert_eq!(
             st[1]["Action"],
@@ -279,12 +310,14 @@ spec:
             json!({"Version": "2012-10-17", "Statement": statements}).to_string()
         };
         let mut n = 1;
-        while merge(Some(&filler(n + 1)), &job("logs", "")).is_ok() {
+        while merge(Some(&filler(n + 1)), &job("logs", ""), INST).is_ok() {
             n += 1;
         }
-        let fits = merge(Some(&filler(n)), &job("logs", "")).unwrap().unwrap();
+        let fits = merge(Some(&filler(n)), &job("logs", ""), INST)
+            .unwrap()
+            .unwrap();
         assert!(fits.len() <= MAX_POLICY_BYTES);
-        match merge(Some(&filler(n + 1)), &job("logs", "")) {
+        match merge(Some(&filler(n + 1)), &job("logs", ""), INST) {
             Err(PolicyError::TooLarge { bytes }) => assert!(bytes > MAX_POLICY_BYTES),
             other => panic!("{other:?}"),
         }
@@ -292,14 +325,19 @@ spec:
 
     #[test]
     fn statement_ids_are_valid_and_distinct() {
-        let a = statement_id("a-b");
+        let a = statement_id(INST, "a-b");
+        assert_ne!(
+            a,
+            statement_id("89ef0123cdef", "a-b"),
+            "another installation's job of the same name has another Sid"
+        );
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_ne!(a, statement_id("ab"));
+        assert_ne!(a, statement_id(INST, "ab"));
     }
 
     #[test]
     fn the_list_permission_is_limited_to_the_prefix() {
-        let st = statement(&job("logs", "2024/"));
+        let st = statement(&job("logs", "2024/"), INST);
         assert_eq!(st[0]["Condition"]["StringLike"]["s3:prefix"][0], "2024/*");
         assert_eq!(st[1]["Resource"], "arn:aws:s3:::src/2024/*");
         assert_eq!(

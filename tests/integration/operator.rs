@@ -36,6 +36,14 @@ pub struct Rig {
     pub allow: Vec<String>,
 }
 
+/// The account of the emulator's default credentials: the operator's own.
+pub const OPERATOR_ACCOUNT: &str = "123456789012";
+
+/// The installation id of a rig's operators (their account and the table `ferry`).
+pub fn installation() -> String {
+    desired::installation_id(OPERATOR_ACCOUNT, "ferry")
+}
+
 /// The policy flags a rig's operators get unless a test sets its own.
 pub fn default_allow() -> Vec<String> {
     [
@@ -306,7 +314,10 @@ async fn a_job_is_copied_end_to_end_and_deleting_it_removes_only_what_ferry_adde
         "destination equals source"
     );
     let policy = r.source_policy().await.expect("policy");
-    assert!(policy.contains(&policy::statement_id("e2e")), "{policy}");
+    assert!(
+        policy.contains(&policy::statement_id(&installation(), "e2e")),
+        "{policy}"
+    );
     assert!(policy.contains("DenyInsecureTransport"));
     let metrics = r
         .until(
@@ -641,7 +652,7 @@ async fn every_kind_of_drift_is_put_back_on_the_next_resync() {
         .as_ref()
         .and_then(|r| r.tasks[0].arn.clone())
         .expect("task");
-    let sid = policy::statement_id("drift");
+    let sid = policy::statement_id(&installation(), "drift");
     let family = desired::family("drift");
     let role = desired::role_name("drift");
 
@@ -685,7 +696,14 @@ async fn every_kind_of_drift_is_put_back_on_the_next_resync() {
         .send()
         .await
         .expect("edit role policy");
-    // 5. The task stopped by hand.
+    // 5. The task role's permissions boundary removed.
+    r.iam()
+        .delete_role_permissions_boundary()
+        .role_name(&role)
+        .send()
+        .await
+        .expect("remove the boundary");
+    // 6. The task stopped by hand.
     r.ecs()
         .stop_task()
         .cluster("ferry")
@@ -745,6 +763,19 @@ async fn every_kind_of_drift_is_put_back_on_the_next_resync() {
                 .decode_utf8()
                 .ok()?;
             (doc.contains("AssumeDestinationRole") && !doc.contains("s3:*")).then_some(())
+        },
+    )
+    .await;
+    r.until(
+        "task role boundary restored",
+        Duration::from_secs(60),
+        || async {
+            let out = r.iam().get_role().role_name(&role).send().await.ok()?;
+            let arn = out
+                .role()?
+                .permissions_boundary()?
+                .permissions_boundary_arn()?;
+            (arn == desired::task_boundary_arn(OPERATOR_ACCOUNT)).then_some(())
         },
     )
     .await;

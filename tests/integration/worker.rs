@@ -94,7 +94,7 @@ spec:
             Ok(p) => p.policy().map(str::to_string),
             Err(_) => None,
         };
-        if let Some(doc) = ferry::controller::policy::merge(current.as_deref(), job)
+        if let Some(doc) = ferry::controller::policy::merge(current.as_deref(), job, "0123abcd4567")
             .expect("merge ferry's statement")
         {
             self.src
