@@ -294,10 +294,17 @@ pub async fn reconcile(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
         }
         status_version = ctx.store.put_status(name, &intent, status_version).await?;
     }
-    let mut applied = apply::apply(ctx, &stored, &p.steps, &mut p.status).await;
-    if applied.is_ok() {
-        applied = apply::apply(ctx, &stored, &p.cleanup, &mut p.status).await;
-    }
+    let applied = apply::apply(ctx, &stored, &p.steps, &mut p.status).await;
+    // Statements in buckets the job no longer reads go whatever became of the steps: a grant
+    // nobody needs is not kept because, say, a task cannot start.
+    let cleaned = apply::apply(ctx, &stored, &p.cleanup, &mut p.status).await;
+    let applied = match (applied, cleaned) {
+        (Err(f), Err(c)) => {
+            tracing::warn!(job = %name, error = %c.error, "cannot remove an old source statement");
+            Err(f)
+        }
+        (a, c) => a.and(c),
+    };
     if let Err(f) = &applied {
         plan::set_condition(
             &mut p.status.conditions,

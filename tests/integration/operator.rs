@@ -13,8 +13,8 @@ use ferry::store::Store;
 use crate::support::{Emulator, Proc, free_port, http_get, s3, sample, spawn_ferry, write_file};
 use crate::worker::{Obj, create_bucket, listing, seed};
 
-const SRC_BUCKET: &str = "op-source";
-const SRC_REGION: &str = "eu-west-1";
+pub const SRC_BUCKET: &str = "op-source";
+pub const SRC_REGION: &str = "eu-west-1";
 const DST_REGION: &str = "ap-southeast-2";
 
 /// An emulator prepared for the operator: ECS tasks stay RUNNING until stopped, the default
@@ -232,11 +232,11 @@ impl Rig {
         .await
     }
 
-    fn ecs(&self) -> aws_sdk_ecs::Client {
+    pub fn ecs(&self) -> aws_sdk_ecs::Client {
         aws_sdk_ecs::Client::new(&self.base)
     }
 
-    fn iam(&self) -> aws_sdk_iam::Client {
+    pub fn iam(&self) -> aws_sdk_iam::Client {
         aws_sdk_iam::Client::new(&self.base)
     }
 
@@ -269,7 +269,7 @@ impl Rig {
         out
     }
 
-    async fn source_policy(&self) -> Option<String> {
+    pub async fn source_policy(&self) -> Option<String> {
         self.src
             .get_bucket_policy()
             .bucket(SRC_BUCKET)

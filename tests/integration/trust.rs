@@ -162,3 +162,307 @@ async fn jobs_written_around_the_cli_outside_policy_are_blocked_and_cause_no_iam
         assert!(out.stderr.contains(expect), "{job}: {}", out.stderr);
     }
 }
+
+/// The policy of a source-account bucket.
+async fn bucket_policy(r: &Rig, bucket: &str) -> Option<String> {
+    r.src
+        .get_bucket_policy()
+        .bucket(bucket)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.policy().map(str::to_string))
+}
+
+/// Polls until the job's records are gone.
+async fn until_removed(r: &Rig, job: &str) {
+    r.until(
+        &format!("copyjob/{job} to be removed"),
+        Duration::from_secs(60),
+        || async { r.store.get_job(job).await.ok().filter(Option::is_none) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_or_task_definition_family_without_ferrys_owner_tag_is_neither_adopted_nor_deleted()
+{
+    use ferry::controller::desired;
+    let mut r = rig(false).await;
+    // Somebody's role with ferry's name for job `squat`, tagged as an older ferry would.
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    r.iam()
+        .create_role()
+        .role_name(desired::role_name("squat"))
+        .assume_role_policy_document(trust)
+        .tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key("ferry:job")
+                .value("squat")
+                .build()
+                .expect("tag"),
+        )
+        .send()
+        .await
+        .expect("their role");
+    // Somebody's task definition family with ferry's name for job `squat-td`.
+    r.ecs()
+        .register_task_definition()
+        .family(desired::family("squat-td"))
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("app")
+                .image("theirs:1")
+                .memory(512)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("their task definition");
+
+    let (_op, _port) = r.operator("op", &[]);
+    r.apply("squat", &job_yaml("squat", "trust-squat", ""));
+    r.apply("squat-td", &job_yaml("squat-td", "trust-squat-td", ""));
+    for (job, condition) in [("squat", "RolesReady"), ("squat-td", "TaskDefinitionReady")] {
+        let st = r
+            .until_phase(job, Phase::Failed, Duration::from_secs(60))
+            .await;
+        let c = st
+            .conditions
+            .iter()
+            .find(|c| c.kind == condition)
+            .expect("condition");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "NotOwned"),
+            "{job}"
+        );
+        assert!(c.message.contains("ferry:owner"), "{}", c.message);
+        assert!(st.run.is_none(), "{job} started a run");
+    }
+    let role = r
+        .iam()
+        .get_role()
+        .role_name(desired::role_name("squat"))
+        .send()
+        .await
+        .expect("their role is still there");
+    let role = role.role().expect("role");
+    assert!(role.permissions_boundary().is_none(), "no boundary added");
+    assert!(
+        role.assume_role_policy_document()
+            .is_some_and(|d| d.contains("lambda")),
+        "trust policy untouched"
+    );
+    let revisions = |family: String| {
+        let ecs = r.ecs();
+        async move {
+            ecs.list_task_definitions()
+                .family_prefix(family)
+                .send()
+                .await
+                .expect("list")
+                .task_definition_arns()
+                .len()
+        }
+    };
+    assert_eq!(
+        revisions(desired::family("squat-td")).await,
+        1,
+        "no revision added"
+    );
+
+    for job in ["squat", "squat-td"] {
+        let out = r.emu.ferry(&["delete", job]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        until_removed(&r, job).await;
+    }
+    assert!(
+        r.iam()
+            .get_role()
+            .role_name(desired::role_name("squat"))
+            .send()
+            .await
+            .is_ok(),
+        "their role is not deleted"
+    );
+    assert_eq!(
+        revisions(desired::family("squat-td")).await,
+        1,
+        "their revision is not deregistered"
+    );
+    // squat-td's own role was ferry's, and went.
+    assert!(
+        r.iam()
+            .get_role()
+            .role_name(desired::role_name("squat-td"))
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_job_to_another_bucket_leaves_no_statement_on_the_first_and_deleting_it_none_on_the_second()
+ {
+    use crate::operator::{SRC_BUCKET, SRC_REGION, installation};
+    use crate::worker::create_bucket;
+    use ferry::controller::policy::statement_id;
+    let mut r = rig(false).await;
+    create_bucket(&r.src, "op-source-b", SRC_REGION).await;
+    let keep = r#"{"Version":"2012-10-17","Statement":[{"Sid":"KeepMe","Effect":"Deny","Principal":"*","Action":"s3:DeleteBucket","Resource":"arn:aws:s3:::op-source"}]}"#;
+    r.src
+        .put_bucket_policy()
+        .bucket(SRC_BUCKET)
+        .policy(keep)
+        .send()
+        .await
+        .expect("their policy");
+    let sid = statement_id(&installation(), "mover");
+    let (_op, _port) = r.operator("op", &[]);
+
+    let on_a = job_yaml("mover", "trust-mover", "");
+    r.apply("mover", &on_a);
+    r.until(
+        "ferry's statement on bucket A",
+        Duration::from_secs(60),
+        || async {
+            bucket_policy(&r, SRC_BUCKET)
+                .await
+                .filter(|p| p.contains(&sid))
+        },
+    )
+    .await;
+    let recorded = r.status("mover").await.expect("status").source_policy;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(
+        (recorded[0].bucket.as_str(), recorded[0].sid.as_str()),
+        (SRC_BUCKET, sid.as_str())
+    );
+
+    r.apply(
+        "mover",
+        &on_a.replace("bucket: op-source,", "bucket: op-source-b,"),
+    );
+    r.until(
+        "ferry's statement on bucket B only",
+        Duration::from_secs(60),
+        || async {
+            let a = bucket_policy(&r, SRC_BUCKET).await?;
+            let b = bucket_policy(&r, "op-source-b").await?;
+            let st = r.status("mover").await?;
+            (b.contains(&sid) && !a.contains(&sid) && st.source_policy.len() == 1).then_some(a)
+        },
+    )
+    .await;
+    assert_eq!(
+        bucket_policy(&r, SRC_BUCKET).await.as_deref(),
+        Some(keep),
+        "theirs, byte for byte"
+    );
+
+    let out = r.emu.ferry(&["delete", "mover"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    until_removed(&r, "mover").await;
+    assert_eq!(
+        bucket_policy(&r, "op-source-b").await,
+        None,
+        "nothing of ferry's left on B"
+    );
+    assert_eq!(bucket_policy(&r, SRC_BUCKET).await.as_deref(), Some(keep));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_installations_sharing_a_source_bucket_keep_both_grants() {
+    use crate::operator::{OPERATOR_ACCOUNT, SRC_BUCKET, installation};
+    use aws_credential_types::provider::ProvideCredentials;
+    use ferry::controller::{desired, policy::statement_id};
+    let mut r = rig(false).await;
+    // The second installation runs in another operator account, with its own table and cluster.
+    const OTHER: &str = "444444444444";
+    let other = r.emu.account_config(OTHER).await;
+    let creds = other
+        .credentials_provider()
+        .expect("provider")
+        .provide_credentials()
+        .await
+        .expect("credentials");
+    let mut env2 = r.emu.env();
+    env2.extend([
+        (
+            "AWS_ACCESS_KEY_ID".to_string(),
+            creds.access_key_id().to_string(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            creds.secret_access_key().to_string(),
+        ),
+        (
+            "AWS_SESSION_TOKEN".to_string(),
+            creds.session_token().expect("token").to_string(),
+        ),
+    ]);
+    aws_sdk_ecs::Client::new(&other)
+        .create_cluster()
+        .cluster_name("ferry")
+        .send()
+        .await
+        .expect("cluster");
+    let init = run_ferry(&["init"], &env2);
+    assert_eq!(init.code, 0, "{}", init.stderr);
+
+    let (_op1, _) = r.operator("op1", &[]);
+    r.apply("shared", &job_yaml("shared", "trust-shared-1", ""));
+    let first = statement_id(&installation(), "shared");
+    r.until(
+        "installation 1's statement",
+        Duration::from_secs(60),
+        || async {
+            bucket_policy(&r, SRC_BUCKET)
+                .await
+                .filter(|p| p.contains(&first))
+        },
+    )
+    .await;
+
+    r.extra_env = env2[env2.len() - 3..].to_vec();
+    let (_op2, _) = r.operator("op2", &[]);
+    let file = crate::support::write_file(
+        r.dir.path(),
+        "shared2.yaml",
+        &job_yaml("shared", "trust-shared-2", ""),
+    );
+    let out = run_ferry(&["apply", "-f", file.to_str().expect("path")], &env2);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let second = statement_id(&desired::installation_id(OTHER, "ferry"), "shared");
+    assert_ne!(first, second);
+    assert_ne!(OTHER, OPERATOR_ACCOUNT);
+    r.until(
+        "both installations' statements",
+        Duration::from_secs(60),
+        || async {
+            bucket_policy(&r, SRC_BUCKET)
+                .await
+                .filter(|p| p.contains(&first) && p.contains(&second))
+        },
+    )
+    .await;
+
+    // Deleting installation 2's job removes its statements only.
+    let out = run_ferry(&["delete", "shared"], &env2);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    r.until(
+        "installation 2's statement removed",
+        Duration::from_secs(60),
+        || async {
+            bucket_policy(&r, SRC_BUCKET)
+                .await
+                .filter(|p| p.contains(&first) && !p.contains(&second))
+        },
+    )
+    .await;
+    assert!(
+        r.status("shared").await.is_some(),
+        "installation 1's job is untouched"
+    );
+}
