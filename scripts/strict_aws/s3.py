@@ -104,6 +104,24 @@ def bucket_policy_size(req: Request):
     return None
 
 
+@rule("s3-malformed-policy", "https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html")
+def malformed_policy(req: Request):
+    """S3 stores only policy documents: JSON whose `Statement` is a statement or a list of
+    statements (objects). Anything else answers 400 MalformedPolicy and is not stored."""
+    if req.service != "s3" or req.method != "PUT" or "policy" not in req.query or req.key():
+        return None
+    try:
+        doc = json.loads(req.body())
+    except ValueError:
+        doc = None
+    statements = doc.get("Statement") if isinstance(doc, dict) else None
+    if isinstance(statements, dict):
+        statements = [statements]
+    if not isinstance(statements, list) or not statements or not all(isinstance(s, dict) for s in statements):
+        return s3_error("400 Bad Request", "MalformedPolicy", "Policies must be valid JSON and the first byte must be '{'")
+    return None
+
+
 @rule("s3-region-redirect", "https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadBucket.html")
 def region_redirect(req: Request):
     """A request signed for a region other than the bucket's answers 301 PermanentRedirect with

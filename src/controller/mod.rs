@@ -385,6 +385,9 @@ fn running_tasks(status: &CopyJobStatus, tasks: &HashMap<String, TaskState>) -> 
         })
 }
 
+/// The condition a deletion that cannot finish records.
+pub const FINALIZED: &str = "Finalized";
+
 /// The finalizer: phase Deleting, then cleanup, then the records go.
 async fn finalize(ctx: &Context, stored: &StoredJob) -> Result<Action, ReconcileError> {
     let name = stored.name();
@@ -397,26 +400,29 @@ async fn finalize(ctx: &Context, stored: &StoredJob) -> Result<Action, Reconcile
         ctx.metrics.observe_job(name, &status, 0);
     }
     if let Err(e) = apply::cleanup(ctx, stored).await {
-        // Recorded where `describe` shows it (an unparseable source policy keeps the job, and
-        // ferry's statement, until someone fixes the policy).
-        if let ReconcileError::Blocked(problem) = &e {
-            let fresh = ctx.store.get_job(name).await?;
-            if let Some(fresh) = fresh {
-                let mut st = fresh.job.status.clone().unwrap_or_default();
-                let before = st.clone();
-                plan::set_condition(
-                    &mut st.conditions,
-                    plan::SOURCE_POLICY_READY,
-                    false,
-                    &problem.reason,
-                    &problem.message,
-                    &plan::rfc3339(crate::store::runs::now_ms()),
-                );
-                if st != before {
-                    ctx.store
-                        .put_status(name, &st, fresh.status_version)
-                        .await?;
-                }
+        // Recorded where `describe` shows it: the job (and what ferry still has to remove) stays
+        // until the cleanup can finish.
+        let (reason, message) = match &e {
+            ReconcileError::Blocked(p) => (p.reason.clone(), p.message.clone()),
+            ReconcileError::Aws { code, .. } => (code.clone(), e.to_string()),
+            _ => ("CleanupFailed".to_string(), e.to_string()),
+        };
+        if let Some(fresh) = ctx.store.get_job(name).await? {
+            let mut st = fresh.job.status.clone().unwrap_or_default();
+            let before = st.clone();
+            let now = plan::rfc3339(crate::store::runs::now_ms());
+            plan::set_condition(
+                &mut st.conditions,
+                FINALIZED,
+                false,
+                &reason,
+                &message,
+                &now,
+            );
+            if st != before {
+                ctx.store
+                    .put_status(name, &st, fresh.status_version)
+                    .await?;
             }
         }
         return Err(e);

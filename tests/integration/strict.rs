@@ -222,6 +222,37 @@ async fn s3_refuses_acls_on_buckets_whose_ownership_is_bucket_owner_enforced() {
         .expect("moto alone ignores Object Ownership");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_refuses_bucket_policies_that_are_not_policy_documents_as_malformed() {
+    let emu = Emulator::start();
+    let c = s3(&emu.sdk_config().await, "us-east-1");
+    create_bucket(&c, "strict-malformed", "us-east-1").await;
+    for bad in [
+        "not json",
+        r#"["Statement"]"#,
+        r#"{"Version":"2012-10-17","Statement":"text"}"#,
+        r#"{"Version":"2012-10-17","Statement":[]}"#,
+        r#"{"Version":"2012-10-17","Statement":["text"]}"#,
+    ] {
+        let err = c
+            .put_bucket_policy()
+            .bucket("strict-malformed")
+            .policy(bad)
+            .send()
+            .await
+            .expect_err(bad);
+        assert_eq!(err.code(), Some("MalformedPolicy"), "{bad}");
+    }
+    let one = r#"{"Version":"2012-10-17","Statement":{"Effect":"Deny","Principal":"*","Action":"s3:DeleteBucket","Resource":"arn:aws:s3:::strict-malformed"}}"#;
+    c.put_bucket_policy()
+        .bucket("strict-malformed")
+        .policy(one)
+        .send()
+        .await
+        .expect("a single statement as an object is a policy");
+    assert_eq!(emu.strict_rejections("s3-malformed-policy"), 5);
+}
+
 #[tokio::test]
 async fn s3_refuses_bucket_policies_over_20_kib() {
     let emu = Emulator::start();

@@ -466,3 +466,49 @@ async fn two_installations_sharing_a_source_bucket_keep_both_grants() {
         "installation 1's job is untouched"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_statement_that_cannot_be_removed_holds_the_deletion_with_a_condition_until_it_can()
+ {
+    use crate::operator::{SRC_BUCKET, installation};
+    use ferry::controller::policy::statement_id;
+    let mut r = rig(false).await;
+    let (_op, _port) = r.operator("op", &[]);
+    r.apply("held", &job_yaml("held", "trust-held", ""));
+    let sid = statement_id(&installation(), "held");
+    r.until("ferry's statement", Duration::from_secs(60), || async {
+        bucket_policy(&r, SRC_BUCKET)
+            .await
+            .filter(|p| p.contains(&sid))
+    })
+    .await;
+    // The source account stops letting ferry's source role read the bucket policy.
+    let source_role = "arn:aws:iam::111111111111:role/ferry-source";
+    r.emu.strict_deny(&[(source_role, "s3:GetBucketPolicy")]);
+    let out = r.emu.ferry(&["delete", "held"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let st = r
+        .until(
+            "the deletion held with a condition",
+            Duration::from_secs(60),
+            || async {
+                let st = r.status("held").await?;
+                let held = st.phase == Phase::Deleting
+                    && st.conditions.iter().any(|c| {
+                        c.kind == "Finalized" && c.status == "False" && c.reason == "AccessDenied"
+                    });
+                held.then_some(st)
+            },
+        )
+        .await;
+    assert_eq!(st.source_policy.len(), 1, "the grant stays recorded");
+    assert!(
+        bucket_policy(&r, SRC_BUCKET)
+            .await
+            .is_some_and(|p| p.contains(&sid))
+    );
+    // Allowed again: the deletion goes on and takes the statement with it.
+    r.emu.strict_deny(&[]);
+    until_removed(&r, "held").await;
+    assert_eq!(bucket_policy(&r, SRC_BUCKET).await, None);
+}
