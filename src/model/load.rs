@@ -85,9 +85,9 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Document>, Problems> {
     let mut docs = Vec::new();
     let mut problems = Vec::new();
     for file in &files {
-        match std::fs::read_to_string(file) {
+        match read_bounded(file) {
             Ok(text) => parse_text(file, &text, &mut docs, &mut problems),
-            Err(e) => problems.push(Problem::file(file, &format!("cannot read: {e}"))),
+            Err(message) => problems.push(Problem::file(file, &message)),
         }
     }
     problems.extend(validate::duplicate_names(&docs));
@@ -95,6 +95,119 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Document>, Problems> {
         Ok(docs)
     } else {
         Err(Problems(problems))
+    }
+}
+
+/// The largest job file read (1 MiB): a job is a few hundred bytes.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// The most YAML nodes a document may expand to. Anchors and aliases are replayed node by node,
+/// so a small file can name millions of nodes (one anchored list referenced 10,000 times); a
+/// job has about a hundred. Reading stops at this many, in time and memory bounded by it.
+pub const MAX_NODES: usize = 100_000;
+
+/// Reads a file of at most [`MAX_FILE_BYTES`] (reading no more than that, whatever its size).
+fn read_bounded(file: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "is larger than {} KiB; allowed: job files of at most 1 MiB",
+            MAX_FILE_BYTES / 1024
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("is not UTF-8: {e}"))
+}
+
+/// Deserializes a value counting every node against a shared budget: the first node past it
+/// fails the document, so alias expansion stops there.
+struct Bounded<'a>(&'a std::cell::Cell<usize>);
+
+impl Bounded<'_> {
+    fn take<E: serde::de::Error>(&self) -> Result<(), E> {
+        match self.0.get().checked_sub(1) {
+            Some(left) => {
+                self.0.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(format!(
+                "the document expands to more than {MAX_NODES} values (anchors and aliases count every time they are used); allowed: at most {MAX_NODES}"
+            ))),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Bounded<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a YAML value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        self.take()?;
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.take()?;
+        Ok(Value::Null)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.take()?;
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Bounded(self.0))? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.take()?;
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key_seed(Bounded(self.0))? {
+            let key = match k {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let v = map.next_value_seed(Bounded(self.0))?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -106,7 +219,8 @@ pub fn parse_text(file: &Path, text: &str, docs: &mut Vec<Document>, problems: &
     } else {
         let mut values = Vec::new();
         for doc in serde_yaml_ng::Deserializer::from_str(text) {
-            let value: Result<Value, serde_yaml_ng::Error> = serde::Deserialize::deserialize(doc);
+            let budget = std::cell::Cell::new(MAX_NODES);
+            let value = serde::de::DeserializeSeed::deserialize(Bounded(&budget), doc);
             let failed = value.is_err();
             values.push(value.map_err(|e| e.to_string()));
             if failed {

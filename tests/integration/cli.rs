@@ -456,3 +456,51 @@ async fn racing_applies_are_serialized_and_no_write_is_lost() {
     );
     assert_eq!(job.version, WRITERS as u64);
 }
+
+/// `ferry validate -f FILE` under a 1 GiB address-space limit (`ulimit -v`): a file that
+/// expands without bound would abort on allocation instead of being refused.
+fn validate_bounded(file: &std::path::Path) -> (i32, String) {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 1048576; exec '{}' validate -f '{}'",
+            crate::support::ferry_bin(),
+            file.display()
+        ))
+        .output()
+        .expect("run ferry validate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_alias_bomb_and_a_2_mib_file_are_refused_naming_the_file_within_bounded_memory() {
+    let dir = tempfile::tempdir().expect("dir");
+    // One anchored list of 1,000 items referenced 10,000 times: ~50 KB that expands to ten
+    // million values.
+    let items: String = (0..1000).map(|i| format!("x{i},")).collect();
+    let refs: String = (0..10_000).map(|_| "*a,").collect();
+    let bomb = format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: CopyJob\nmetadata: {{ name: bomb }}\nlist: &a [{items}]\nrefs: [{refs}]\n"
+    );
+    assert!(bomb.len() < 60_000, "{}", bomb.len());
+    let bomb_file = crate::support::write_file(dir.path(), "bomb.yaml", &bomb);
+    let (code, stderr) = validate_bounded(&bomb_file);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("bomb.yaml") && stderr.contains("more than 100000 values"),
+        "{stderr}"
+    );
+
+    let mut big = job_named("big");
+    big.push_str(&format!("# {}\n", "x".repeat(2 << 20)));
+    let big_file = crate::support::write_file(dir.path(), "big.yaml", &big);
+    let (code, stderr) = validate_bounded(&big_file);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("big.yaml") && stderr.contains("at most 1 MiB"),
+        "{stderr}"
+    );
+}
