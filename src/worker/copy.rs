@@ -431,7 +431,7 @@ impl Copier {
                 // and record it on every later copy of this task.
                 Copied::Diverged { .. } => {
                     self.etags_diverge.store(true, Ordering::Relaxed);
-                    tracing::info!(key = %src.rel, "copies get ETags other than their sources' (SSE-KMS?): recording source ETags from now on");
+                    tracing::info!(key = %super::shown_key(&src.rel), "copies get ETags other than their sources' (SSE-KMS?): recording source ETags from now on");
                     self.copy_single(src, true).await?
                 }
                 other => other,

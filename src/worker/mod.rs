@@ -196,6 +196,23 @@ struct Worker {
     abandon: AtomicBool,
 }
 
+/// An object key as logs show it: control characters (a newline, an escape sequence) written as
+/// `\u{..}`, so a key cannot forge log lines or drive a terminal. S3 keys may hold any UTF-8.
+pub fn shown_key(key: &str) -> std::borrow::Cow<'_, str> {
+    if !key.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(key);
+    }
+    let mut out = String::with_capacity(key.len() + 8);
+    for c in key.chars() {
+        if c.is_control() {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Validates a job read from the table as the CLI validates files: an item written around
 /// `ferry apply` is bad input like any other, and the worker copies nothing for it.
 fn check_spec(what: &str, job: &CopyJob) -> Result<(), WorkerError> {
@@ -779,7 +796,7 @@ impl Worker {
             .write_report(&self.cfg.job, &self.cfg.run, chunk, failures)
             .await?;
         for f in failures {
-            tracing::warn!(key = %f.key, code = %f.code, reason = %f.reason, "object not copied");
+            tracing::warn!(key = %shown_key(&f.key), code = %f.code, reason = %f.reason, "object not copied");
             if self.live.stored_failures.fetch_add(1, Ordering::Relaxed)
                 < MAX_STORED_FAILURES as u64
             {
@@ -789,7 +806,7 @@ impl Worker {
                     .put_failure(&self.cfg.job, &self.cfg.run, &f.key, &reason)
                     .await
                 {
-                    tracing::warn!(key = %f.key, error = %e, "could not record the failure in the store");
+                    tracing::warn!(key = %shown_key(&f.key), error = %e, "could not record the failure in the store");
                 }
             }
         }
@@ -858,5 +875,23 @@ impl Worker {
         tokio::time::sleep(self.cfg.grace).await;
         tracing::warn!("grace period over: releasing unfinished work");
         self.abandon.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_with_control_characters_are_escaped_for_logs() {
+        for (key, shown) in [
+            ("plain/key.txt", "plain/key.txt"),
+            ("a\nfake log line", "a\\u{a}fake log line"),
+            ("\u{1b}[31mred", "\\u{1b}[31mred"),
+            ("tab\there", "tab\\u{9}here"),
+            ("ünïcødé/ok", "ünïcødé/ok"),
+        ] {
+            assert_eq!(shown_key(key), shown, "{key:?}");
+        }
     }
 }
