@@ -8,5 +8,6 @@ pub mod controller;
 pub mod digest;
 pub mod metrics;
 pub mod model;
+pub mod permissions;
 pub mod store;
 pub mod worker;

@@ -12,6 +12,7 @@ off only to show what it catches:
 
     GET  /ferry-strict/rules                  {name: {"enabled", "aws", "doc", "rejected"}}
     GET  /ferry-strict/permissions            {role ARN: [S3 actions its requests were allowed]}
+    GET  /ferry-strict/sessions               {session ARN: its session policy or null}
     POST /ferry-strict/deny   {"deny": [{"principal": P, "action": "ecs:ListTasks"}]}
                                               explicit denies (P: a role ARN, an account root
                                               ARN, `accesskey:ID` or `*`); [] lifts them
@@ -32,7 +33,7 @@ endpoints).
 import json
 
 from . import s3, iam, ecs  # noqa: F401  (registers the rules, in this order)
-from .core import LOCK, RULES, Request, enabled, parse
+from .core import LOCK, RULES, Request, enabled, parse, sessions
 from .ecs import RUN_TASK_TOKENS, params_digest
 from .iam import DENY_LIST, USED_ACTIONS
 from .s3 import UPLOAD_INITIATORS, name_initiators, record_initiator
@@ -132,6 +133,8 @@ class StrictAws:
                         RULES[n].enabled = True
         if path == "/ferry-strict/permissions":
             body = json.dumps({role: sorted(a) for role, a in USED_ACTIONS.items()}, indent=1).encode()
+        elif path == "/ferry-strict/sessions":
+            body = json.dumps(sessions(), indent=1).encode()
         else:
             body = json.dumps(
                 {r.name: {"enabled": r.enabled, "aws": r.aws, "doc": r.doc, "rejected": r.rejected}

@@ -180,13 +180,31 @@ def is_s3_object_write(req: Request) -> bool:
     )
 
 
-def caller_arn(access_key: str) -> Optional[str]:
-    """The ARN of the principal behind an access key: an assumed-role session, if STS issued it."""
+def assumed_role(access_key: str):
+    """The STS session (moto's AssumedRole: `arn`, `policy`) behind an access key, if any."""
     from moto.sts.models import sts_backends
 
     for _, by_partition in list(sts_backends.items()):
         for backend in list(by_partition.values()):
             for role in list(backend.assumed_roles):
                 if role.access_key_id == access_key:
-                    return role.arn
+                    return role
     return None
+
+
+def sessions() -> dict:
+    """Every STS session moto issued: its ARN and the session policy it was assumed with."""
+    from moto.sts.models import sts_backends
+
+    out = {}
+    for _, by_partition in list(sts_backends.items()):
+        for backend in list(by_partition.values()):
+            for role in list(backend.assumed_roles):
+                out[role.arn] = role.policy
+    return out
+
+
+def caller_arn(access_key: str) -> Optional[str]:
+    """The ARN of the principal behind an access key: an assumed-role session, if STS issued it."""
+    role = assumed_role(access_key)
+    return role.arn if role is not None else None

@@ -6,7 +6,7 @@ import re
 import urllib.parse
 from typing import Optional
 
-from .core import LOCK, Request, Response, bucket_of, caller_arn, copy_source, json_error, rule, s3_error
+from .core import assumed_role, LOCK, Request, Response, bucket_of, caller_arn, copy_source, json_error, rule, s3_error
 from .s3 import ACL_GRANT_HEADERS
 
 # ---------------------------------------------------------------------------------------------
@@ -163,9 +163,10 @@ def decide(statements: list, action: str, resource: str, ctx: dict, who: Optiona
 def caller(req: Request) -> Optional[dict]:
     """The role session behind the request's access key: role ARN, account, identity policies
     (None for credentials STS did not issue: the emulator's root keys)."""
-    arn = caller_arn(req.access_key)
-    if arn is None:
+    session = assumed_role(req.access_key)
+    if session is None:
         return None
+    arn = session.arn
     m = re.match(r"arn:aws:sts::(\d+):assumed-role/([^/]+)/", arn)
     if not m:
         return None
@@ -181,8 +182,13 @@ def caller(req: Request) -> Optional[dict]:
             policies.append(json.loads(document) if isinstance(document, str) else document)
     except Exception:
         policies = []
+    try:
+        session_policy = json.loads(session.policy) if session.policy else None
+    except ValueError:
+        session_policy = {"Statement": []}
     return {"session": arn, "role": f"arn:aws:iam::{account}:role/{role_name}", "account": account,
-            "root": f"arn:aws:iam::{account}:root", "policies": policies}
+            "root": f"arn:aws:iam::{account}:root", "policies": policies,
+            "session_policy": session_policy}
 
 
 USED_ACTIONS: dict = {}
@@ -192,15 +198,21 @@ USED_ACTIONS: dict = {}
 def s3_permissions(req: Request):
     """An S3 request by a role session is allowed only if the role's identity policies allow
     every action it needs and none denies it (roles with no policy at all, the test harness's
-    admin roles, are not judged); a request into another account's bucket also needs that
-    bucket's policy to allow the role (cross-account access needs both sides). Answer: 403
-    AccessDenied. Allowed actions are recorded per role (`GET /ferry-strict/permissions`)."""
+    admin roles, are not judged); a session assumed with a session policy is limited to what
+    that policy allows too (its permissions are the intersection); a request into another
+    account's bucket also needs that bucket's policy to allow the role (cross-account access
+    needs both sides). Answer: 403 AccessDenied. Allowed actions are recorded per role
+    (`GET /ferry-strict/permissions`)."""
     if req.service != "s3":
         return None
     who = caller(req)
     if who is None:
         return None
     for action, resource, ctx in s3_actions(req):
+        if who["session_policy"] is not None:
+            v = decide(as_list(who["session_policy"].get("Statement", [])), action, resource, ctx, None)
+            if not v:
+                return access_denied(req, f"the session policy of {who['session']} does not allow {action} on {resource}")
         if who["policies"]:
             verdict = None
             for doc in who["policies"]:
@@ -223,6 +235,27 @@ def s3_permissions(req: Request):
             with LOCK:
                 USED_ACTIONS.setdefault(who["role"], set()).add(action)
     return None
+
+
+@rule("sts-session-policy-length", "https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html")
+def session_policy_length(req: Request):
+    """AssumeRole's `Policy` (an inline session policy) is at most 2,048 characters ("The
+    plaintext that you use for both inline and managed session policies can't exceed 2,048
+    characters"); a longer one answers 400 ValidationError."""
+    if req.service != "sts":
+        return None
+    params = urllib.parse.parse_qs(req.body().decode("utf-8", "replace"))
+    params.update(urllib.parse.parse_qs(req.environ.get("QUERY_STRING", "")))
+    if params.get("Action", [""])[0] != "AssumeRole":
+        return None
+    policy = params.get("Policy", [""])[0]
+    if len(policy) <= 2048:
+        return None
+    message = ("1 validation error detected: Value at 'policy' failed to satisfy constraint: "
+               "Member must have length less than or equal to 2048")
+    body = (f'<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>'
+            f'<Message>{message}</Message></Error><RequestId>ferry-strict</RequestId></ErrorResponse>').encode()
+    return "400 Bad Request", [("Content-Type", "text/xml")], body
 
 
 DENY_LIST: list = []

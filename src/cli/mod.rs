@@ -465,7 +465,8 @@ fn policies(
     global: &GlobalOptions,
     out: &mut impl Write,
 ) -> Result<ExitCode, CliError> {
-    use crate::controller::{desired, permissions, policy};
+    use crate::controller::{desired, policy};
+    use crate::permissions;
     let docs = model::load(&a.files.files)?;
     let settings = desired::Settings {
         account: a.operator_account.clone(),

@@ -9,7 +9,6 @@ pub mod admission;
 pub mod apply;
 pub mod desired;
 pub mod observe;
-pub mod permissions;
 pub mod plan;
 pub mod policy;
 pub mod queue;

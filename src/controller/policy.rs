@@ -26,23 +26,7 @@ pub fn statement_id(installation: &str, job: &str) -> String {
 /// 20 KB in size").
 pub const MAX_POLICY_BYTES: usize = 20_480;
 
-/// A key prefix as a literal inside a policy's `Resource` or `StringLike` value: `*`, `?` and
-/// `$` are policy syntax there, written `${*}`, `${?}` and `${$}` to mean themselves (IAM User
-/// Guide, "IAM JSON policy elements: Resource": "special characters").
-pub fn literal(prefix: &str) -> String {
-    let mut out = String::with_capacity(prefix.len());
-    for c in prefix.chars() {
-        match c {
-            '*' | '?' | '$' => {
-                out.push_str("${");
-                out.push(c);
-                out.push('}');
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::permissions::literal;
 
 /// The statement that lets the job's destination role list and read the source bucket/prefix.
 pub fn statement(job: &CopyJob, installation: &str) -> Value {

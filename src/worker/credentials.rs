@@ -11,6 +11,7 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 
 use super::WorkerConfig;
+use crate::model::CopyJob;
 
 /// Wraps a provider and counts how often credentials were fetched.
 #[derive(Debug)]
@@ -38,14 +39,17 @@ impl ProvideCredentials for Counting {
     }
 }
 
-/// The destination role's credentials provider and the counter of AssumeRole calls.
+/// The destination role's credentials provider and the counter of AssumeRole calls. Each
+/// session carries the job's session policy (`permissions::session_policy`): the task can reach
+/// the job's buckets and prefixes only, whatever else the role may do.
 pub async fn destination_provider(
     base: &SdkConfig,
-    role_arn: &str,
+    job: &CopyJob,
     cfg: &WorkerConfig,
 ) -> (SharedCredentialsProvider, Arc<AtomicU64>) {
     let session = super::copy::session_name(&cfg.job, &cfg.task);
-    let inner = AssumeRoleProvider::builder(role_arn)
+    let inner = AssumeRoleProvider::builder(&job.spec.destination.role_arn)
+        .policy(crate::permissions::session_policy(job))
         .session_name(session)
         .session_length(cfg.session)
         .configure(base)

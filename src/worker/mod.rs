@@ -256,15 +256,15 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         ))
     })?;
     check_spec(&format!("run {}", cfg.run), &job)?;
-    let spec = Arc::new(job.spec);
     let (provider, refreshes) = if cfg.assume_role {
-        credentials::destination_provider(base, &spec.destination.role_arn, &cfg).await
+        credentials::destination_provider(base, &job, &cfg).await
     } else {
         let own = base
             .credentials_provider()
             .ok_or_else(|| WorkerError::Config("no credentials in the environment".into()))?;
         (own, Arc::new(AtomicU64::new(0)))
     };
+    let spec = Arc::new(job.spec);
     let client = |region: &str| {
         let conf = aws_sdk_s3::config::Builder::from(base)
             .credentials_provider(provider.clone())

@@ -166,7 +166,7 @@ spec:
         actions.dedup();
         actions
     };
-    use ferry::controller::permissions::actions;
+    use ferry::permissions::actions;
     assert_eq!(
         listed("source role"),
         actions(&printed[0]["sourceRolePolicy"])

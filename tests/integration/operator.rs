@@ -527,7 +527,7 @@ async fn a_full_run_and_deletion_need_exactly_the_role_permissions_ferry_policie
         &crate::support::http_get(r.emu.port, "/ferry-strict/permissions").expect("permissions"),
     )
     .expect("JSON");
-    let documented = |p: &serde_json::Value| ferry::controller::permissions::actions(p);
+    let documented = |p: &serde_json::Value| ferry::permissions::actions(p);
     assert_eq!(
         used["arn:aws:iam::111111111111:role/ferry-source"],
         documented(source_policy),

@@ -671,3 +671,97 @@ async fn s3_requests_of_a_role_need_its_policy_and_across_accounts_the_bucket_po
         .await
         .expect("moto alone evaluates no policy");
 }
+
+/// An SDK configuration acting as a session of `role_arn` assumed with `session_policy`.
+pub async fn session_config(
+    emu: &Emulator,
+    role_arn: &str,
+    session_policy: &str,
+) -> aws_config::SdkConfig {
+    let base = emu.sdk_config().await;
+    let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+        .session_name("ferry-tests")
+        .policy(session_policy)
+        .configure(&base)
+        .build()
+        .await;
+    base.into_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
+        .build()
+}
+
+#[tokio::test]
+async fn s3_requests_of_a_session_are_limited_to_its_session_policy() {
+    let emu = Emulator::start();
+    let own = s3(&emu.account_config("222222222222").await, "us-east-1");
+    create_bucket(&own, "strict-session", "us-east-1").await;
+    for k in ["mine/a", "theirs/b"] {
+        put(&own, "strict-session", k, b"x").await;
+    }
+    role_with_policy(
+        &emu,
+        "222222222222",
+        "shared-reader",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::strict-session/*"}]}"#,
+    )
+    .await;
+    let role = "arn:aws:iam::222222222222:role/shared-reader";
+    let narrowed = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"arn:aws:s3:::strict-session/mine/*"}]}"#;
+    let c = s3(&session_config(&emu, role, narrowed).await, "us-east-1");
+    let get = |k: &'static str| {
+        let c = c.clone();
+        async move { c.get_object().bucket("strict-session").key(k).send().await }
+    };
+    get("mine/a").await.expect("within role and session policy");
+    let err = get("theirs/b")
+        .await
+        .expect_err("outside the session policy");
+    assert_eq!(err.code(), Some("AccessDenied"));
+    // The session policy cannot widen the role: PutObject is in it, not in the role's policy.
+    let err = c
+        .put_object()
+        .bucket("strict-session")
+        .key("mine/new")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("outside the role's policy");
+    assert_eq!(err.code(), Some("AccessDenied"));
+    emu.strict_off(&["iam-s3-permissions"]);
+    get("theirs/b")
+        .await
+        .expect("moto alone ignores session policies");
+}
+
+#[tokio::test]
+async fn sts_refuses_session_policies_over_2048_characters() {
+    let emu = Emulator::start();
+    let sts = aws_sdk_sts::Client::new(&emu.sdk_config().await);
+    let policy = |n: usize| {
+        format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/{}"}}]}}"#,
+            "p".repeat(n)
+        )
+    };
+    let assume = |p: String| {
+        let sts = sts.clone();
+        async move {
+            sts.assume_role()
+                .role_arn("arn:aws:iam::222222222222:role/test-admin")
+                .role_session_name("s")
+                .policy(p)
+                .send()
+                .await
+        }
+    };
+    let fits = policy(2048 - policy(0).len());
+    assert_eq!(fits.len(), 2048);
+    assume(fits).await.expect("2,048 characters");
+    let err = assume(policy(2049 - policy(0).len()))
+        .await
+        .expect_err("2,049 characters");
+    assert_eq!(err.code(), Some("ValidationError"));
+    assert_eq!(emu.strict_rejections("sts-session-policy-length"), 1);
+}

@@ -933,7 +933,7 @@ async fn a_refused_head_of_the_destination_is_reported_and_never_taken_for_a_dif
             "",
         )
         .await;
-    let mut policy = ferry::controller::permissions::destination_role_policy(&job);
+    let mut policy = ferry::permissions::destination_role_policy(&job);
     for st in policy["Statement"].as_array_mut().unwrap() {
         if st["Sid"] == "WriteDestination" {
             st["Action"]
@@ -1466,4 +1466,68 @@ spec:
         head.storage_class().map(|c| c.as_str()),
         Some("STANDARD_IA")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_destination_session_reaches_only_its_own_jobs_prefixes() {
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    let w = World::new(false).await;
+    create_bucket(&w.src, "src-shared", SRC_REGION).await;
+    create_bucket(&w.dst("us-east-1"), "dst-shared", "us-east-1").await;
+    seed(
+        &w.src,
+        "src-shared",
+        vec![Obj::new("a/1", b"a"), Obj::new("b/secret", b"b")],
+    )
+    .await;
+    // Two jobs share the destination role; each puts its grant on the shared source bucket.
+    let a = w
+        .job(
+            "job-a",
+            ("src-shared", "a/"),
+            ("dst-shared", "a/", "us-east-1"),
+            "",
+            "",
+        )
+        .await;
+    w.job(
+        "job-b",
+        ("src-shared", "b/"),
+        ("dst-shared", "b/", "us-east-1"),
+        "",
+        "",
+    )
+    .await;
+    w.run_worker_ok("job-a", "g1r1", "t1", &[]).await;
+
+    let sessions = w.emu.strict_sessions();
+    let (arn, policy) = sessions
+        .iter()
+        .find(|(arn, _)| arn.contains(":assumed-role/dst/ferry-job-a-"))
+        .unwrap_or_else(|| panic!("job-a's worker session: {sessions:?}"));
+    assert_eq!(
+        policy.as_str(),
+        Some(ferry::permissions::session_policy(&a).as_str()),
+        "{arn} was assumed with job-a's session policy"
+    );
+    // With that session policy the role reads job-a's prefix, never job-b's, although job-b's
+    // grant lets the role itself read it.
+    let role = "arn:aws:iam::222222222222:role/dst";
+    let narrowed = s3(
+        &crate::strict::session_config(&w.emu, role, policy.as_str().expect("policy")).await,
+        SRC_REGION,
+    );
+    let whole = s3(&w.emu.role_config(role).await, SRC_REGION);
+    let get = |c: &Client, k: &'static str| {
+        let c = c.clone();
+        async move { c.get_object().bucket("src-shared").key(k).send().await }
+    };
+    get(&narrowed, "a/1").await.expect("its own prefix");
+    let err = get(&narrowed, "b/secret")
+        .await
+        .expect_err("another job's prefix");
+    assert_eq!(err.code(), Some("AccessDenied"));
+    get(&whole, "b/secret")
+        .await
+        .expect("the role itself may read it");
 }

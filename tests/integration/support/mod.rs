@@ -158,6 +158,13 @@ impl Emulator {
             .unwrap_or_else(|| panic!("no strict rule {rule}: {body}"))
     }
 
+    /// Every STS session the emulator issued, with the session policy it was assumed with.
+    pub fn strict_sessions(&self) -> serde_json::Map<String, serde_json::Value> {
+        let body = http(self.port, "GET", "/ferry-strict/sessions", "", "")
+            .unwrap_or_else(|e| panic!("reading the STS sessions: {e}"));
+        serde_json::from_str(&body).expect("sessions JSON")
+    }
+
     /// An SDK configuration with static test credentials (account 123456789012).
     pub async fn sdk_config(&self) -> SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())

@@ -13,8 +13,25 @@
 
 use serde_json::{Value, json};
 
-use super::policy::literal;
 use crate::model::CopyJob;
+
+/// A key prefix as a literal inside a policy's `Resource` or `StringLike` value: `*`, `?` and
+/// `$` are policy syntax there, written `${*}`, `${?}` and `${$}` to mean themselves (IAM User
+/// Guide, "IAM JSON policy elements: Resource": "special characters").
+pub fn literal(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        match c {
+            '*' | '?' | '$' => {
+                out.push_str("${");
+                out.push(c);
+                out.push('}');
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 /// The source role's permissions: read and rewrite the source bucket's policy (ferry's own
 /// statements only; the policy is deleted only when nothing else is left in it).
@@ -122,6 +139,36 @@ pub fn destination_role_policy(job: &CopyJob) -> Value {
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
+/// The most characters AWS takes in a session policy (STS AssumeRole API reference, `Policy`:
+/// "The plaintext that you use for both inline and managed session policies can't exceed 2,048
+/// characters").
+pub const MAX_SESSION_POLICY: usize = 2048;
+
+/// The session policy a job's workers pass when they assume the destination role: the job's
+/// own buckets and prefixes, nothing else. A destination role shared by many jobs then still
+/// cannot be made to read another job's source through this job's tasks (a session's
+/// permissions are the intersection of the role's policies and the session policy). When long
+/// prefixes would pass the limit, the same statements cover the job's buckets whole.
+pub fn session_policy(job: &CopyJob) -> String {
+    let exact = destination_role_policy(job).to_string();
+    if exact.len() <= MAX_SESSION_POLICY {
+        return exact;
+    }
+    let mut wide = job.clone();
+    wide.spec.source.prefix.clear();
+    wide.spec.destination.prefix.clear();
+    if let Some((bucket, _)) = job
+        .spec
+        .copy
+        .report_uri
+        .as_deref()
+        .and_then(|u| crate::model::validate::parse_s3_uri(u).ok())
+    {
+        wide.spec.copy.report_uri = Some(format!("s3://{bucket}/"));
+    }
+    destination_role_policy(&wide).to_string()
+}
+
 /// Every action a policy document allows, sorted and without duplicates.
 pub fn actions(policy: &Value) -> Vec<String> {
     let mut out: Vec<String> = policy["Statement"]
@@ -158,6 +205,34 @@ spec:
 "#
         );
         serde_yaml_ng::from_str(&yaml).expect("job")
+    }
+
+    #[test]
+    fn session_policies_name_the_jobs_prefixes_and_fit_sts_limits_even_with_the_longest() {
+        let short = job("acl: true", "", "logs/");
+        let p = session_policy(&short);
+        assert_eq!(p, destination_role_policy(&short).to_string());
+        assert!(p.contains("arn:aws:s3:::src/logs/*"), "{p}");
+        let mut long = job(
+            "acl: true, deleteExtraneous: true",
+            ", create: { versioning: true }",
+            &"p".repeat(1024),
+        );
+        long.spec.destination.prefix = "q".repeat(1024);
+        long.spec.source.bucket = "s".repeat(63);
+        long.spec.destination.bucket = "d".repeat(63);
+        long.spec.copy.report_uri = Some(format!("s3://{}/{}", "r".repeat(63), "x".repeat(900)));
+        let p = session_policy(&long);
+        assert!(p.len() <= MAX_SESSION_POLICY, "{} characters", p.len());
+        assert!(
+            p.contains(&format!("arn:aws:s3:::{}/*", "s".repeat(63))),
+            "{p}"
+        );
+        assert_eq!(
+            actions(&serde_json::from_str(&p).unwrap()),
+            actions(&destination_role_policy(&long)),
+            "the same actions, bucket-wide"
+        );
     }
 
     #[test]
