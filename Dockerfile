@@ -13,9 +13,9 @@ RUN cargo build --release --locked --bin ferry && strip target/release/ferry
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/ferry /usr/local/bin/ferry
 USER nonroot:nonroot
-# In a container the metrics endpoint must be reachable from outside (Prometheus, ECS).
-ENV FERRY_LISTEN=0.0.0.0:9090 \
-    FERRY_LOG_FORMAT=json
+# /metrics, /healthz and /readyz stay on loopback (the binary's default 127.0.0.1:9090) unless
+# the deployer opens them: FERRY_LISTEN=0.0.0.0:9090 (the template's MetricsListen parameter).
+ENV FERRY_LOG_FORMAT=json
 EXPOSE 9090
 ENTRYPOINT ["/usr/local/bin/ferry"]
 CMD ["operator"]

@@ -115,6 +115,10 @@ pub struct PoliciesArgs {
     /// The operator's AWS account (where task roles and the table live).
     #[arg(long, default_value = "123456789012")]
     pub operator_account: String,
+    /// The operator's installation id (`ferry operator --installation-id`), for the Sids of the
+    /// bucket policy statements [default: derived from the operator account and the table].
+    #[arg(long, value_parser = parse_installation)]
+    pub installation_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +175,11 @@ pub struct OperatorArgs {
     /// This replica's name in the leader lease [default: host name + random suffix].
     #[arg(long, env = "FERRY_REPLICA_ID")]
     pub replica_id: Option<String>,
+    /// This installation's id: its `ferry:owner` tag and part of its bucket policy Sids (letters
+    /// and digits) [default: 12 hex digits of a digest of the operator's account and table; the
+    /// CloudFormation template passes its stack id].
+    #[arg(long, env = "FERRY_INSTALLATION_ID", value_parser = parse_installation)]
+    pub installation_id: Option<String>,
     /// The permissions boundary of every task role ferry creates [default:
     /// arn:aws:iam::<operator account>:policy/ferry-task-boundary, made by the CloudFormation
     /// template].
@@ -226,6 +235,14 @@ pub struct OperatorArgs {
     pub allow_any: bool,
 }
 
+fn parse_installation(s: &str) -> Result<String, String> {
+    if (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("`{s}`: allowed: 1 to 32 letters and digits"))
+    }
+}
+
 fn parse_source(s: &str) -> Result<(String, String), String> {
     s.split_once(':')
         .filter(|(a, b)| a.len() == 12 && a.bytes().all(|c| c.is_ascii_digit()) && !b.is_empty())
@@ -235,6 +252,12 @@ fn parse_source(s: &str) -> Result<(String, String), String> {
                 "`{s}`: expected ACCOUNT:BUCKET, a 12-digit account id and a bucket name or pattern"
             )
         })
+}
+
+/// A list from flags or a comma-separated variable, without empty entries (an empty variable
+/// lists nothing).
+fn nonempty(items: &[String]) -> Vec<String> {
+    items.iter().filter(|s| !s.is_empty()).cloned().collect()
 }
 
 impl OperatorArgs {
@@ -248,16 +271,15 @@ impl OperatorArgs {
                 .iter()
                 .map(|(a, b)| Ok((a.clone(), Pattern::new(b)?)))
                 .collect::<Result<_, String>>()?,
-            destination_accounts: self.allow_destination_accounts.clone(),
-            roles: self
-                .allow_roles
+            destination_accounts: nonempty(&self.allow_destination_accounts),
+            roles: nonempty(&self.allow_roles)
                 .iter()
                 .map(|r| Pattern::new(r))
                 .collect::<Result<_, String>>()?,
-            images: self.allow_images.clone(),
+            images: nonempty(&self.allow_images),
             image_tags: self.allow_image_tags,
-            subnets: self.allow_subnets.clone(),
-            security_groups: self.allow_security_groups.clone(),
+            subnets: nonempty(&self.allow_subnets),
+            security_groups: nonempty(&self.allow_security_groups),
             public_ip: self.allow_public_ip,
         })
     }
@@ -477,7 +499,10 @@ fn policies(
             .or_else(|| std::env::var("AWS_REGION").ok())
             .unwrap_or_else(|| "us-east-1".into()),
         table: global.table.clone(),
-        installation: desired::installation_id(&a.operator_account, &global.table),
+        installation: a
+            .installation_id
+            .clone()
+            .unwrap_or_else(|| desired::installation_id(&a.operator_account, &global.table)),
         task_boundary_arn: desired::task_boundary_arn(&a.operator_account),
         ..desired::Settings::default()
     };
@@ -543,7 +568,10 @@ async fn operator(
         log_group: a.log_group.clone(),
         worker_env: a.worker_env.clone(),
         restart_backoff: Duration::from_secs(a.restart_backoff_seconds.max(1)),
-        installation: crate::controller::desired::installation_id(&account, table),
+        installation: a
+            .installation_id
+            .clone()
+            .unwrap_or_else(|| crate::controller::desired::installation_id(&account, table)),
         task_boundary_arn: a
             .task_boundary_arn
             .clone()

@@ -226,17 +226,17 @@ pub fn admit(job: &CopyJob, policy: &OperatorPolicy, settings: &Settings) -> Vec
             "the operator does not allow public IPs for tasks".into(),
         );
     }
-    if let Some(cluster) = &ecs.cluster {
-        if *cluster != settings.cluster {
-            refuse(
-                "ClusterNotAllowed",
-                "spec.ecs.cluster",
-                format!(
-                    "tasks run only in the operator's cluster {}",
-                    settings.cluster
-                ),
-            );
-        }
+    if let Some(cluster) = &ecs.cluster
+        && *cluster != settings.cluster
+    {
+        refuse(
+            "ClusterNotAllowed",
+            "spec.ecs.cluster",
+            format!(
+                "tasks run only in the operator's cluster {}",
+                settings.cluster
+            ),
+        );
     }
     out
 }

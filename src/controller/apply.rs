@@ -171,6 +171,41 @@ pub async fn ensure_task_role(ctx: &Context, job: &CopyJob) -> Result<(), Reconc
     Ok(())
 }
 
+/// Stops every running task of a task definition family.
+async fn stop_family_tasks(
+    ctx: &Context,
+    cluster: &str,
+    family: &str,
+) -> Result<(), ReconcileError> {
+    let mut next: Option<String> = None;
+    loop {
+        let out = ctx
+            .ecs
+            .list_tasks()
+            .cluster(cluster)
+            .family(family)
+            .desired_status(DesiredStatus::Running)
+            .set_next_token(next.take())
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            // No such cluster: nothing runs. A refused ListTasks is an error: tasks may still
+            // run, and their role must not be deleted under them.
+            Err(e) if kind(&e) == ErrorKind::NotFound => break,
+            Err(e) => return Err(aws_error("ECS", "ListTasks", e)),
+        };
+        for arn in out.task_arns() {
+            stop_task(ctx, cluster, arn, "ferry: job deleted").await?;
+        }
+        match out.next_token() {
+            Some(t) => next = Some(t.to_string()),
+            None => break,
+        }
+    }
+    Ok(())
+}
+
 /// Whether the job's task definition family is this installation's, judged by its latest
 /// revision's tags (a family without revisions has nothing anyone could own).
 async fn family_owned(ctx: &Context, family: &str) -> Result<bool, ReconcileError> {
@@ -596,32 +631,8 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
     let family = desired::family(name);
 
     // 1. Tasks of the job's family, whatever run they belong to (if the family is ours).
-    let mut next: Option<String> = None;
-    let ours = family_owned(ctx, &family).await?;
-    while ours {
-        let out = ctx
-            .ecs
-            .list_tasks()
-            .cluster(&cluster)
-            .family(&family)
-            .desired_status(DesiredStatus::Running)
-            .set_next_token(next.take())
-            .send()
-            .await;
-        let out = match out {
-            Ok(o) => o,
-            // No such cluster: nothing runs. A refused ListTasks is an error: tasks may still
-            // run, and their role must not be deleted under them.
-            Err(e) if kind(&e) == ErrorKind::NotFound => break,
-            Err(e) => return Err(aws_error("ECS", "ListTasks", e)),
-        };
-        for arn in out.task_arns() {
-            stop_task(ctx, &cluster, arn, "ferry: job deleted").await?;
-        }
-        match out.next_token() {
-            Some(t) => next = Some(t.to_string()),
-            None => break,
-        }
+    if family_owned(ctx, &family).await? {
+        stop_family_tasks(ctx, &cluster, &family).await?;
     }
 
     // 2. ferry's statements in source bucket policies, wherever the status recorded them;

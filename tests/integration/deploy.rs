@@ -176,3 +176,184 @@ spec:
         actions(&printed[0]["destinationRolePolicy"])
     );
 }
+
+/// The CloudFormation template as YAML values (short tags such as `!Ref` stay tagged values).
+fn template() -> serde_yaml_ng::Value {
+    let text = std::fs::read_to_string(root().join("examples/deploy/ferry-operator.yaml"))
+        .expect("template");
+    serde_yaml_ng::from_str(&text).expect("template YAML")
+}
+
+/// Every statement of the operator role's policies: (Sid, statement).
+fn operator_statements(t: &serde_yaml_ng::Value) -> Vec<(String, serde_yaml_ng::Value)> {
+    let mut out = Vec::new();
+    for policy in t["Resources"]["OperatorRole"]["Properties"]["Policies"]
+        .as_sequence()
+        .expect("operator role policies")
+    {
+        for st in policy["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .expect("statements")
+        {
+            out.push((st["Sid"].as_str().unwrap_or("?").to_string(), st.clone()));
+        }
+    }
+    out
+}
+
+fn strings(v: &serde_yaml_ng::Value) -> Vec<String> {
+    match v {
+        serde_yaml_ng::Value::String(s) => vec![s.clone()],
+        serde_yaml_ng::Value::Sequence(items) => items.iter().flat_map(strings).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A value as text (tags included), for searching.
+fn text(v: &serde_yaml_ng::Value) -> String {
+    serde_yaml_ng::to_string(v).expect("YAML")
+}
+
+#[test]
+fn the_template_lets_the_operator_write_task_roles_only_with_the_boundary_and_its_owner_tag() {
+    let t = template();
+    let statements = operator_statements(&t);
+    let boundary = &t["Resources"]["TaskBoundary"]["Properties"];
+    assert_eq!(
+        boundary["ManagedPolicyName"].as_str(),
+        Some(ferry::controller::desired::TASK_BOUNDARY)
+    );
+    // IAM's condition keys per action (Service Authorization Reference, "Actions, resources,
+    // and condition keys for IAM"): iam:PermissionsBoundary exists for these writes.
+    let boundary_writes = [
+        "iam:CreateRole",
+        "iam:PutRolePolicy",
+        "iam:DeleteRolePolicy",
+        "iam:PutRolePermissionsBoundary",
+        "iam:AttachRolePolicy",
+        "iam:DetachRolePolicy",
+    ];
+    let owner_writes = ["iam:UpdateAssumeRolePolicy", "iam:DeleteRole"];
+    let mut seen = Vec::new();
+    for (sid, st) in &statements {
+        let actions = strings(&st["Action"]);
+        assert!(
+            !actions.iter().any(|a| a.ends_with('*')
+                || a == "iam:DeleteRolePermissionsBoundary"
+                || a == "iam:AttachRolePolicy"),
+            "{sid} allows {actions:?}"
+        );
+        if !text(&st["Resource"]).contains("ferry-task-") {
+            continue;
+        }
+        let condition = &st["Condition"]["StringEquals"];
+        for a in &actions {
+            if boundary_writes.contains(&a.as_str()) {
+                assert_eq!(
+                    text(&condition["iam:PermissionsBoundary"]).trim(),
+                    "!Ref TaskBoundary",
+                    "{sid}: {a} without the boundary condition"
+                );
+            } else if owner_writes.contains(&a.as_str()) {
+                assert!(
+                    text(&condition["iam:ResourceTag/ferry:owner"]).contains("AWS::StackId"),
+                    "{sid}: {a} without the owner tag condition"
+                );
+            } else if a == "iam:TagRole" {
+                assert!(
+                    text(&condition["aws:RequestTag/ferry:owner"]).contains("AWS::StackId"),
+                    "{sid}: {a} without the owner tag condition"
+                );
+            } else {
+                assert!(
+                    a.starts_with("iam:Get") || a == "iam:PassRole",
+                    "{sid}: unexpected action {a} on task roles"
+                );
+            }
+            seen.push(a.clone());
+        }
+    }
+    for a in [
+        "iam:CreateRole",
+        "iam:PutRolePolicy",
+        "iam:PutRolePermissionsBoundary",
+        "iam:DeleteRole",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == a),
+            "the template never allows {a}: {seen:?}"
+        );
+    }
+    // Registered task definitions carry the owner tag.
+    let register = statements
+        .iter()
+        .find(|(_, st)| strings(&st["Action"]).contains(&"ecs:RegisterTaskDefinition".into()))
+        .expect("RegisterTaskDefinition");
+    assert!(
+        text(&register.1["Condition"]["StringEquals"]["aws:RequestTag/ferry:owner"])
+            .contains("AWS::StackId")
+    );
+}
+
+#[test]
+fn no_role_the_template_assumes_or_admits_is_in_a_wildcard_account() {
+    let t = template();
+    let mut assumes = 0;
+    for (sid, st) in operator_statements(&t) {
+        if strings(&st["Action"]).contains(&"sts:AssumeRole".to_string()) {
+            assumes += 1;
+            let r = text(&st["Resource"]);
+            assert!(!r.contains("iam::*") && !r.contains("::*:"), "{sid}: {r}");
+            assert!(
+                r.contains("SourceAccounts") || r.contains("DestinationAccounts"),
+                "{sid}: {r}"
+            );
+        }
+    }
+    assert_eq!(assumes, 2);
+    let boundary = text(&t["Resources"]["TaskBoundary"]);
+    assert!(boundary.contains("DestinationAccounts") && !boundary.contains("iam::*"));
+    let env = text(&t["Resources"]["OperatorTaskDefinition"]["Properties"]["ContainerDefinitions"]);
+    for var in [
+        "FERRY_ALLOW_SOURCES",
+        "FERRY_ALLOW_DESTINATION_ACCOUNTS",
+        "FERRY_ALLOW_ROLES",
+        "FERRY_ALLOW_IMAGES",
+        "FERRY_INSTALLATION_ID",
+        "FERRY_TASK_BOUNDARY_ARN",
+    ] {
+        assert!(env.contains(var), "the operator gets no {var}");
+    }
+    assert!(
+        !env.contains("FERRY_ALLOW_ANY"),
+        "the template never runs the local mode"
+    );
+    assert_eq!(
+        t["Parameters"]["MetricsListen"]["Default"].as_str(),
+        Some("127.0.0.1:9090")
+    );
+}
+
+#[test]
+fn the_example_trust_policies_name_the_roles_the_template_creates() {
+    let t = template();
+    let name = t["Resources"]["OperatorRole"]["Properties"]["RoleName"]
+        .as_str()
+        .expect("the operator role has a fixed RoleName");
+    let operator = format!("arn:aws:iam::123456789012:role/{name}");
+    let dir = root().join("examples/deploy/policies");
+    for file in ["source-role-trust.json", "destination-role-trust.json"] {
+        let doc = std::fs::read_to_string(dir.join(file)).expect("read");
+        assert!(
+            doc.contains(&format!("\"{operator}\"")),
+            "{file} does not trust {operator}"
+        );
+        for arn in doc.split('"').filter(|s| s.contains(":role/")) {
+            let role = arn.rsplit_once(":role/").expect("role").1;
+            assert!(
+                role == name || role.starts_with("ferry-task-"),
+                "{file} names {arn}, which the template does not create"
+            );
+        }
+    }
+}
