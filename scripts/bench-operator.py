@@ -97,6 +97,7 @@ def main():
     local = [os.path.join(ROOT, ".venv", "bin", "python"), os.path.join(ROOT, "scripts", "local-aws.py"),
              "--endpoint", args.endpoint]
     subprocess.run(local + ["ecs-manual"], check=True)
+    subprocess.run(local + ["boundary"], check=True)
     net = json.loads(subprocess.run(local + ["network"], check=True, capture_output=True, text=True).stdout)
     subprocess.run(local + ["bucket", "--account", "111111111111", "--region", "eu-west-1",
                             "--bucket", "bench-source"], check=True)

@@ -11,6 +11,9 @@ Subcommands (all take --endpoint URL):
                              create a bucket in account A/region R and put N objects under P
   bucket --account A --region R --bucket B
                              create an empty bucket
+  boundary [--account A]     create the task roles' permissions boundary ferry-task-boundary in
+                             the operator's account (default 123456789012), as the
+                             CloudFormation template does
   role-policies --policies FILE
                              give ferry-source and ferry-destination, as inline policies, what
                              `ferry policies` printed into FILE (one policy per job); the
@@ -96,6 +99,32 @@ def roles(args):
             pass
 
 
+def boundary(args):
+    """The template's TaskBoundary with this emulator's accounts and table."""
+    doc = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "AssumeDestinationRoles", "Effect": "Allow", "Action": "sts:AssumeRole",
+             "Resource": "arn:aws:iam::222222222222:role/ferry-destination"},
+            {"Sid": "ReadOwnJob", "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:Query"],
+             "Resource": f"arn:aws:dynamodb:us-east-1:{args.account}:table/ferry",
+             "Condition": {"ForAllValues:StringEquals": {
+                 "dynamodb:LeadingKeys": ["JOB#${aws:PrincipalTag/ferry:job}"]}}},
+            {"Sid": "WriteOwnRuns", "Effect": "Allow",
+             "Action": ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+             "Resource": f"arn:aws:dynamodb:us-east-1:{args.account}:table/ferry",
+             "Condition": {"ForAllValues:StringLike": {
+                 "dynamodb:LeadingKeys": ["RUN#${aws:PrincipalTag/ferry:job}#*"]}}},
+        ],
+    }
+    account = None if args.account == "123456789012" else args.account
+    iam = session(args.endpoint, "us-east-1", account).client("iam", endpoint_url=args.endpoint)
+    try:
+        iam.create_policy(PolicyName="ferry-task-boundary", PolicyDocument=json.dumps(doc))
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+
+
 def role_policies(args):
     with open(args.policies) as f:
         jobs = json.load(f)
@@ -149,6 +178,8 @@ def main():
     n = sub.add_parser("network")
     n.add_argument("--region", default="us-east-1")
     sub.add_parser("roles")
+    b = sub.add_parser("boundary")
+    b.add_argument("--account", default="123456789012")
     rp = sub.add_parser("role-policies")
     rp.add_argument("--policies", required=True)
     for name in ("seed", "bucket"):
@@ -164,6 +195,7 @@ def main():
         "ecs-manual": ecs_manual,
         "network": network,
         "roles": roles,
+        "boundary": boundary,
         "role-policies": role_policies,
         "seed": seed,
         "bucket": bucket,

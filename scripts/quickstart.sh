@@ -27,6 +27,7 @@ local_aws() { .venv/bin/python scripts/local-aws.py --endpoint "$endpoint" "$@";
 echo "== emulator at $endpoint"
 echo "== accounts: roles, seeded source buckets (account 111111111111), network"
 local_aws ecs-manual
+local_aws boundary
 local_aws roles
 local_aws seed --account 111111111111 --region eu-west-1 --bucket acme-logs-eu --prefix logs/ --count 400 --size 4096
 local_aws seed --account 111111111111 --region us-west-2 --bucket acme-assets --prefix public/ --count 100 --size 2048

@@ -258,6 +258,36 @@ def session_policy_length(req: Request):
     return "400 Bad Request", [("Content-Type", "text/xml")], body
 
 
+@rule("iam-permissions-boundary-exists", "https://docs.aws.amazon.com/IAM/latest/UserGuide/access_policies_boundaries.html")
+def boundary_exists(req: Request):
+    """A permissions boundary is a managed policy that exists: CreateRole or
+    PutRolePermissionsBoundary naming a policy ARN that does not answers 404 NoSuchEntity
+    ("Scope ARN: ... does not exist or is not attachable")."""
+    if req.service != "iam":
+        return None
+    params = urllib.parse.parse_qs(req.body().decode("utf-8", "replace"))
+    params.update(urllib.parse.parse_qs(req.environ.get("QUERY_STRING", "")))
+    if params.get("Action", [""])[0] not in ("CreateRole", "PutRolePermissionsBoundary"):
+        return None
+    arn = params.get("PermissionsBoundary", [""])[0]
+    if not arn:
+        return None
+    m = re.match(r"arn:aws:iam::(\d{12}|aws):policy/", arn)
+    from moto.iam.models import iam_backends
+
+    account = m.group(1) if m else ""
+    try:
+        exists = arn in iam_backends[account]["aws"].managed_policies
+    except Exception:
+        exists = False
+    if exists:
+        return None
+    message = f"Scope ARN: {arn} does not exist or is not attachable."
+    body = (f'<ErrorResponse><Error><Type>Sender</Type><Code>NoSuchEntity</Code>'
+            f'<Message>{message}</Message></Error><RequestId>ferry-strict</RequestId></ErrorResponse>').encode()
+    return "404 Not Found", [("Content-Type", "text/xml")], body
+
+
 DENY_LIST: list = []
 
 

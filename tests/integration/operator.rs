@@ -67,6 +67,7 @@ pub async fn rig(single_threaded: bool) -> Rig {
         Emulator::start()
     };
     emu.local_aws(&["ecs-manual"]);
+    emu.local_aws(&["boundary"]);
     let net: serde_json::Value =
         serde_json::from_str(&emu.local_aws(&["network"])).expect("network json");
     let init = emu.ferry(&["init"]);
@@ -696,7 +697,22 @@ async fn every_kind_of_drift_is_put_back_on_the_next_resync() {
         .send()
         .await
         .expect("edit role policy");
-    // 5. The task role's permissions boundary removed.
+    // 5. The task role's permissions boundary removed (ferry created the role with it).
+    let created = r
+        .iam()
+        .get_role()
+        .role_name(&role)
+        .send()
+        .await
+        .expect("role");
+    assert_eq!(
+        created
+            .role()
+            .and_then(|r| r.permissions_boundary())
+            .and_then(|b| b.permissions_boundary_arn()),
+        Some(desired::task_boundary_arn(OPERATOR_ACCOUNT).as_str()),
+        "the task role is created with the boundary"
+    );
     r.iam()
         .delete_role_permissions_boundary()
         .role_name(&role)

@@ -765,3 +765,39 @@ async fn sts_refuses_session_policies_over_2048_characters() {
     assert_eq!(err.code(), Some("ValidationError"));
     assert_eq!(emu.strict_rejections("sts-session-policy-length"), 1);
 }
+
+#[tokio::test]
+async fn iam_refuses_a_permissions_boundary_that_is_not_an_existing_managed_policy() {
+    let emu = Emulator::start();
+    let iam = aws_sdk_iam::Client::new(&emu.sdk_config().await);
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let create = |name: &'static str, boundary: &'static str| {
+        let iam = iam.clone();
+        async move {
+            iam.create_role()
+                .role_name(name)
+                .assume_role_policy_document(trust)
+                .permissions_boundary(boundary)
+                .send()
+                .await
+        }
+    };
+    let missing = "arn:aws:iam::123456789012:policy/ferry-task-boundary";
+    let err = create("bounded", missing)
+        .await
+        .expect_err("no such policy");
+    assert_eq!(err.code(), Some("NoSuchEntity"));
+    emu.local_aws(&["boundary"]);
+    create("bounded", missing)
+        .await
+        .expect("the boundary exists now");
+    let err = iam
+        .put_role_permissions_boundary()
+        .role_name("bounded")
+        .permissions_boundary("arn:aws:iam::123456789012:policy/other")
+        .send()
+        .await
+        .expect_err("no such policy");
+    assert_eq!(err.code(), Some("NoSuchEntity"));
+    assert_eq!(emu.strict_rejections("iam-permissions-boundary-exists"), 2);
+}

@@ -408,6 +408,7 @@ async fn two_installations_sharing_a_source_bucket_keep_both_grants() {
         .send()
         .await
         .expect("cluster");
+    r.emu.local_aws(&["boundary", "--account", OTHER]);
     let init = run_ferry(&["init"], &env2);
     assert_eq!(init.code, 0, "{}", init.stderr);
 
@@ -511,4 +512,43 @@ async fn a_source_statement_that_cannot_be_removed_holds_the_deletion_with_a_con
     r.emu.strict_deny(&[]);
     until_removed(&r, "held").await;
     assert_eq!(bucket_policy(&r, SRC_BUCKET).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_boundary_that_does_not_exist_keeps_the_job_from_getting_a_role_and_says_so() {
+    let mut r = rig(false).await;
+    let missing = "arn:aws:iam::123456789012:policy/not-deployed";
+    let (_op, _port) = r.operator("op", &["--task-boundary-arn", missing]);
+    r.apply("unbounded", &job_yaml("unbounded", "trust-unbounded", ""));
+    let st = r
+        .until(
+            "RolesReady to name the missing boundary",
+            Duration::from_secs(60),
+            || async {
+                let st = r.status("unbounded").await?;
+                st.conditions
+                    .iter()
+                    .any(|c| {
+                        c.kind == "RolesReady" && c.status == "False" && c.reason == "NoSuchEntity"
+                    })
+                    .then_some(st)
+            },
+        )
+        .await;
+    assert!(
+        st.run.is_none()
+            || st
+                .run
+                .as_ref()
+                .is_some_and(|run| run.tasks.iter().all(|t| t.arn.is_none()))
+    );
+    assert!(
+        r.iam()
+            .get_role()
+            .role_name(ferry::controller::desired::role_name("unbounded"))
+            .send()
+            .await
+            .is_err(),
+        "no role without its boundary"
+    );
 }
