@@ -16,12 +16,13 @@ use prometheus::{
 use crate::model::{CopyJobStatus, Phase, Progress};
 
 /// Every phase, for the one-hot `ferry_job_phase` gauge.
-pub const PHASES: [Phase; 7] = [
+pub const PHASES: [Phase; 8] = [
     Phase::Pending,
     Phase::Provisioning,
     Phase::Running,
     Phase::Succeeded,
     Phase::Failed,
+    Phase::Blocked,
     Phase::Suspended,
     Phase::Deleting,
 ];
@@ -340,6 +341,26 @@ pub fn cumulative(status: &CopyJobStatus) -> Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_phase_has_a_series_of_the_phase_gauge() {
+        // Exhaustive: a new phase does not compile until it is placed here and in PHASES.
+        let listed = |p: Phase| match p {
+            Phase::Pending
+            | Phase::Provisioning
+            | Phase::Running
+            | Phase::Succeeded
+            | Phase::Failed
+            | Phase::Blocked
+            | Phase::Suspended
+            | Phase::Deleting => PHASES.contains(&p),
+        };
+        for p in PHASES {
+            assert!(listed(p));
+        }
+        assert!(listed(Phase::Blocked));
+        assert_eq!(PHASES.len(), 8);
+    }
 
     #[test]
     fn exported_names_are_the_documented_ones() {
