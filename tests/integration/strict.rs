@@ -672,26 +672,6 @@ async fn s3_requests_of_a_role_need_its_policy_and_across_accounts_the_bucket_po
         .expect("moto alone evaluates no policy");
 }
 
-/// An SDK configuration acting as a session of `role_arn` assumed with `session_policy`.
-pub async fn session_config(
-    emu: &Emulator,
-    role_arn: &str,
-    session_policy: &str,
-) -> aws_config::SdkConfig {
-    let base = emu.sdk_config().await;
-    let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
-        .session_name("ferry-tests")
-        .policy(session_policy)
-        .configure(&base)
-        .build()
-        .await;
-    base.into_builder()
-        .credentials_provider(
-            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
-        )
-        .build()
-}
-
 #[tokio::test]
 async fn s3_requests_of_a_session_are_limited_to_its_session_policy() {
     let emu = Emulator::start();
@@ -709,7 +689,7 @@ async fn s3_requests_of_a_session_are_limited_to_its_session_policy() {
     .await;
     let role = "arn:aws:iam::222222222222:role/shared-reader";
     let narrowed = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"arn:aws:s3:::strict-session/mine/*"}]}"#;
-    let c = s3(&session_config(&emu, role, narrowed).await, "us-east-1");
+    let c = s3(&emu.session_config(role, Some(narrowed)).await, "us-east-1");
     let get = |k: &'static str| {
         let c = c.clone();
         async move { c.get_object().bucket("strict-session").key(k).send().await }

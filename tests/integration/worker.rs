@@ -1514,7 +1514,7 @@ async fn a_workers_destination_session_reaches_only_its_own_jobs_prefixes() {
     // grant lets the role itself read it.
     let role = "arn:aws:iam::222222222222:role/dst";
     let narrowed = s3(
-        &crate::strict::session_config(&w.emu, role, policy.as_str().expect("policy")).await,
+        &w.emu.session_config(role, policy.as_str()).await,
         SRC_REGION,
     );
     let whole = s3(&w.emu.role_config(role).await, SRC_REGION);

@@ -352,12 +352,18 @@ impl Emulator {
 
     /// An SDK configuration acting as a session of `role_arn` (session `ferry-tests`).
     pub async fn role_config(&self, role_arn: &str) -> SdkConfig {
+        self.session_config(role_arn, None).await
+    }
+
+    /// An SDK configuration acting as a session of `role_arn`, assumed with `session_policy`.
+    pub async fn session_config(&self, role_arn: &str, session_policy: Option<&str>) -> SdkConfig {
         let base = self.sdk_config().await;
-        let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
-            .session_name("ferry-tests")
-            .configure(&base)
-            .build()
-            .await;
+        let mut builder =
+            aws_config::sts::AssumeRoleProvider::builder(role_arn).session_name("ferry-tests");
+        if let Some(p) = session_policy {
+            builder = builder.policy(p);
+        }
+        let provider = builder.configure(&base).build().await;
         base.into_builder()
             .credentials_provider(
                 aws_credential_types::provider::SharedCredentialsProvider::new(provider),
