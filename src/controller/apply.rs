@@ -98,7 +98,10 @@ pub async fn apply(
                 }
             }
             Step::StopTask { arn, reason } => {
-                stop_task(ctx, &desired::cluster(job, &ctx.settings), arn, reason)
+                // The cluster the task runs in, which the job's current spec may no longer name.
+                let cluster = desired::task_cluster(arn)
+                    .map_or_else(|| desired::cluster(job, &ctx.settings), str::to_string);
+                stop_task(ctx, &cluster, arn, reason)
                     .await
                     .map_err(|e| fail(super::plan::COMPLETE, e))?;
             }

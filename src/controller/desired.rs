@@ -224,6 +224,14 @@ pub fn cluster(job: &CopyJob, s: &Settings) -> String {
         .unwrap_or_else(|| s.cluster.clone())
 }
 
+/// The cluster named in a task ARN (`arn:aws:ecs:<region>:<account>:task/<cluster>/<id>`; the
+/// old format without the cluster names none).
+pub fn task_cluster(arn: &str) -> Option<&str> {
+    let (_, path) = arn.split_once(":task/")?;
+    let (cluster, id) = path.split_once('/')?;
+    (!cluster.is_empty() && !id.is_empty()).then_some(cluster)
+}
+
 /// Id of the `seq`-th run of a generation.
 pub fn run_id(generation: u64, seq: u64) -> String {
     format!("g{generation}r{seq}")
@@ -321,6 +329,20 @@ mod tests {
         assert_eq!(role_name("logs"), "ferry-task-logs");
         assert!(role_name(&long).len() <= 64);
         assert_ne!(role_name(&long), role_name(&other));
+    }
+
+    #[test]
+    fn task_arns_name_their_cluster_in_the_new_format_only() {
+        for (arn, cluster) in [
+            (
+                "arn:aws:ecs:eu-west-1:123456789012:task/ferry/0f1e2d",
+                Some("ferry"),
+            ),
+            ("arn:aws:ecs:eu-west-1:123456789012:task/0f1e2d", None),
+            ("arn:task/0", None),
+        ] {
+            assert_eq!(task_cluster(arn), cluster, "{arn}");
+        }
     }
 
     #[test]

@@ -552,3 +552,56 @@ async fn a_task_boundary_that_does_not_exist_keeps_the_job_from_getting_a_role_a
         "no role without its boundary"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_changed_to_name_an_unlisted_bucket_is_blocked_and_its_tasks_stopped() {
+    let mut r = rig(false).await;
+    r.allow = [
+        "--allow-source",
+        "111111111111:op-source",
+        "--allow-destination-account",
+        "222222222222",
+        "--allow-role",
+        "arn:aws:iam::*:role/ferry-*",
+    ]
+    .map(String::from)
+    .to_vec();
+    r.ecs()
+        .create_cluster()
+        .cluster_name("ferry")
+        .send()
+        .await
+        .expect("cluster");
+    let (_op, _port) = r.operator("op", &[]);
+    let yaml = job_yaml("turned", "trust-turned", "");
+    r.apply("turned", &yaml);
+    // No agent: the task stays RUNNING in the emulated cluster.
+    let st = r
+        .until_phase("turned", Phase::Running, Duration::from_secs(60))
+        .await;
+    let task = st
+        .run
+        .as_ref()
+        .and_then(|run| run.tasks[0].arn.clone())
+        .expect("task");
+    r.apply(
+        "turned",
+        &yaml.replace("bucket: op-source,", "bucket: someone-elses,"),
+    );
+    let st = r
+        .until_phase("turned", Phase::Blocked, Duration::from_secs(60))
+        .await;
+    assert_eq!(st.observed_generation, 2);
+    r.until("the task stopped", Duration::from_secs(60), || async {
+        let out = r
+            .ecs()
+            .describe_tasks()
+            .cluster("ferry")
+            .tasks(&task)
+            .send()
+            .await
+            .ok()?;
+        (out.tasks().first()?.last_status()? == "STOPPED").then_some(())
+    })
+    .await;
+}
