@@ -8,8 +8,10 @@
 #   scripts/emulator.sh stop             stop the server started by `start`
 #   scripts/emulator.sh serve PORT [--single-threaded] [--lenient]
 #                                        run in the foreground (the Rust test harness uses this);
-#                                        --single-threaded serializes requests, which makes DynamoDB
-#                                        conditional writes atomic as they are on AWS
+#                                        --single-threaded serializes every request; only needed
+#                                        with --lenient, since the strict layer already runs
+#                                        DynamoDB requests one at a time (atomic conditional
+#                                        writes, as on AWS) and the rest concurrently
 #
 # Every request passes through ferry's strict AWS layer (scripts/strict_aws/: AWS rules moto
 # does not enforce, each citing its AWS page) unless --lenient is given; `GET /ferry-strict/rules`

@@ -25,14 +25,14 @@ S3 requests are read path-style (`/bucket/key`), as ferry's emulator clients sen
 region of a request is the region of its SigV4 credential scope.
 
 Files: `core.py` (the registry, requests, AWS-shaped errors, moto lookups), `s3.py`, `iam.py`
-(permissions and denies), `ecs.py` (the rules), and this one (the middleware and its control
-endpoints).
+(permissions and denies), `ecs.py` (the rules), `dynamodb.py` (atomic conditional writes),
+and this one (the middleware and its control endpoints).
 """
 
 
 import json
 
-from . import s3, iam, ecs  # noqa: F401  (registers the rules, in this order)
+from . import s3, iam, ecs, dynamodb  # noqa: F401  (registers the rules, in this order)
 from .core import LOCK, RULES, Request, enabled, parse, sessions
 from .ecs import RUN_TASK_TOKENS, params_digest
 from .iam import DENY_LIST, USED_ACTIONS
@@ -73,6 +73,8 @@ class StrictAws:
                 return self.rewrite(environ, start_response, lambda st, b: record_initiator(req, st, b))
             if req.method == "GET" and not req.key():
                 return self.rewrite(environ, start_response, lambda st, b: name_initiators(req, st, b))
+        if req.service == "dynamodb":
+            return dynamodb.serialized(self.app, environ, start_response)
         return self.app(environ, start_response)
 
     def rewrite(self, environ, start_response, transform):

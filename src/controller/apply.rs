@@ -62,7 +62,7 @@ pub async fn apply(
             Step::EnsureTaskRole => ensure_task_role(ctx, job)
                 .await
                 .map_err(|e| fail(super::plan::ROLES_READY, e))?,
-            Step::PutSourcePolicy { document } => ensure_source_policy(ctx, job, document)
+            Step::PutSourcePolicy => ensure_source_policy(ctx, job)
                 .await
                 .map_err(|e| fail(super::plan::SOURCE_POLICY_READY, e))?,
             Step::RemoveSourceGrant { grant } => {
@@ -251,69 +251,148 @@ async fn role_owned(ctx: &Context, name: &str) -> Result<bool, ReconcileError> {
 /// is a problem (the grant stays recorded until someone fixes the policy).
 pub async fn remove_grant(ctx: &Context, grant: &SourceGrant) -> Result<(), ReconcileError> {
     let s3 = ctx.roles.s3(&grant.role_arn, &grant.region).await;
-    let current = match s3
-        .get_bucket_policy()
-        .bucket(&grant.bucket)
-        .expected_bucket_owner(&grant.account)
-        .send()
-        .await
-    {
-        Ok(o) => o.policy().map(str::to_string),
-        // No policy, or no bucket: no statement of ours to remove.
-        Err(e) if kind(&e) == ErrorKind::NotFound => None,
-        Err(e) => return Err(aws_error("S3", "GetBucketPolicy", e)),
-    };
-    match super::policy::remove(current.as_deref(), &grant.sid) {
-        Ok(None) => {}
-        Ok(Some(Some(doc))) => {
-            s3.put_bucket_policy()
+    with_policy_lock(ctx, &grant.account, &grant.bucket, async || {
+        let current = read_policy(&s3, &grant.bucket, &grant.account).await?;
+        match super::policy::remove(current.as_deref(), &grant.sid) {
+            Ok(None) => Ok(()),
+            Ok(Some(Some(doc))) => s3
+                .put_bucket_policy()
                 .bucket(&grant.bucket)
                 .expected_bucket_owner(&grant.account)
                 .policy(doc)
                 .send()
                 .await
-                .map_err(|e| aws_error("S3", "PutBucketPolicy", e))?;
-        }
-        Ok(Some(None)) => {
-            s3.delete_bucket_policy()
+                .map(|_| ())
+                .map_err(|e| aws_error("S3", "PutBucketPolicy", e)),
+            // The fresh copy held nothing but ferry's statements.
+            Ok(Some(None)) => s3
+                .delete_bucket_policy()
                 .bucket(&grant.bucket)
                 .expected_bucket_owner(&grant.account)
                 .send()
                 .await
-                .map_err(|e| aws_error("S3", "DeleteBucketPolicy", e))?;
-        }
-        Err(e) => {
-            return Err(ReconcileError::Blocked(Problem {
+                .map(|_| ())
+                .map_err(|e| aws_error("S3", "DeleteBucketPolicy", e)),
+            Err(e) => Err(ReconcileError::Blocked(Problem {
                 reason: "InvalidBucketPolicy".into(),
                 message: format!(
                     "the policy of bucket {} cannot be parsed ({e}), so ferry cannot remove its statement {}; fix the policy and ferry goes on",
                     grant.bucket, grant.sid
                 ),
                 terminal: false,
-            }));
+            })),
         }
-    }
+    })
+    .await?;
     tracing::info!(bucket = %grant.bucket, sid = %grant.sid, "removed ferry's statement from a source bucket policy");
     Ok(())
 }
 
-async fn ensure_source_policy(
+/// How long a bucket's policy lock is held at most (its read–modify–write takes a few calls).
+const POLICY_LOCK_TTL_MS: u64 = 30_000;
+/// How long a step waits for a bucket's policy lock before it backs off.
+const POLICY_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs `f` holding the policy lock of `account`'s `bucket` (a lock item in the table): S3 has
+/// no conditional PutBucketPolicy, so ferry's own read–modify–writes of one policy, from any
+/// reconcile on any replica, take turns. Writers outside ferry are caught by reading back.
+async fn with_policy_lock<T>(
     ctx: &Context,
-    job: &CopyJob,
-    document: &str,
-) -> Result<(), ReconcileError> {
-    let src = &job.spec.source;
-    ctx.roles
-        .s3(&src.role_arn, &src.region)
-        .await
-        .put_bucket_policy()
-        .bucket(&src.bucket)
-        .expected_bucket_owner(&src.account)
-        .policy(document)
+    account: &str,
+    bucket: &str,
+    f: impl AsyncFnOnce() -> Result<T, ReconcileError>,
+) -> Result<T, ReconcileError> {
+    let name = format!("bucket-policy#{account}#{bucket}");
+    let holder = format!("{:016x}", rand::random::<u64>());
+    let deadline = std::time::Instant::now() + POLICY_LOCK_WAIT;
+    while !ctx
+        .store
+        .try_lock(&name, &holder, POLICY_LOCK_TTL_MS)
+        .await?
+    {
+        if std::time::Instant::now() >= deadline {
+            return Err(ReconcileError::Store(crate::store::StoreError::Conflict {
+                what: format!("the policy lock of bucket {bucket}"),
+            }));
+        }
+        let wait = 50 + rand::random::<u64>() % 200;
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    }
+    let result = f().await;
+    if let Err(e) = ctx.store.unlock(&name, &holder).await {
+        tracing::warn!(bucket, error = %e, "cannot release the bucket policy lock; it expires by itself");
+    }
+    result
+}
+
+/// A bucket's policy, `None` when it has none (or the bucket is gone).
+async fn read_policy(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    account: &str,
+) -> Result<Option<String>, ReconcileError> {
+    match s3
+        .get_bucket_policy()
+        .bucket(bucket)
+        .expected_bucket_owner(account)
         .send()
         .await
-        .map_err(|e| aws_error("S3", "PutBucketPolicy", e))?;
-    Ok(())
+    {
+        Ok(o) => Ok(o.policy().map(str::to_string)),
+        Err(e) if kind(&e) == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(aws_error("S3", "GetBucketPolicy", e)),
+    }
+}
+
+/// How often a merge is tried again when someone else rewrote the policy under ferry's write.
+const POLICY_ATTEMPTS: usize = 3;
+
+/// Merges ferry's statements for `job` into the source bucket policy: under the bucket's policy
+/// lock, from a fresh read, then read back; a policy someone else rewrote in between is merged
+/// again (up to [`POLICY_ATTEMPTS`] times).
+async fn ensure_source_policy(ctx: &Context, job: &CopyJob) -> Result<(), ReconcileError> {
+    let src = &job.spec.source;
+    let installation = &ctx.settings.installation;
+    let s3 = ctx.roles.s3(&src.role_arn, &src.region).await;
+    let merge = |current: Option<&str>| {
+        super::policy::merge(current, job, installation).map_err(|e| {
+            let too_large = matches!(e, super::policy::PolicyError::TooLarge { .. });
+            ReconcileError::Blocked(Problem {
+                reason: if too_large {
+                    "PolicyTooLarge"
+                } else {
+                    "InvalidBucketPolicy"
+                }
+                .into(),
+                message: format!("source bucket {}: {e}", src.bucket),
+                terminal: too_large,
+            })
+        })
+    };
+    with_policy_lock(ctx, &src.account, &src.bucket, async || {
+        for _ in 0..POLICY_ATTEMPTS {
+            let current = read_policy(&s3, &src.bucket, &src.account).await?;
+            let Some(document) = merge(current.as_deref())? else {
+                return Ok(());
+            };
+            s3.put_bucket_policy()
+                .bucket(&src.bucket)
+                .expected_bucket_owner(&src.account)
+                .policy(document)
+                .send()
+                .await
+                .map_err(|e| aws_error("S3", "PutBucketPolicy", e))?;
+            let back = read_policy(&s3, &src.bucket, &src.account).await?;
+            if merge(back.as_deref())?.is_none() {
+                return Ok(());
+            }
+            tracing::warn!(job = %job.metadata.name, bucket = %src.bucket, "the source bucket policy changed under ferry's write; merging again");
+        }
+        Err(ReconcileError::Store(crate::store::StoreError::Conflict {
+            what: format!("the policy of bucket {}", src.bucket),
+        }))
+    })
+    .await
 }
 
 /// Creates the destination bucket in its region with the job's settings.

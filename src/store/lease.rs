@@ -1,12 +1,19 @@
-//! The operator's leader lease: one item, taken with a conditional write when it is free, held
-//! by its holder, or expired; renewed by the holder; released on shutdown. Only the holder
-//! reconciles. Expiry is wall-clock time, so replicas' clocks must agree to well within the
-//! lease length (NTP keeps them within milliseconds).
+//! Leases: items taken with a conditional write when they are free, held by their holder, or
+//! expired; renewed by the holder; released when done.
+//!
+//! - The operator's leader lease (`LEASE#operator`): only the holder reconciles.
+//! - Named locks (`LOCK#<name>`): serialize read–modify–write sequences on resources that have
+//!   no conditional write of their own (an S3 bucket policy), across reconciles and replicas.
+//!
+//! Expiry is wall-clock time, so replicas' clocks must agree to well within the lease length
+//! (NTP keeps them within milliseconds).
 
 use super::{Store, StoreError, n, s};
 use crate::store::runs::now_ms;
 
 const LEASE_PK: &str = "LEASE#operator";
+const LEASE_SK: &str = "LEASE";
+const LOCK_SK: &str = "LOCK";
 
 /// Who holds the lease now, as read from the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,10 +22,17 @@ pub struct LeaseHolder {
     pub expires_ms: u64,
 }
 
+/// The item of a named lock.
+fn lock_pk(name: &str) -> String {
+    format!("LOCK#{name}")
+}
+
 impl Store {
-    /// Takes or renews the lease for `holder` for `ttl_ms`. `false`: another replica holds it.
-    pub async fn acquire_leader_lease(
+    /// Takes or renews the item `pk`/`sk` for `holder` for `ttl_ms`. `false`: another holds it.
+    async fn take(
         &self,
+        pk: &str,
+        sk: &str,
         holder: &str,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
@@ -27,8 +41,8 @@ impl Store {
             .client()
             .put_item()
             .table_name(self.table())
-            .item("pk", s(LEASE_PK))
-            .item("sk", s("LEASE"))
+            .item("pk", s(pk))
+            .item("sk", s(sk))
             .item("holder", s(holder))
             .item("expires", n(now + ttl_ms))
             .condition_expression("attribute_not_exists(pk) OR holder = :me OR expires < :now")
@@ -43,14 +57,14 @@ impl Store {
         }
     }
 
-    /// Gives the lease up if `holder` has it, so another replica takes over at once.
-    pub async fn release_leader_lease(&self, holder: &str) -> Result<(), StoreError> {
+    /// Deletes the item `pk`/`sk` if `holder` has it.
+    async fn give_up(&self, pk: &str, sk: &str, holder: &str) -> Result<(), StoreError> {
         let res = self
             .client()
             .delete_item()
             .table_name(self.table())
-            .key("pk", s(LEASE_PK))
-            .key("sk", s("LEASE"))
+            .key("pk", s(pk))
+            .key("sk", s(sk))
             .condition_expression("holder = :me")
             .expression_attribute_values(":me", s(holder))
             .send()
@@ -62,6 +76,20 @@ impl Store {
         }
     }
 
+    /// Takes or renews the lease for `holder` for `ttl_ms`. `false`: another replica holds it.
+    pub async fn acquire_leader_lease(
+        &self,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.take(LEASE_PK, LEASE_SK, holder, ttl_ms).await
+    }
+
+    /// Gives the lease up if `holder` has it, so another replica takes over at once.
+    pub async fn release_leader_lease(&self, holder: &str) -> Result<(), StoreError> {
+        self.give_up(LEASE_PK, LEASE_SK, holder).await
+    }
+
     /// The current holder, if any.
     pub async fn lease_holder(&self) -> Result<Option<LeaseHolder>, StoreError> {
         let out = self
@@ -69,7 +97,7 @@ impl Store {
             .get_item()
             .table_name(self.table())
             .key("pk", s(LEASE_PK))
-            .key("sk", s("LEASE"))
+            .key("sk", s(LEASE_SK))
             .consistent_read(true)
             .send()
             .await
@@ -78,5 +106,21 @@ impl Store {
             holder: super::get_s(i, "holder").unwrap_or_default().to_string(),
             expires_ms: super::get_n(i, "expires").unwrap_or(0),
         }))
+    }
+
+    /// Takes the lock `name` for `holder` for `ttl_ms` if it is free or expired. `false`:
+    /// someone else holds it.
+    pub async fn try_lock(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.take(&lock_pk(name), LOCK_SK, holder, ttl_ms).await
+    }
+
+    /// Releases the lock `name` if `holder` still has it.
+    pub async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.give_up(&lock_pk(name), LOCK_SK, holder).await
     }
 }

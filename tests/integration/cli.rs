@@ -421,8 +421,9 @@ fn the_committed_schema_is_what_the_code_generates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_applies_are_serialized_and_no_write_is_lost() {
-    // Single-threaded moto: DynamoDB's per-item conditions are atomic, as on AWS.
-    let emu = Emulator::start_single_threaded();
+    // DynamoDB's per-item conditions are atomic, as on AWS (the strict layer's
+    // dynamodb-atomic-writes).
+    let emu = Emulator::start();
     let store = Arc::new(store(&emu).await);
     const WRITERS: usize = 8;
     let mut tasks = Vec::new();

@@ -6,6 +6,7 @@ mod cli;
 mod deploy;
 mod observability;
 mod operator;
+mod races;
 pub mod strict;
 mod trust;
 mod worker;

@@ -93,7 +93,7 @@ fn query(port: u16, expr: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_sees_throughput_and_evaluates_every_dashboard_expression() {
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     seed(&r.src, SRC_OBJECTS_BUCKET, objects(150, "v1")).await;
     let (_op, op_port) = r.operator("op", &[]);
     let _agent = r.agent(None);
@@ -197,7 +197,7 @@ const SRC_OBJECTS_BUCKET: &str = "op-source";
 async fn logs_are_json_with_a_span_per_reconcile_and_never_contain_credentials() {
     const SECRET: &str = "ferrySecretKey0123456789abcdefSECRET";
     const TOKEN: &str = "ferrySessionToken0123456789abcdefTOKEN";
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     seed(&r.src, SRC_OBJECTS_BUCKET, objects(20, "v1")).await;
     r.extra_env = vec![
         ("AWS_SECRET_ACCESS_KEY".into(), SECRET.into()),
@@ -246,7 +246,7 @@ async fn logs_are_json_with_a_span_per_reconcile_and_never_contain_credentials()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_w_shows_objects_rate_eta_and_phase_while_a_job_runs() {
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     seed(&r.src, SRC_OBJECTS_BUCKET, objects(120, "v1")).await;
     let (_op, _) = r.operator("op", &[]);
     let _agent = r.agent(None);

@@ -60,12 +60,8 @@ pub fn default_allow() -> Vec<String> {
     .to_vec()
 }
 
-pub async fn rig(single_threaded: bool) -> Rig {
-    let emu = if single_threaded {
-        Emulator::start_single_threaded()
-    } else {
-        Emulator::start()
-    };
+pub async fn rig() -> Rig {
+    let emu = Emulator::start();
     emu.local_aws(&["ecs-manual"]);
     emu.local_aws(&["boundary"]);
     let net: serde_json::Value =
@@ -146,6 +142,12 @@ impl Rig {
             "--replica-id",
             name,
         ];
+        // A timing flag the test gives replaces the rig's (clap refuses a flag given twice).
+        for flag in extra.iter().filter(|a| a.starts_with("--")) {
+            if let Some(i) = args.iter().position(|a| a == flag) {
+                args.drain(i..i + 2);
+            }
+        }
         args.extend(self.allow.iter().map(String::as_str));
         args.extend_from_slice(extra);
         let log = self.dir.path().join(format!("{name}.log"));
@@ -286,7 +288,7 @@ const FOREIGN_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Den
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_is_copied_end_to_end_and_deleting_it_removes_only_what_ferry_added() {
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     r.src
         .put_bucket_policy()
         .bucket(SRC_BUCKET)
@@ -377,7 +379,7 @@ async fn a_job_named_with_63_characters_starts_tagged_tasks_and_succeeds() {
     // it, so a token built from the name would be refused and no task would ever start.
     let name = format!("long-{}", "n".repeat(58));
     assert_eq!(name.len(), 63);
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     seed(&r.src, SRC_BUCKET, objects(20, "v1")).await;
     let (_op, _port) = r.operator("op", &[]);
     let _agent = r.agent(None);
@@ -427,7 +429,7 @@ async fn a_destination_bucket_owned_by_another_account_ends_owned_by_other_and_g
     // The name is taken by the source account; the job says the destination account owns it.
     // Every S3 call carries ExpectedBucketOwner, which S3 (and the strict layer) answers with
     // 403 when another account owns the bucket.
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     seed(&r.src, SRC_BUCKET, objects(5, "v1")).await;
     let taker = s3(&r.emu.account_config("111111111111").await, DST_REGION);
     create_bucket(&taker, "op-dest-taken", DST_REGION).await;
@@ -473,7 +475,7 @@ async fn a_full_run_and_deletion_need_exactly_the_role_permissions_ferry_policie
     // The source and destination roles get exactly what `ferry policies` prints; the strict
     // layer evaluates every S3 request against them (and, across accounts, against the source
     // bucket policy ferry writes), so a missing action fails the run.
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     seed(&r.src, SRC_BUCKET, objects(30, "v1")).await;
     let yaml = job_yaml("perms", "op-dest-perms", "")
         .replace("create: {}", "create: { versioning: true }");
@@ -561,7 +563,7 @@ async fn a_deletion_whose_task_stop_is_refused_keeps_the_task_role_until_it_is_a
 /// must not go on to delete the task role under a task that may still run; once the refusal is
 /// lifted, the deletion completes.
 async fn deletion_refused(name: &str, action: &str) {
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     seed(&r.src, SRC_BUCKET, objects(200, "v1")).await;
     let (_op, _port) = r.operator("op", &[]);
     // The agent uses its own access key, so that only the operator's calls are refused.
@@ -609,7 +611,7 @@ async fn deletion_refused(name: &str, action: &str) {
 async fn a_refused_task_definition_read_registers_no_new_revision() {
     // AccessDenied on DescribeTaskDefinition says nothing about the definition: the drift check
     // must not take it for "missing" and register a revision on every pass.
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     seed(&r.src, SRC_BUCKET, objects(5, "v1")).await;
     let (_op, _port) = r.operator("op", &[]);
     let _agent = r.agent(None);
@@ -640,7 +642,7 @@ async fn a_refused_task_definition_read_registers_no_new_revision() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_drift_is_put_back_on_the_next_resync() {
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     // Workers that never finish keep the run active while the cloud is tampered with.
     let (_op, port) = r.operator("op", &[]);
     let _agent = r.agent(Some("sleep 600"));
@@ -825,7 +827,7 @@ async fn every_kind_of_drift_is_put_back_on_the_next_resync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_is_replaced_and_the_job_completes() {
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     seed(&r.src, SRC_BUCKET, objects(60, "v1")).await;
     let pids = r.dir.path().to_path_buf();
     let cmd = format!(
@@ -873,7 +875,7 @@ async fn a_killed_worker_is_replaced_and_the_job_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_tasks_keep_failing_ends_failed_with_backoff_limit_exceeded() {
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     let (_op, port) = r.operator("op", &[]);
     let _agent = r.agent(Some("exit 3"));
     r.apply(
@@ -907,7 +909,7 @@ async fn a_job_whose_tasks_keep_failing_ends_failed_with_backoff_limit_exceeded(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_operators_elect_one_leader_and_a_killed_leader_is_replaced_without_duplicate_tasks() {
-    let mut r = rig(true).await;
+    let mut r = rig().await;
     let (mut a, port_a) = r.operator("op-a", &[]);
     r.until("op-a to lead", Duration::from_secs(30), || async {
         let m = http_get(port_a, "/metrics").ok()?;
@@ -971,7 +973,7 @@ async fn two_operators_elect_one_leader_and_a_killed_leader_is_replaced_without_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_sync_job_starts_a_second_run_on_its_tick_and_copies_only_what_changed() {
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     seed(&r.src, SRC_BUCKET, objects(30, "v1")).await;
     let (_op, _) = r.operator("op", &[]);
     let _agent = r.agent(None);

@@ -781,3 +781,103 @@ async fn iam_refuses_a_permissions_boundary_that_is_not_an_existing_managed_poli
     assert_eq!(err.code(), Some("NoSuchEntity"));
     assert_eq!(emu.strict_rejections("iam-permissions-boundary-exists"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_conditional_writes_are_atomic_under_racing_writers() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let emu = Emulator::start();
+    let ddb = aws_sdk_dynamodb::Client::new(&emu.sdk_config().await);
+    ddb.create_table()
+        .table_name("race")
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .send()
+        .await
+        .expect("table");
+    let key = || AttributeValue::S("item".into());
+    ddb.put_item()
+        .table_name("race")
+        .item("pk", key())
+        .item("version", AttributeValue::N("0".into()))
+        .send()
+        .await
+        .expect("item");
+    // 32 optimistic-lock writers, 10 attempts each: read the version, write version + 1 only if
+    // it is still the one read.
+    let writers: Vec<_> = (0..32)
+        .map(|_| {
+            let ddb = ddb.clone();
+            tokio::spawn(async move {
+                let mut won = 0u64;
+                for _ in 0..10 {
+                    let read = ddb
+                        .get_item()
+                        .table_name("race")
+                        .key("pk", AttributeValue::S("item".into()))
+                        .consistent_read(true)
+                        .send()
+                        .await
+                        .expect("read");
+                    let v: u64 = read
+                        .item()
+                        .and_then(|i| i["version"].as_n().ok())
+                        .expect("v")
+                        .parse()
+                        .expect("n");
+                    let write = ddb
+                        .update_item()
+                        .table_name("race")
+                        .key("pk", AttributeValue::S("item".into()))
+                        .update_expression("SET version = :next")
+                        .condition_expression("version = :seen")
+                        .expression_attribute_values(":seen", AttributeValue::N(v.to_string()))
+                        .expression_attribute_values(
+                            ":next",
+                            AttributeValue::N((v + 1).to_string()),
+                        )
+                        .send()
+                        .await;
+                    won += u64::from(write.is_ok());
+                }
+                won
+            })
+        })
+        .collect();
+    let mut successes = 0;
+    for w in writers {
+        successes += w.await.expect("writer");
+    }
+    let last = ddb
+        .get_item()
+        .table_name("race")
+        .key("pk", key())
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("read");
+    let version: u64 = last
+        .item()
+        .and_then(|i| i["version"].as_n().ok())
+        .expect("v")
+        .parse()
+        .expect("n");
+    assert_eq!(
+        successes, version,
+        "every successful conditional write bumped the version once"
+    );
+}

@@ -54,7 +54,7 @@ pub fn aws_requests(port: u16, service: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_written_around_the_cli_outside_policy_are_blocked_and_cause_no_iam_s3_or_ecs_call() {
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     r.allow = [
         "--allow-source",
         "111111111111:op-source",
@@ -188,7 +188,7 @@ async fn until_removed(r: &Rig, job: &str) {
 async fn a_role_or_task_definition_family_without_ferrys_owner_tag_is_neither_adopted_nor_deleted()
 {
     use ferry::controller::desired;
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     // Somebody's role with ferry's name for job `squat`, tagged as an older ferry would.
     let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
     r.iam()
@@ -308,7 +308,7 @@ async fn moving_a_job_to_another_bucket_leaves_no_statement_on_the_first_and_del
     use crate::operator::{SRC_BUCKET, SRC_REGION, installation};
     use crate::worker::create_bucket;
     use ferry::controller::policy::statement_id;
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     create_bucket(&r.src, "op-source-b", SRC_REGION).await;
     let keep = r#"{"Version":"2012-10-17","Statement":[{"Sid":"KeepMe","Effect":"Deny","Principal":"*","Action":"s3:DeleteBucket","Resource":"arn:aws:s3:::op-source"}]}"#;
     r.src
@@ -377,7 +377,7 @@ async fn two_installations_sharing_a_source_bucket_keep_both_grants() {
     use crate::operator::{OPERATOR_ACCOUNT, SRC_BUCKET, installation};
     use aws_credential_types::provider::ProvideCredentials;
     use ferry::controller::{desired, policy::statement_id};
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     // The second installation runs in another operator account, with its own table and cluster.
     const OTHER: &str = "444444444444";
     let other = r.emu.account_config(OTHER).await;
@@ -473,7 +473,7 @@ async fn a_source_statement_that_cannot_be_removed_holds_the_deletion_with_a_con
  {
     use crate::operator::{SRC_BUCKET, installation};
     use ferry::controller::policy::statement_id;
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     let (_op, _port) = r.operator("op", &[]);
     r.apply("held", &job_yaml("held", "trust-held", ""));
     let sid = statement_id(&installation(), "held");
@@ -516,7 +516,7 @@ async fn a_source_statement_that_cannot_be_removed_holds_the_deletion_with_a_con
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_boundary_that_does_not_exist_keeps_the_job_from_getting_a_role_and_says_so() {
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     let missing = "arn:aws:iam::123456789012:policy/not-deployed";
     let (_op, _port) = r.operator("op", &["--task-boundary-arn", missing]);
     r.apply("unbounded", &job_yaml("unbounded", "trust-unbounded", ""));
@@ -555,7 +555,7 @@ async fn a_task_boundary_that_does_not_exist_keeps_the_job_from_getting_a_role_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_job_changed_to_name_an_unlisted_bucket_is_blocked_and_its_tasks_stopped() {
-    let mut r = rig(false).await;
+    let mut r = rig().await;
     r.allow = [
         "--allow-source",
         "111111111111:op-source",

@@ -29,12 +29,8 @@ pub struct World {
 }
 
 impl World {
-    pub async fn new(single_threaded: bool) -> World {
-        let emu = if single_threaded {
-            Emulator::start_single_threaded()
-        } else {
-            Emulator::start()
-        };
+    pub async fn new() -> World {
+        let emu = Emulator::start();
         let store = Store::from_config(&emu.sdk_config().await, "ferry");
         store.init().await.expect("init");
         let src = s3(&emu.account_config(SRC_ACCOUNT).await, SRC_REGION);
@@ -364,7 +360,7 @@ async fn tags_of(client: &Client, bucket: &str, key: &str) -> BTreeMap<String, S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_of_awkward_keys_is_copied_exactly_and_a_second_run_copies_nothing() {
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-bulk", SRC_REGION).await;
     create_bucket(&w.dst("ap-southeast-2"), "dst-apse2", "ap-southeast-2").await;
     let mut objects = Vec::new();
@@ -453,7 +449,7 @@ async fn a_bucket_of_awkward_keys_is_copied_exactly_and_a_second_run_copies_noth
 
 #[tokio::test]
 async fn prefixes_map_into_a_us_east_1_bucket_and_same_account_copies_keep_tags() {
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-small", SRC_REGION).await;
     create_bucket(&w.dst("us-east-1"), "dst-use1", "us-east-1").await;
     let mut objects = Vec::new();
@@ -558,7 +554,7 @@ async fn uploads(client: &Client, bucket: &str) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn a_multipart_copy_killed_half_way_leaves_no_incomplete_upload_once_the_run_ends() {
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-mpu", SRC_REGION).await;
     let dst = w.dst("us-east-1");
     create_bucket(&dst, "dst-mpu", "us-east-1").await;
@@ -633,7 +629,7 @@ async fn a_multipart_copy_killed_half_way_leaves_no_incomplete_upload_once_the_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_run_is_resumed_by_another_and_nothing_is_lost() {
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-kill", SRC_REGION).await;
     create_bucket(&w.dst("us-east-1"), "dst-kill", "us-east-1").await;
     enable_versioning(&w.dst("us-east-1"), "dst-kill").await;
@@ -691,8 +687,8 @@ async fn a_worker_killed_mid_run_is_resumed_by_another_and_nothing_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_on_one_run_share_the_chunks_and_copy_no_object_twice() {
-    // Single-threaded moto: lease claims are atomic conditional writes, as on DynamoDB.
-    let w = World::new(true).await;
+    // Lease claims are atomic conditional writes (the strict layer's dynamodb-atomic-writes).
+    let w = World::new().await;
     create_bucket(&w.src, "src-two", SRC_REGION).await;
     create_bucket(&w.dst("us-east-1"), "dst-two", "us-east-1").await;
     enable_versioning(&w.dst("us-east-1"), "dst-two").await;
@@ -759,7 +755,7 @@ async fn two_workers_on_one_run_share_the_chunks_and_copy_no_object_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_slowdowns_and_dropped_connections_are_retried_and_nothing_is_lost() {
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-faults", SRC_REGION).await;
     create_bucket(&w.dst("us-east-1"), "dst-faults", "us-east-1").await;
     seed(&w.src, "src-faults", bulk(600)).await;
@@ -831,7 +827,7 @@ pub async fn allow_acls(client: &Client, bucket: &str) {
 
 #[tokio::test]
 async fn copied_acls_keep_third_party_grants_and_give_the_source_owner_nothing() {
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-acl", SRC_REGION).await;
     allow_acls(&w.src, "src-acl").await;
     let dst = w.dst("us-east-1");
@@ -907,7 +903,7 @@ async fn a_refused_head_of_the_destination_is_reported_and_never_taken_for_a_dif
     // Same sizes, other ETags: the worker must compare with the destination's recorded source
     // ETag (HeadObject, which needs s3:GetObject). A role without it is refused; the objects
     // are reported, not recopied over what is there.
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-nohead", SRC_REGION).await;
     let dst = w.dst("us-east-1");
     create_bucket(&dst, "dst-nohead", "us-east-1").await;
@@ -978,7 +974,7 @@ async fn a_second_run_into_a_kms_encrypted_destination_copies_nothing() {
     // SSE-KMS objects have ETags that are not the MD5 of their data (the strict layer gives
     // them such ETags, as S3 does): without the source ETag recorded on each copy, every run
     // would copy everything again.
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-kms", SRC_REGION).await;
     let dst = w.dst("us-east-1");
     create_bucket(&dst, "dst-kms", "us-east-1").await;
@@ -1037,7 +1033,7 @@ async fn a_1024_byte_key_that_cannot_be_copied_is_reported_and_the_run_still_com
     // The destination prefix makes the copy's key 1,027 bytes: S3 answers KeyTooLongError
     // (the strict layer enforces it). The failure record must still fit DynamoDB's 1,024-byte
     // sort key, and the report must be written.
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-longkey", SRC_REGION).await;
     let dst = w.dst("us-east-1");
     create_bucket(&dst, "dst-longkey", "us-east-1").await;
@@ -1073,7 +1069,7 @@ async fn a_1024_byte_key_that_cannot_be_copied_is_reported_and_the_run_still_com
 
 #[tokio::test]
 async fn archived_objects_are_reported_per_object_and_do_not_fail_the_run() {
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-arch", SRC_REGION).await;
     let dst = w.dst("us-east-1");
     create_bucket(&dst, "dst-arch", "us-east-1").await;
@@ -1143,7 +1139,7 @@ async fn objects_changed_or_deleted_after_listing_are_copied_as_they_are_now() {
     use ferry::worker::manifest;
     use ferry::worker::plan::{Entry, Range};
 
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-aged", SRC_REGION).await;
     let dst = w.dst("us-east-1");
     create_bucket(&dst, "dst-aged", "us-east-1").await;
@@ -1274,7 +1270,7 @@ async fn objects_changed_or_deleted_after_listing_are_copied_as_they_are_now() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_credentials_are_refreshed_while_a_long_copy_goes_on() {
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-creds", SRC_REGION).await;
     create_bucket(&w.dst("us-east-1"), "dst-creds", "us-east-1").await;
     seed(&w.src, "src-creds", bulk(300)).await;
@@ -1313,7 +1309,7 @@ async fn destination_credentials_are_refreshed_while_a_long_copy_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_claiming_releases_unfinished_work_and_exits_zero() {
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-term", SRC_REGION).await;
     create_bucket(&w.dst("us-east-1"), "dst-term", "us-east-1").await;
     seed(&w.src, "src-term", bulk(1200)).await;
@@ -1381,7 +1377,7 @@ async fn sigterm_stops_claiming_releases_unfinished_work_and_exits_zero() {
 
 #[tokio::test]
 async fn extraneous_objects_are_deleted_only_when_the_job_asks_and_the_storage_class_is_applied() {
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-sync", SRC_REGION).await;
     let dst = w.dst("us-east-1");
     create_bucket(&dst, "dst-sync", "us-east-1").await;
@@ -1471,7 +1467,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workers_destination_session_reaches_only_its_own_jobs_prefixes() {
     use aws_sdk_s3::error::ProvideErrorMetadata;
-    let w = World::new(false).await;
+    let w = World::new().await;
     create_bucket(&w.src, "src-shared", SRC_REGION).await;
     create_bucket(&w.dst("us-east-1"), "dst-shared", "us-east-1").await;
     seed(

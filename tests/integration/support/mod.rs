@@ -39,18 +39,13 @@ pub fn free_port() -> u16 {
 }
 
 impl Emulator {
-    /// Starts a threaded moto server (fast; DynamoDB conditions are not atomic under races).
+    /// Starts a threaded moto server behind the strict layer (which keeps DynamoDB conditional
+    /// writes atomic, as on AWS).
     pub fn start() -> Emulator {
-        Emulator::launch(false)
+        Emulator::launch()
     }
 
-    /// Starts a single-threaded moto server: requests are serialized, so conditional writes are
-    /// atomic as on DynamoDB. For tests that race writers.
-    pub fn start_single_threaded() -> Emulator {
-        Emulator::launch(true)
-    }
-
-    fn launch(single_threaded: bool) -> Emulator {
+    fn launch() -> Emulator {
         let mut last_error = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("temp dir");
@@ -61,9 +56,6 @@ impl Emulator {
             cmd.arg(root().join("scripts/emulator.sh"))
                 .arg("serve")
                 .arg(port.to_string());
-            if single_threaded {
-                cmd.arg("--single-threaded");
-            }
             cmd.env("FERRY_EMULATOR_EXIT_WITH_PARENT", "1")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
