@@ -235,6 +235,16 @@ impl Rig {
         .await
     }
 
+    /// Creates the ECS cluster `ferry` (tasks then stay RUNNING: no agent runs them).
+    pub async fn create_cluster(&self) {
+        self.ecs()
+            .create_cluster()
+            .cluster_name("ferry")
+            .send()
+            .await
+            .expect("cluster");
+    }
+
     pub fn ecs(&self) -> aws_sdk_ecs::Client {
         aws_sdk_ecs::Client::new(&self.base)
     }

@@ -33,12 +33,7 @@ async fn rig_with_cluster() -> crate::operator::Rig {
     // Threaded moto, so S3 requests interleave as on AWS; the strict layer keeps DynamoDB's
     // conditional writes (the policy lock) atomic.
     let r = rig().await;
-    r.ecs()
-        .create_cluster()
-        .cluster_name("ferry")
-        .send()
-        .await
-        .expect("cluster");
+    r.create_cluster().await;
     r
 }
 

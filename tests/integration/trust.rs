@@ -174,6 +174,16 @@ async fn bucket_policy(r: &Rig, bucket: &str) -> Option<String> {
         .and_then(|o| o.policy().map(str::to_string))
 }
 
+/// Polls until the source bucket's policy holds the statement `sid`.
+async fn until_statement(r: &Rig, sid: &str, what: &str) {
+    r.until(what, Duration::from_secs(60), || async {
+        bucket_policy(r, crate::operator::SRC_BUCKET)
+            .await
+            .filter(|p| p.contains(sid))
+    })
+    .await;
+}
+
 /// Polls until the job's records are gone.
 async fn until_removed(r: &Rig, job: &str) {
     r.until(
@@ -323,16 +333,7 @@ async fn moving_a_job_to_another_bucket_leaves_no_statement_on_the_first_and_del
 
     let on_a = job_yaml("mover", "trust-mover", "");
     r.apply("mover", &on_a);
-    r.until(
-        "ferry's statement on bucket A",
-        Duration::from_secs(60),
-        || async {
-            bucket_policy(&r, SRC_BUCKET)
-                .await
-                .filter(|p| p.contains(&sid))
-        },
-    )
-    .await;
+    until_statement(&r, &sid, "ferry's statement on bucket A").await;
     let recorded = r.status("mover").await.expect("status").source_policy;
     assert_eq!(recorded.len(), 1);
     assert_eq!(
@@ -415,16 +416,7 @@ async fn two_installations_sharing_a_source_bucket_keep_both_grants() {
     let (_op1, _) = r.operator("op1", &[]);
     r.apply("shared", &job_yaml("shared", "trust-shared-1", ""));
     let first = statement_id(&installation(), "shared");
-    r.until(
-        "installation 1's statement",
-        Duration::from_secs(60),
-        || async {
-            bucket_policy(&r, SRC_BUCKET)
-                .await
-                .filter(|p| p.contains(&first))
-        },
-    )
-    .await;
+    until_statement(&r, &first, "installation 1's statement").await;
 
     r.extra_env = env2[env2.len() - 3..].to_vec();
     let (_op2, _) = r.operator("op2", &[]);
@@ -477,12 +469,7 @@ async fn a_source_statement_that_cannot_be_removed_holds_the_deletion_with_a_con
     let (_op, _port) = r.operator("op", &[]);
     r.apply("held", &job_yaml("held", "trust-held", ""));
     let sid = statement_id(&installation(), "held");
-    r.until("ferry's statement", Duration::from_secs(60), || async {
-        bucket_policy(&r, SRC_BUCKET)
-            .await
-            .filter(|p| p.contains(&sid))
-    })
-    .await;
+    until_statement(&r, &sid, "ferry's statement").await;
     // The source account stops letting ferry's source role read the bucket policy.
     let source_role = "arn:aws:iam::111111111111:role/ferry-source";
     r.emu.strict_deny(&[(source_role, "s3:GetBucketPolicy")]);
@@ -566,12 +553,7 @@ async fn a_running_job_changed_to_name_an_unlisted_bucket_is_blocked_and_its_tas
     ]
     .map(String::from)
     .to_vec();
-    r.ecs()
-        .create_cluster()
-        .cluster_name("ferry")
-        .send()
-        .await
-        .expect("cluster");
+    r.create_cluster().await;
     let (_op, _port) = r.operator("op", &[]);
     let yaml = job_yaml("turned", "trust-turned", "");
     r.apply("turned", &yaml);
