@@ -13,6 +13,9 @@ off only to show what it catches:
     GET  /ferry-strict/rules                  {name: {"enabled", "aws", "doc", "rejected"}}
     GET  /ferry-strict/permissions            {role ARN: [S3 actions its requests were allowed]}
     GET  /ferry-strict/sessions               {session ARN: its session policy or null}
+    GET  /ferry-strict/requests               every request since the last reset, oldest
+                                              first: {"time", "service", "operation",
+                                              "write", "key"} (the last 20,000)
     POST /ferry-strict/deny   {"deny": [{"principal": P, "action": "ecs:ListTasks"}]}
                                               explicit denies (P: a role ARN, an account root
                                               ARN, `accesskey:ID` or `*`); [] lifts them
@@ -31,12 +34,45 @@ and this one (the middleware and its control endpoints).
 
 
 import json
+import time
+import urllib.parse
 
 from . import s3, iam, ecs, dynamodb  # noqa: F401  (registers the rules, in this order)
 from .core import LOCK, RULES, Request, enabled, parse, sessions
 from .ecs import RUN_TASK_TOKENS, params_digest
 from .iam import DENY_LIST, USED_ACTIONS
 from .s3 import UPLOAD_INITIATORS, name_initiators, record_initiator
+
+# ---------------------------------------------------------------------------------------------
+# The request log: what reached the emulator and when, so a test can tell which calls a
+# process made after a given moment (a frozen operator's, after it resumes) by the server's
+# clock rather than the process's own account.
+
+REQUESTS: list = []
+MAX_REQUESTS = 20_000
+READS = ("Get", "List", "Describe", "Head", "Query", "Scan", "BatchGet", "AssumeRole")
+
+
+def log_request(req: Request) -> None:
+    if req.service == "s3":
+        operation = f"{req.method} {'object' if req.key() else 'bucket'} {'&'.join(sorted(req.query))}".strip()
+        write = req.method in ("PUT", "POST", "DELETE")
+    else:
+        operation = req.target()
+        if not operation:
+            form = urllib.parse.parse_qs(req.body().decode("utf-8", "replace")) if req.method == "POST" else {}
+            operation = (form.get("Action") or req.query.get("Action") or [""])[0]
+        write = not operation.startswith(READS)
+    key = ""
+    if req.service == "dynamodb" and write:
+        item = req.json().get("Key") or req.json().get("Item") or {}
+        key = (item.get("pk") or {}).get("S", "")
+    entry = {"time": time.time(), "service": req.service, "operation": operation, "write": write, "key": key}
+    with LOCK:
+        REQUESTS.append(entry)
+        if len(REQUESTS) > MAX_REQUESTS:
+            del REQUESTS[: len(REQUESTS) - MAX_REQUESTS]
+
 
 # ---------------------------------------------------------------------------------------------
 # The middleware
@@ -56,6 +92,7 @@ class StrictAws:
             with LOCK:
                 RUN_TASK_TOKENS.clear()
         req = parse(environ)
+        log_request(req)
         for r in list(RULES.values()):
             answer = r.check(req) if r.enabled else None
             if answer is None:
@@ -120,6 +157,7 @@ class StrictAws:
                     UPLOAD_INITIATORS.clear()
                     USED_ACTIONS.clear()
                     DENY_LIST.clear()
+                    REQUESTS.clear()
                 elif path == "/ferry-strict/deny":
                     DENY_LIST[:] = json.loads(data or b"{}").get("deny", [])
                 elif path == "/ferry-strict/rules":
@@ -135,6 +173,9 @@ class StrictAws:
                         RULES[n].enabled = True
         if path == "/ferry-strict/permissions":
             body = json.dumps({role: sorted(a) for role, a in USED_ACTIONS.items()}, indent=1).encode()
+        elif path == "/ferry-strict/requests":
+            with LOCK:
+                body = json.dumps(list(REQUESTS)).encode()
         elif path == "/ferry-strict/sessions":
             body = json.dumps(sessions(), indent=1).encode()
         else:

@@ -49,7 +49,7 @@ pub struct AssumedRoles {
     base: SdkConfig,
     session_name: String,
     force_path_style: bool,
-    interceptor: Option<super::CountRequests>,
+    interceptors: Vec<aws_sdk_s3::config::SharedInterceptor>,
     providers: Arc<Mutex<HashMap<String, SharedCredentialsProvider>>>,
 }
 
@@ -59,14 +59,18 @@ impl AssumedRoles {
             base,
             session_name: session_name.to_string(),
             force_path_style,
-            interceptor: None,
+            interceptors: Vec::new(),
             providers: Arc::default(),
         }
     }
 
-    /// Counts every request of the S3 clients this hands out.
-    pub fn with_interceptor(mut self, counter: super::CountRequests) -> AssumedRoles {
-        self.interceptor = Some(counter);
+    /// Adds an interceptor (counting, fencing) to every S3 client this hands out.
+    pub fn with_interceptor(
+        mut self,
+        interceptor: impl aws_sdk_s3::config::Intercept + 'static,
+    ) -> AssumedRoles {
+        self.interceptors
+            .push(aws_sdk_s3::config::SharedInterceptor::new(interceptor));
         self
     }
 
@@ -120,8 +124,8 @@ impl AssumedRoles {
             .region(aws_config::Region::new(region.to_string()))
             .retry_config(super::s3_retry(&self.base))
             .force_path_style(self.force_path_style);
-        if let Some(i) = &self.interceptor {
-            conf = conf.interceptor(i.clone());
+        for i in &self.interceptors {
+            conf.push_interceptor(i.clone());
         }
         aws_sdk_s3::Client::from_conf(conf.build())
     }

@@ -111,3 +111,62 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for CountRequests {
         Ok(())
     }
 }
+
+/// Whether an operation only reads: `Get*`, `List*`, `Describe*`, `Head*`, DynamoDB's `Query`,
+/// `Scan` and `BatchGetItem`, and the STS calls that hand out credentials. Everything else
+/// changes something somewhere.
+pub fn is_read_only(operation: &str) -> bool {
+    ["Get", "List", "Describe", "Head"]
+        .iter()
+        .any(|p| operation.starts_with(p))
+        || matches!(
+            operation,
+            "Query" | "Scan" | "BatchGetItem" | "AssumeRole" | "GetCallerIdentity"
+        )
+}
+
+/// Answers whether this process may still change things (the operator: whether it holds a
+/// valid leader lease on its own monotonic clock).
+pub type FenceCheck = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// An SDK interceptor that refuses every request that changes something once [`FenceCheck`]
+/// says no, right before the request would go on the wire (and before each retry of it): a
+/// replica that lost its lease, or may have, sends no write, whatever await point its
+/// reconciles were parked at. Reads still go out.
+#[derive(Clone)]
+pub struct FenceRequests(pub FenceCheck);
+
+impl std::fmt::Debug for FenceRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FenceRequests")
+    }
+}
+
+/// The error a fenced request fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} not sent: this replica does not hold a valid leader lease")]
+pub struct Fenced {
+    pub operation: String,
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for FenceRequests {
+    fn name(&self) -> &'static str {
+        "ferry-fence-requests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let meta = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
+        let op = meta.map_or("unknown", |m| m.name());
+        if is_read_only(op) || (self.0)() {
+            return Ok(());
+        }
+        Err(Box::new(Fenced {
+            operation: op.to_string(),
+        }))
+    }
+}

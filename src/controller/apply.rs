@@ -35,6 +35,7 @@ fn fail(condition: &'static str, error: ReconcileError) -> StepFailure {
         ReconcileError::Store(_) => "StoreError".into(),
         ReconcileError::Blocked(p) => p.reason.clone(),
         ReconcileError::Invalid(_) => "InvalidRequest".into(),
+        ReconcileError::LeaseLost => "LeaseLost".into(),
     };
     StepFailure {
         condition,
@@ -58,6 +59,10 @@ pub async fn apply(
 ) -> Result<(), StepFailure> {
     let job = &stored.job;
     for step in steps {
+        // Every step changes something: a replica whose lease may have run out takes none.
+        if !ctx.fence.valid() {
+            return Err(fail(super::plan::COMPLETE, ReconcileError::LeaseLost));
+        }
         match step {
             Step::EnsureTaskRole => ensure_task_role(ctx, job)
                 .await

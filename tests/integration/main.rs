@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod deploy;
+mod faults;
 mod observability;
 mod operator;
 mod races;

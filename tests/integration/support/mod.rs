@@ -157,6 +157,14 @@ impl Emulator {
         serde_json::from_str(&body).expect("sessions JSON")
     }
 
+    /// Every request the emulator received since the rig started (the strict layer's log):
+    /// `time` (epoch seconds, the server's clock), `service`, `operation`, `write`, `key`.
+    pub fn strict_requests(&self) -> Vec<serde_json::Value> {
+        let body = http(self.port, "GET", "/ferry-strict/requests", "", "")
+            .unwrap_or_else(|e| panic!("reading the request log: {e}"));
+        serde_json::from_str(&body).expect("requests JSON")
+    }
+
     /// An SDK configuration with static test credentials (account 123456789012).
     pub async fn sdk_config(&self) -> SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
@@ -396,6 +404,15 @@ pub struct Proc(pub Child);
 impl Proc {
     pub fn id(&self) -> u32 {
         self.0.id()
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", name, &self.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -s {name} {}", self.id());
     }
 
     /// SIGKILL, and reap.
