@@ -196,7 +196,7 @@ async fn watch_stream(ctx: Arc<Context>, shared: Arc<Shared>) {
     let client = aws_sdk_dynamodbstreams::Client::from_conf(conf);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let poll = ctx.timing.stream_poll;
-    tokio::spawn(watch::follow(client, arn, tx, poll));
+    tokio::spawn(watch::follow(client, arn, tx, poll, watch::DESCRIBE_EVERY));
     while let Some(watch::Event::Job(job, after)) = rx.recv().await {
         shared.trigger(&job, after).await;
     }
