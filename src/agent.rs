@@ -1,8 +1,11 @@
 //! `ferry local-agent`: Fargate for a laptop or a test. Watches an (emulated) ECS cluster and,
 //! for each RUNNING task that ferry started, runs `ferry worker` as a child process with the
 //! task's environment overrides; when the child exits it calls StopTask with a reason carrying
-//! the exit status, and when someone stops the task it sends the child SIGTERM (as ECS does).
-//! The operator runs its production code path unchanged.
+//! the exit status, and when someone stops the task it sends the child SIGTERM, then SIGKILL
+//! after the task definition's stopTimeout (30 s), as ECS does. Like ECS's container agent, it
+//! reports each container's start and exit with SubmitTaskStateChange, so the emulator can
+//! answer lastStatus STOPPING until the container has really exited. The operator runs its
+//! production code path unchanged.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -35,7 +38,29 @@ pub enum AgentError {
 
 struct Running {
     child: Child,
-    terminated: bool,
+    /// When the task was stopped and its worker sent SIGTERM.
+    terminated: Option<std::time::Instant>,
+}
+
+/// How long a stopped task's worker has between SIGTERM and SIGKILL (the task definition's
+/// `stopTimeout`).
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Tells ECS what became of a task's container, as the container agent does. The emulator uses
+/// it to keep a stopped task STOPPING until its container has exited; a refusal changes
+/// nothing for the worker.
+async fn report(ecs: &aws_sdk_ecs::Client, cluster: &str, arn: &str, status: &str, reason: &str) {
+    let mut req = ecs
+        .submit_task_state_change()
+        .cluster(cluster)
+        .task(arn)
+        .status(status);
+    if !reason.is_empty() {
+        req = req.reason(reason);
+    }
+    if let Err(e) = req.send().await {
+        tracing::debug!(task = %arn, status, error = %describe(&e), "SubmitTaskStateChange refused");
+    }
 }
 
 /// Runs the agent until SIGTERM/SIGINT; then stops its workers like ECS would.
@@ -71,7 +96,7 @@ pub async fn run(ecs: aws_sdk_ecs::Client, cfg: AgentConfig) -> Result<(), Agent
         }
     }
     for (arn, mut r) in children {
-        let status = tokio::time::timeout(Duration::from_secs(30), r.child.wait()).await;
+        let status = tokio::time::timeout(STOP_TIMEOUT, r.child.wait()).await;
         let reason = match status {
             Ok(Ok(s)) => exit_reason(&s),
             _ => {
@@ -79,6 +104,7 @@ pub async fn run(ecs: aws_sdk_ecs::Client, cfg: AgentConfig) -> Result<(), Agent
                 "Essential container in task exited (killed after 30 s)".to_string()
             }
         };
+        report(&ecs, &cfg.cluster, &arn, "STOPPED", &reason).await;
         let _ = ecs
             .stop_task()
             .cluster(&cfg.cluster)
@@ -125,7 +151,8 @@ async fn step(
             continue;
         };
         let reason = exit_reason(&status);
-        if r.terminated {
+        report(ecs, &cfg.cluster, &arn, "STOPPED", &reason).await;
+        if r.terminated.is_some() {
             // Someone stopped the task; ECS already has it STOPPED with their reason.
             tracing::info!(task = %arn, %reason, "worker of a stopped task exited");
             continue;
@@ -201,23 +228,32 @@ async fn step(
             cmd.envs(env).stdin(Stdio::null()).kill_on_drop(true);
             let child = cmd.spawn()?;
             tracing::info!(task = %arn, pid = child.id().unwrap_or(0), "started worker");
+            report(ecs, &cfg.cluster, arn, "RUNNING", "").await;
             children.insert(
                 arn.to_string(),
                 Running {
                     child,
-                    terminated: false,
+                    terminated: None,
                 },
             );
         }
     }
-    // Tasks someone stopped: SIGTERM their workers (the exit is reported on a later pass).
+    // Tasks someone stopped: SIGTERM their workers, SIGKILL those still there after the stop
+    // timeout (the exit is reported on a later pass).
     for (arn, r) in children.iter_mut() {
-        if !desired_running.contains(arn) && !r.terminated {
-            if let Some(pid) = r.child.id() {
-                tracing::info!(task = %arn, "task stopped in ECS; sending SIGTERM to its worker");
-                signal_term(pid);
+        match r.terminated {
+            None if !desired_running.contains(arn) => {
+                if let Some(pid) = r.child.id() {
+                    tracing::info!(task = %arn, "task stopped in ECS; sending SIGTERM to its worker");
+                    signal_term(pid);
+                }
+                r.terminated = Some(std::time::Instant::now());
             }
-            r.terminated = true;
+            Some(at) if at.elapsed() >= STOP_TIMEOUT => {
+                tracing::warn!(task = %arn, "worker still running after the stop timeout; SIGKILL");
+                let _ = r.child.start_kill();
+            }
+            _ => {}
         }
     }
     Ok(())

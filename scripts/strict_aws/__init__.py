@@ -39,7 +39,7 @@ import urllib.parse
 
 from . import s3, iam, ecs, dynamodb  # noqa: F401  (registers the rules, in this order)
 from .core import LOCK, RULES, Request, enabled, parse, sessions
-from .ecs import RUN_TASK_TOKENS, params_digest
+from .ecs import AGENT_TASKS, RUN_TASK_TOKENS, STOPPING, describe_tasks, params_digest, stop_requested, submit_task_state_change
 from .iam import DENY_LIST, USED_ACTIONS
 from .s3 import UPLOAD_INITIATORS, name_initiators, record_initiator
 
@@ -103,6 +103,15 @@ class StrictAws:
                     r.rejected += 1
             start_response(status, headers + [("Content-Length", str(len(body)))])
             return [body]
+        if req.service == "ecs" and req.target() == "SubmitTaskStateChange":
+            status, headers, body = submit_task_state_change(req)
+            start_response(status, headers + [("Content-Length", str(len(body)))])
+            return [body]
+        if req.service == "ecs" and req.target() == "StopTask":
+            req.body()  # read before moto consumes the input
+            return self.rewrite(environ, start_response, lambda st, b: stop_requested(req, st, b))
+        if req.service == "ecs" and req.target() == "DescribeTasks":
+            return self.rewrite(environ, start_response, describe_tasks)
         if req.service == "ecs" and req.target() == "RunTask" and req.json().get("clientToken"):
             return self.remember_run_task(req, environ, start_response)
         if enabled("s3-multipart-initiator") and req.service == "s3" and "uploads" in req.query:
@@ -158,6 +167,8 @@ class StrictAws:
                     USED_ACTIONS.clear()
                     DENY_LIST.clear()
                     REQUESTS.clear()
+                    AGENT_TASKS.clear()
+                    STOPPING.clear()
                 elif path == "/ferry-strict/deny":
                     DENY_LIST[:] = json.loads(data or b"{}").get("deny", [])
                 elif path == "/ferry-strict/rules":

@@ -4,7 +4,7 @@ import hashlib
 import json
 import re
 
-from .core import Request, json_error, rule
+from .core import LOCK, Request, Response, behaviour, enabled, json_error, rule
 
 # ---------------------------------------------------------------------------------------------
 # ECS rules (RunTask, StartTask, ListTasks)
@@ -95,3 +95,59 @@ def ecs_tags(req: Request):
     return None
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Task lifecycle: a stopped task is not STOPPED until its container has exited.
+
+behaviour(
+    "ecs-stop-lifecycle",
+    "https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-lifecycle-explanation.html",
+    "StopTask sets desiredStatus STOPPED at once, but lastStatus passes through DEACTIVATING and "
+    "STOPPING and reaches STOPPED only when the containers have exited (SIGTERM, then SIGKILL "
+    "after stopTimeout). moto reports STOPPED at once. For tasks whose container a local agent "
+    "runs (it reports RUNNING and STOPPED with SubmitTaskStateChange, the container agent's "
+    "API: https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_SubmitTaskStateChange.html), "
+    "DescribeTasks answers lastStatus STOPPING between StopTask and the agent's STOPPED.",
+)
+
+# Tasks whose container an agent reported RUNNING and not yet STOPPED, and those of them that
+# someone asked to stop.
+AGENT_TASKS: set = set()
+STOPPING: set = set()
+
+
+def submit_task_state_change(req: Request) -> Response:
+    """The container agent's report: RUNNING (an agent runs the container) or STOPPED (it
+    exited)."""
+    body = req.json()
+    task, status = body.get("task", ""), body.get("status", "")
+    with LOCK:
+        if status == "RUNNING":
+            AGENT_TASKS.add(task)
+        elif status == "STOPPED":
+            AGENT_TASKS.discard(task)
+            STOPPING.discard(task)
+    return "200 OK", [("Content-Type", "application/x-amz-json-1.1")], json.dumps({"acknowledgment": "ACK"}).encode()
+
+
+def stop_requested(req: Request, status: str, body: bytes) -> bytes:
+    """After moto answered a StopTask: if it accepted it, a task whose container still runs is
+    STOPPING. Returns moto's answer unchanged."""
+    task = req.json().get("task", "")
+    with LOCK:
+        if status.startswith("200") and enabled("ecs-stop-lifecycle") and task in AGENT_TASKS:
+            STOPPING.add(task)
+    return body
+
+
+def describe_tasks(status: str, body: bytes) -> bytes:
+    """DescribeTasks: tasks still STOPPING say so."""
+    if not status.startswith("200") or not STOPPING:
+        return body
+    doc = json.loads(body)
+    with LOCK:
+        for t in doc.get("tasks", []):
+            if t.get("taskArn") in STOPPING:
+                t["lastStatus"] = "STOPPING"
+    return json.dumps(doc).encode()

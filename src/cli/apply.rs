@@ -162,6 +162,7 @@ spec:
             updated_at: String::new(),
             deletion_requested_at: deleting.then(|| "now".into()),
             status_version: 0,
+            uid: String::new(),
         }
     }
 

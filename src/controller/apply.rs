@@ -214,6 +214,56 @@ async fn stop_family_tasks(
     Ok(())
 }
 
+/// How many tasks of a family ECS has been asked to stop that have not reached STOPPED yet
+/// (DescribeTasks `lastStatus`; ListTasks `desiredStatus=STOPPED` lists them from the moment
+/// StopTask is called).
+async fn family_tasks_not_stopped(
+    ctx: &Context,
+    cluster: &str,
+    family: &str,
+) -> Result<usize, ReconcileError> {
+    let mut arns = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let out = match ctx
+            .ecs
+            .list_tasks()
+            .cluster(cluster)
+            .family(family)
+            .desired_status(DesiredStatus::Stopped)
+            .set_next_token(next.take())
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if kind(&e) == ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(aws_error("ECS", "ListTasks", e)),
+        };
+        arns.extend(out.task_arns().iter().cloned());
+        match out.next_token() {
+            Some(t) => next = Some(t.to_string()),
+            None => break,
+        }
+    }
+    let mut stopping = 0;
+    for batch in arns.chunks(100) {
+        let out = ctx
+            .ecs
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(batch.to_vec()))
+            .send()
+            .await
+            .map_err(|e| aws_error("ECS", "DescribeTasks", e))?;
+        stopping += out
+            .tasks()
+            .iter()
+            .filter(|t| !matches!(t.last_status(), Some("STOPPED" | "DELETED")))
+            .count();
+    }
+    Ok(stopping)
+}
+
 /// Whether the job's task definition family is this installation's, judged by its latest
 /// revision's tags (a family without revisions has nothing anyone could own).
 async fn family_owned(ctx: &Context, family: &str) -> Result<bool, ReconcileError> {
@@ -717,9 +767,22 @@ pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileE
     let cluster = desired::cluster(job, &ctx.settings);
     let family = desired::family(name);
 
-    // 1. Tasks of the job's family, whatever run they belong to (if the family is ours).
+    // 1. Tasks of the job's family, whatever run they belong to (if the family is ours), and
+    // wait until ECS reports them STOPPED: a stopped task's worker has up to its stopTimeout to
+    // release its chunks and write its last state, and the run records must outlive that
+    // (a worker writing into deleted records recreates them).
     if family_owned(ctx, &family).await? {
         stop_family_tasks(ctx, &cluster, &family).await?;
+        let stopping = family_tasks_not_stopped(ctx, &cluster, &family).await?;
+        if stopping > 0 {
+            return Err(ReconcileError::Blocked(Problem {
+                reason: "TasksStopping".into(),
+                message: format!(
+                    "waiting for {stopping} task(s) of family {family} to reach STOPPED before removing the job's records"
+                ),
+                terminal: false,
+            }));
+        }
     }
 
     // 2. ferry's statements in source bucket policies, wherever the status recorded them;

@@ -232,9 +232,16 @@ pub fn task_cluster(arn: &str) -> Option<&str> {
     (!cluster.is_empty() && !id.is_empty()).then_some(cluster)
 }
 
-/// Id of the `seq`-th run of a generation.
-pub fn run_id(generation: u64, seq: u64) -> String {
-    format!("g{generation}r{seq}")
+/// Id of the `seq`-th run of a generation of the job incarnation `uid`: `<uid>-g<gen>r<seq>`
+/// (`g<gen>r<seq>` for a job stored before uids). A job deleted and created again under the same
+/// name starts at generation 1 again; its uid keeps its runs, their items and their tasks'
+/// tokens apart from the old incarnation's.
+pub fn run_id(uid: &str, generation: u64, seq: u64) -> String {
+    if uid.is_empty() {
+        format!("g{generation}r{seq}")
+    } else {
+        format!("{uid}-g{generation}r{seq}")
+    }
 }
 
 /// The worker task id of an attempt (`FERRY_TASK`), unique within a run.
@@ -356,6 +363,13 @@ mod tests {
 
     #[test]
     fn attempt_tokens_are_stable_distinct_and_valid() {
+        // A re-created job's runs (new uid) get new tokens.
+        assert_ne!(
+            attempt_token("logs", &run_id("0a1b2c3d", 1, 1), 0, 1),
+            attempt_token("logs", &run_id("9f8e7d6c", 1, 1), 0, 1)
+        );
+        assert_eq!(run_id("0a1b2c3d", 2, 3), "0a1b2c3d-g2r3");
+        assert_eq!(run_id("", 2, 3), "g2r3");
         let a = attempt_token("logs-migration", "g1r1", 0, 1);
         assert_eq!(a, attempt_token("logs-migration", "g1r1", 0, 1));
         assert_ne!(a, attempt_token("logs-migration", "g1r1", 0, 2));

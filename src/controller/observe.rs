@@ -24,6 +24,7 @@ pub async fn observe(
     let mut obs = Observed {
         now_ms: now_ms(),
         generation: stored.generation,
+        uid: stored.uid.clone(),
         ..Observed::default()
     };
     if check_infra {

@@ -112,6 +112,8 @@ pub struct RunState {
 pub struct Observed {
     pub now_ms: u64,
     pub generation: u64,
+    /// The job incarnation's uid (run ids carry it).
+    pub uid: String,
     /// `None`: not checked this pass (the status says it was ready).
     pub infra: Option<Infra>,
     /// The tasks named in the status, by ARN.
@@ -336,7 +338,7 @@ pub fn plan(
 
     if let Some(seq) = start_new {
         if p.blocked.is_none() {
-            let id = desired::run_id(generation, seq);
+            let id = desired::run_id(&obs.uid, generation, seq);
             p.steps.push(Step::StartRun { run: id.clone() });
             let tasks = (0..spec.run.parallelism)
                 .map(|slot| TaskStatus {

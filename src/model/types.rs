@@ -48,6 +48,11 @@ pub struct Metadata {
     /// Read-only, set by ferry: when deletion was requested (RFC 3339). Ignored by `apply`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_timestamp: Option<String>,
+    /// Read-only, set by ferry: this incarnation of the job. A job deleted and created again
+    /// under the same name gets a new uid, and its runs and tasks share nothing with the old
+    /// one's. Ignored by `apply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 impl CopyJob {
@@ -58,6 +63,7 @@ impl CopyJob {
         job.status = None;
         job.metadata.generation = None;
         job.metadata.creation_timestamp = None;
+        job.metadata.uid = None;
         job.metadata.deletion_timestamp = None;
         job
     }

@@ -101,6 +101,9 @@ pub struct StoredJob {
     pub deletion_requested_at: Option<String>,
     /// Optimistic-lock version of the status item (0: none yet).
     pub status_version: u64,
+    /// This incarnation of the job (random, set when the spec item is created; empty for items
+    /// written before uids existed).
+    pub uid: String,
 }
 
 impl StoredJob {
@@ -114,6 +117,7 @@ impl StoredJob {
         job.metadata.generation = Some(self.generation);
         job.metadata.creation_timestamp = Some(self.created_at.clone());
         job.metadata.deletion_timestamp = self.deletion_requested_at.clone();
+        job.metadata.uid = (!self.uid.is_empty()).then(|| self.uid.clone());
         job
     }
 }
@@ -125,6 +129,12 @@ pub enum InitOutcome {
     AlreadyExisted,
     /// The table existed without a stream, which was then turned on.
     StreamEnabled,
+}
+
+/// A new job uid: 8 random hex digits (a job's incarnations only need to differ from each
+/// other).
+pub fn new_uid() -> String {
+    format!("{:08x}", rand::random::<u32>())
 }
 
 /// Handle on ferry's table.
@@ -426,6 +436,17 @@ impl Store {
                 format!("metadata.name is `{name}` but the item's key is `{pk}`; allowed: the key `JOB#<metadata.name>`"),
             ));
         }
+        let uid = get_s(item, "uid").unwrap_or_default();
+        if uid.len() > 16
+            || !uid
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(self.malformed(
+                pk,
+                format!("uid `{uid}` is not ferry's; allowed: up to 16 lowercase hex digits"),
+            ));
+        }
         Ok(StoredJob {
             job,
             generation: get_n(item, "generation")
@@ -436,6 +457,7 @@ impl Store {
             updated_at: get_s(item, "updatedAt").unwrap_or_default().to_string(),
             deletion_requested_at: get_s(item, "deletionRequestedAt").map(str::to_string),
             status_version: 0,
+            uid: uid.to_string(),
         })
     }
 
@@ -458,6 +480,7 @@ impl Store {
             .item("document", s(spec_document(job)))
             .item("generation", n(1))
             .item("version", n(1))
+            .item("uid", s(new_uid()))
             .item("createdAt", s(now.clone()))
             .item("updatedAt", s(now))
             .condition_expression("attribute_not_exists(pk)");

@@ -86,3 +86,81 @@ async fn a_leader_frozen_past_its_lease_sends_no_write_after_it_resumes() {
         r.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_deleted_mid_run_and_created_again_at_once_shares_nothing_with_the_old_one() {
+    use crate::operator::{SRC_BUCKET, objects};
+    use crate::worker::{listing, seed};
+    use ferry::model::Phase;
+
+    let mut r = rig().await;
+    seed(&r.src, SRC_BUCKET, objects(60, "v1")).await;
+    let (_op, _) = r.operator("op", &[]);
+    let _agent = r.agent(None);
+    // Slow enough to be deleted mid-run.
+    let yaml = job_yaml("again", "again-dst", ", maxRequestsPerSecond: 8");
+    r.apply("again", &yaml);
+    let old = r
+        .until(
+            "the first run to copy something",
+            Duration::from_secs(60),
+            || async {
+                let s = r.status("again").await?;
+                (s.progress.objects_copied >= 3).then(|| s.run.expect("run").id)
+            },
+        )
+        .await;
+    let out = r.emu.ferry(&["delete", "again"]);
+    assert_eq!(out.code, 0, "delete: {}", out.stderr);
+    r.until(
+        "the job to be finalized",
+        Duration::from_secs(60),
+        || async { r.store.get_job("again").await.ok().filter(Option::is_none) },
+    )
+    .await;
+    let finalized = epoch_now();
+    r.apply("again", &yaml);
+    let st = r
+        .until_phase("again", Phase::Succeeded, Duration::from_secs(180))
+        .await;
+    let new = st.run.expect("run").id;
+    assert_ne!(new, old, "the new incarnation's run has its own id");
+    assert!(
+        new.ends_with("-g1r1") && old.ends_with("-g1r1"),
+        "{old} {new}"
+    );
+    // Nothing of the old run was written once its records were gone (the finalizer waited for
+    // the old task's worker to exit), and nothing of it is left.
+    let old_pk = format!("RUN#again#{old}");
+    let late: Vec<String> = r
+        .emu
+        .strict_requests()
+        .iter()
+        .filter(|q| q["write"] == true && q["key"] == old_pk.as_str())
+        .filter(|q| q["time"].as_f64().is_some_and(|t| t >= finalized))
+        .map(|q| q["operation"].to_string())
+        .collect();
+    assert!(
+        late.is_empty(),
+        "old-run writes after cleanup: {late:?}\n{}",
+        r.logs()
+    );
+    let left = r
+        .store
+        .client()
+        .query()
+        .table_name(r.store.table())
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(old_pk.clone()),
+        )
+        .send()
+        .await
+        .expect("query");
+    assert_eq!(left.count(), 0, "items of the old run remain");
+    assert_eq!(
+        listing(&r.dst, "again-dst", "").await,
+        listing(&r.src, SRC_BUCKET, "").await
+    );
+}

@@ -431,7 +431,15 @@ async fn a_job_named_with_63_characters_starts_tagged_tasks_and_succeeds() {
         .filter_map(|t| Some((t.key()?, t.value()?)))
         .collect();
     assert_eq!(tags.get("ferry:job"), Some(&name.as_str()), "{tags:?}");
-    assert_eq!(tags.get("ferry:run"), Some(&"g1r1"), "{tags:?}");
+    let uid = r
+        .store
+        .get_job(&name)
+        .await
+        .expect("store")
+        .expect("job")
+        .uid;
+    let run = format!("{uid}-g1r1");
+    assert_eq!(tags.get("ferry:run"), Some(&run.as_str()), "{tags:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -943,7 +951,14 @@ async fn two_operators_elect_one_leader_and_a_killed_leader_is_replaced_without_
         "ha-two",
         &job_yaml("ha-two", "op-dest-ha-two", ", parallelism: 2"),
     );
-    let token = desired::attempt_token("ha-two", "g1r1", 0, 1);
+    let uid = r
+        .store
+        .get_job("ha-two")
+        .await
+        .expect("store")
+        .expect("job")
+        .uid;
+    let token = desired::attempt_token("ha-two", &format!("{uid}-g1r1"), 0, 1);
     r.until(
         "ha-two's first RunTask",
         Duration::from_secs(60),
@@ -1002,8 +1017,10 @@ async fn a_scheduled_sync_job_starts_a_second_run_on_its_tick_and_copies_only_wh
             || async {
                 let s = r.status("sync").await?;
                 let run = s.run.clone()?;
-                (run.id == "g1r1" && run.finished_at.is_some() && s.next_run_time.is_some())
-                    .then_some(s)
+                (run.id.ends_with("-g1r1")
+                    && run.finished_at.is_some()
+                    && s.next_run_time.is_some())
+                .then_some(s)
             },
         )
         .await;
@@ -1021,7 +1038,7 @@ async fn a_scheduled_sync_job_starts_a_second_run_on_its_tick_and_copies_only_wh
             || async {
                 let s = r.status("sync").await?;
                 let run = s.run.clone()?;
-                (run.id == "g1r2" && run.finished_at.is_some()).then_some(s)
+                (run.id.ends_with("-g1r2") && run.finished_at.is_some()).then_some(s)
             },
         )
         .await;
