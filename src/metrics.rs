@@ -39,6 +39,7 @@ pub const NAMES: &[&str] = &[
     "ferry_job_phase",
     "ferry_running_tasks",
     "ferry_task_restarts_total",
+    "ferry_placement_failures_total",
     "ferry_drift_corrections_total",
     "ferry_reconcile_duration_seconds",
     "ferry_reconcile_errors_total",
@@ -59,13 +60,16 @@ pub struct Metrics {
     phase: IntGaugeVec,
     running_tasks: IntGaugeVec,
     restarts: IntCounterVec,
+    placement_failures: IntCounterVec,
     corrections: IntCounterVec,
     reconcile_duration: HistogramVec,
     reconcile_errors: IntCounterVec,
     aws_requests: IntCounterVec,
     leader: IntGauge,
     /// Restart counts last seen per (job, run), to turn status totals into counter increments.
-    seen_restarts: Mutex<HashMap<String, (String, u32, u32, u32)>>,
+    /// Per job: the run whose counters were last exported, and its failed, platform,
+    /// interrupted and placement-failure counts then.
+    seen_restarts: Mutex<HashMap<String, (String, [u32; 4])>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -194,6 +198,12 @@ impl Metrics {
                 "Worker tasks replaced, by reason (failed, platform, interrupted)",
                 &["copyjob", "reason"],
             )?,
+            placement_failures: counter(
+                &r,
+                "ferry_placement_failures_total",
+                "RunTask calls that ECS could not place (no ENI, no capacity)",
+                &["copyjob"],
+            )?,
             corrections: counter(
                 &r,
                 "ferry_drift_corrections_total",
@@ -287,24 +297,39 @@ impl Metrics {
             // Create the series at 0 so rate() sees the first restart.
             let _ = self.restarts.with_label_values(&[job, reason]);
         }
+        let _ = self.placement_failures.with_label_values(&[job]);
         if let Some(run) = &status.run {
             let mut seen = self.seen_restarts.lock().unwrap_or_else(|e| e.into_inner());
             let entry = seen
                 .entry(job.to_string())
-                .or_insert_with(|| (run.id.clone(), 0, 0, 0));
+                .or_insert_with(|| (run.id.clone(), [0; 4]));
             if entry.0 != run.id {
-                *entry = (run.id.clone(), 0, 0, 0);
+                *entry = (run.id.clone(), [0; 4]);
             }
-            for (reason, now, before) in [
-                ("failed", run.failures, &mut entry.1),
-                ("platform", run.platform_restarts, &mut entry.2),
-                ("interrupted", run.interruptions, &mut entry.3),
-            ] {
-                if now > *before {
-                    self.restarts
-                        .with_label_values(&[job, reason])
-                        .inc_by(u64::from(now - *before));
-                    *before = now;
+            let now = [
+                run.failures,
+                run.platform_restarts,
+                run.interruptions,
+                run.placement_failures,
+            ];
+            for (i, n) in now.into_iter().enumerate() {
+                let before = &mut entry.1[i];
+                if n <= *before {
+                    continue;
+                }
+                let by = u64::from(n - *before);
+                *before = n;
+                match i {
+                    0 => self.restarts.with_label_values(&[job, "failed"]).inc_by(by),
+                    1 => self
+                        .restarts
+                        .with_label_values(&[job, "platform"])
+                        .inc_by(by),
+                    2 => self
+                        .restarts
+                        .with_label_values(&[job, "interrupted"])
+                        .inc_by(by),
+                    _ => self.placement_failures.with_label_values(&[job]).inc_by(by),
                 }
             }
         }
@@ -330,6 +355,7 @@ impl Metrics {
         for reason in ["failed", "platform", "interrupted"] {
             let _ = self.restarts.remove_label_values(&[job, reason]);
         }
+        let _ = self.placement_failures.remove_label_values(&[job]);
     }
 }
 

@@ -20,6 +20,8 @@ off only to show what it catches:
                                               explicit denies (P: a role ARN, an account root
                                               ARN, `accesskey:ID` or `*`); [] lifts them
     POST /ferry-strict/rules  {"off": [name], "on": [name]}
+    POST /ferry-strict/ecs    {"describeLagMs": N, "placementFailures": K, "placementReason": R}
+                                              ECS faults moto never produces (see ecs.py)
     POST /ferry-strict/reset                  every rule on, counters and token memory cleared
 
 `rejected` counts the requests each rule refused, so a test can prove a rule fired.
@@ -39,7 +41,8 @@ import urllib.parse
 
 from . import s3, iam, ecs, dynamodb  # noqa: F401  (registers the rules, in this order)
 from .core import LOCK, RULES, Request, enabled, parse, sessions
-from .ecs import AGENT_TASKS, RUN_TASK_TOKENS, STOPPING, describe_tasks, params_digest, stop_requested, submit_task_state_change
+from .ecs import (AGENT_TASKS, FAULTS, RUN_TASK_TOKENS, STOPPING, TASK_STARTED, describe_tasks, params_digest,
+                  placement_failure, set_faults, stop_requested, submit_task_state_change, tasks_started)
 from .iam import DENY_LIST, USED_ACTIONS
 from .s3 import UPLOAD_INITIATORS, name_initiators, record_initiator
 
@@ -112,6 +115,12 @@ class StrictAws:
             return self.rewrite(environ, start_response, lambda st, b: stop_requested(req, st, b))
         if req.service == "ecs" and req.target() == "DescribeTasks":
             return self.rewrite(environ, start_response, describe_tasks)
+        if req.service == "ecs" and req.target() == "RunTask":
+            failed = placement_failure(req)
+            if failed is not None:
+                status, headers, body = failed
+                start_response(status, headers + [("Content-Length", str(len(body)))])
+                return [body]
         if req.service == "ecs" and req.target() == "RunTask" and req.json().get("clientToken"):
             return self.remember_run_task(req, environ, start_response)
         if enabled("s3-multipart-initiator") and req.service == "s3" and "uploads" in req.query:
@@ -147,6 +156,8 @@ class StrictAws:
             return start_response(status, headers, exc_info)
 
         body = b"".join(self.app(environ, capture))
+        if captured.get("status", "").startswith("200"):
+            tasks_started(body)
         if captured.get("status", "").startswith("200") and enabled("ecs-client-token"):
             with LOCK:
                 RUN_TASK_TOKENS[req.json()["clientToken"]] = (params_digest(req.json()), body)
@@ -169,6 +180,10 @@ class StrictAws:
                     REQUESTS.clear()
                     AGENT_TASKS.clear()
                     STOPPING.clear()
+                    TASK_STARTED.clear()
+                    set_faults({"describeLagMs": 0, "placementFailures": 0, "placementReason": "RESOURCE:ENI"})
+                elif path == "/ferry-strict/ecs":
+                    pass  # below, outside the lock
                 elif path == "/ferry-strict/deny":
                     DENY_LIST[:] = json.loads(data or b"{}").get("deny", [])
                 elif path == "/ferry-strict/rules":
@@ -182,7 +197,12 @@ class StrictAws:
                         RULES[n].enabled = False
                     for n in change.get("on", []):
                         RULES[n].enabled = True
-        if path == "/ferry-strict/permissions":
+        if method == "POST" and path == "/ferry-strict/ecs":
+            set_faults(json.loads(data or b"{}"))
+        if path == "/ferry-strict/ecs":
+            with LOCK:
+                body = json.dumps(FAULTS).encode()
+        elif path == "/ferry-strict/permissions":
             body = json.dumps({role: sorted(a) for role, a in USED_ACTIONS.items()}, indent=1).encode()
         elif path == "/ferry-strict/requests":
             with LOCK:

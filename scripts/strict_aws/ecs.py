@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+import time
 
 from .core import LOCK, Request, Response, behaviour, enabled, json_error, rule
 
@@ -142,12 +143,76 @@ def stop_requested(req: Request, status: str, body: bytes) -> bytes:
 
 
 def describe_tasks(status: str, body: bytes) -> bytes:
-    """DescribeTasks: tasks still STOPPING say so."""
-    if not status.startswith("200") or not STOPPING:
+    """DescribeTasks: tasks still STOPPING say so; tasks too new to be seen are MISSING."""
+    if not status.startswith("200") or (not STOPPING and FAULTS["describeLagMs"] <= 0):
         return body
     doc = json.loads(body)
     with LOCK:
         for t in doc.get("tasks", []):
             if t.get("taskArn") in STOPPING:
                 t["lastStatus"] = "STOPPING"
+        describe_lag(doc)
     return json.dumps(doc).encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults ECS produces that moto never does, switched on by a test
+# (POST /ferry-strict/ecs {"describeLagMs": N, "placementFailures": K, "placementReason": R}).
+#
+# - Eventual consistency (RunTask API reference: "The Amazon ECS API follows an eventual
+#   consistency model ... run the DescribeTasks command repeatedly, starting with a couple of
+#   seconds of wait time and increasing gradually up to five minutes"): for `describeLagMs`
+#   after RunTask, DescribeTasks answers a task as a `MISSING` failure. ListTasks knows it.
+# - Placement failures (RunTask API reference, `failures`: "Any failures associated with the
+#   call"; API_Failure.html lists reasons such as RESOURCE:ENI and RESOURCE:MEMORY): the next
+#   `placementFailures` RunTask calls start nothing and answer a failure. The answer is kept
+#   under the call's clientToken like any other, so a retry with the same token gets it again.
+
+FAULTS = {"describeLagMs": 0, "placementFailures": 0, "placementReason": "RESOURCE:ENI"}
+TASK_STARTED: dict = {}  # task ARN -> time.time() of the RunTask that started it
+
+
+def set_faults(change: dict) -> None:
+    with LOCK:
+        FAULTS.update({k: v for k, v in change.items() if k in FAULTS})
+
+
+def placement_failure(req: Request):
+    """A failed placement answer for this RunTask, if one is due."""
+    with LOCK:
+        if FAULTS["placementFailures"] <= 0:
+            return None
+        FAULTS["placementFailures"] -= 1
+        reason = FAULTS["placementReason"]
+    body = json.dumps({"tasks": [], "failures": [{"reason": reason, "detail": "ferry-strict: no capacity"}]}).encode()
+    token = req.json().get("clientToken")
+    if token:
+        with LOCK:
+            RUN_TASK_TOKENS[token] = (params_digest(req.json()), body)
+    return "200 OK", [("Content-Type", "application/x-amz-json-1.1")], body
+
+
+def tasks_started(body: bytes) -> None:
+    """Remembers when RunTask started each task of its answer."""
+    try:
+        tasks = json.loads(body).get("tasks", [])
+    except ValueError:
+        return
+    now = time.time()
+    with LOCK:
+        for t in tasks:
+            TASK_STARTED.setdefault(t.get("taskArn", ""), now)
+
+
+def describe_lag(doc: dict) -> None:
+    """Moves tasks started less than `describeLagMs` ago to `failures` as MISSING."""
+    lag = FAULTS["describeLagMs"] / 1000.0
+    if lag <= 0:
+        return
+    now = time.time()
+    keep, missing = [], []
+    for t in doc.get("tasks", []):
+        started = TASK_STARTED.get(t.get("taskArn"))
+        (missing if started is not None and now - started < lag else keep).append(t)
+    doc["tasks"] = keep
+    doc.setdefault("failures", []).extend({"arn": t["taskArn"], "reason": "MISSING"} for t in missing)

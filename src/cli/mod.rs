@@ -169,6 +169,11 @@ pub struct OperatorArgs {
     /// First restart backoff of a failed task in seconds (doubles, capped at 36 times this).
     #[arg(long, env = "FERRY_RESTART_BACKOFF_SECONDS", default_value_t = 10)]
     pub restart_backoff_seconds: u64,
+    /// How long a task that ECS does not know (yet) may be missing after RunTask answered
+    /// before it counts as lost, is stopped and replaced: the ECS API is eventually consistent,
+    /// and AWS advises retrying DescribeTasks for up to five minutes
+    #[arg(long, env = "FERRY_MISSING_GRACE_SECONDS", default_value_t = 120)]
+    pub missing_grace_seconds: u64,
     /// Reconciles at once.
     #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
@@ -568,6 +573,7 @@ async fn operator(
         log_group: a.log_group.clone(),
         worker_env: a.worker_env.clone(),
         restart_backoff: Duration::from_secs(a.restart_backoff_seconds.max(1)),
+        missing_grace: Duration::from_secs(a.missing_grace_seconds),
         installation: a
             .installation_id
             .clone()

@@ -95,11 +95,63 @@ pub async fn apply(
                 let Some(run) = status.run.as_mut() else {
                     continue;
                 };
-                let arn = ensure_task(ctx, job, &run.id, *slot, *attempt)
+                let Some(i) = run.tasks.iter().position(|t| t.slot == *slot) else {
+                    continue;
+                };
+                let attempt_of = Attempt {
+                    run: &run.id,
+                    slot: *slot,
+                    attempt: *attempt,
+                    placement_failures: run.tasks[i].placement_failures,
+                    task_definition: run.task_definition.as_deref(),
+                };
+                let started = ensure_task(ctx, job, &attempt_of)
                     .await
                     .map_err(|e| fail(super::plan::COMPLETE, e))?;
-                if let Some(t) = run.tasks.iter_mut().find(|t| t.slot == *slot) {
-                    t.arn = Some(arn);
+                let now = crate::store::runs::now_ms();
+                let now_s = super::plan::rfc3339(now);
+                match started {
+                    Started::Task {
+                        arn,
+                        task_definition,
+                    } => {
+                        let t = &mut run.tasks[i];
+                        t.arn = Some(arn);
+                        t.started_at = Some(now_s.clone());
+                        if run.task_definition.is_none() {
+                            run.task_definition = task_definition;
+                        }
+                        if status.conditions.iter().any(|c| c.kind == TASKS_PLACED) {
+                            super::plan::set_condition(
+                                &mut status.conditions,
+                                TASKS_PLACED,
+                                true,
+                                "Placed",
+                                "ECS placed the run's tasks",
+                                &now_s,
+                            );
+                        }
+                    }
+                    Started::NotPlaced { reason, message } => {
+                        let t = &mut run.tasks[i];
+                        t.placement_failures += 1;
+                        run.placement_failures += 1;
+                        let wait = super::restart::backoff(
+                            t.placement_failures,
+                            ctx.settings.restart_backoff,
+                        );
+                        let at = now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX / 2);
+                        t.not_before = Some(super::plan::rfc3339(at));
+                        tracing::warn!(job = %job.metadata.name, slot, attempt, %reason, "ECS could not place the task; trying again with a new token after {wait:?}");
+                        super::plan::set_condition(
+                            &mut status.conditions,
+                            TASKS_PLACED,
+                            false,
+                            &reason,
+                            &message,
+                            &now_s,
+                        );
+                    }
                 }
             }
             Step::StopTask { arn, reason } => {
@@ -612,17 +664,41 @@ async fn ensure_task_definition(ctx: &Context, job: &CopyJob) -> Result<(), Reco
     Ok(())
 }
 
+/// The condition that records whether ECS could place the run's tasks (only once it could not).
+pub const TASKS_PLACED: &str = "TasksPlaced";
+
+/// Which RunTask call [`ensure_task`] makes.
+struct Attempt<'a> {
+    run: &'a str,
+    slot: u32,
+    attempt: u32,
+    /// Earlier calls for this attempt that ECS could not place (each gets its own token).
+    placement_failures: u32,
+    /// The run's pinned task definition revision; `None`: the family's latest (the first task).
+    task_definition: Option<&'a str>,
+}
+
+/// What became of a RunTask call.
+enum Started {
+    Task {
+        arn: String,
+        /// The revision it runs.
+        task_definition: Option<String>,
+    },
+    /// ECS answered `failures` and started nothing.
+    NotPlaced { reason: String, message: String },
+}
+
 /// Starts the task of one attempt, or finds the one a previous try started (same token).
 async fn ensure_task(
     ctx: &Context,
     job: &CopyJob,
-    run: &str,
-    slot: u32,
-    attempt: u32,
-) -> Result<String, ReconcileError> {
+    a: &Attempt<'_>,
+) -> Result<Started, ReconcileError> {
     let name = &job.metadata.name;
+    let (run, slot, attempt) = (a.run, a.slot, a.attempt);
     let cluster = desired::cluster(job, &ctx.settings);
-    let token = desired::attempt_token(name, run, slot, attempt);
+    let token = desired::placement_token(name, run, slot, attempt, a.placement_failures);
     let existing = ctx
         .ecs
         .list_tasks()
@@ -633,7 +709,10 @@ async fn ensure_task(
         .map_err(|e| aws_error("ECS", "ListTasks", e))?;
     if let Some(arn) = existing.task_arns().first() {
         tracing::info!(job = %name, run, slot, attempt, task = %arn, "found the attempt's task already started");
-        return Ok(arn.clone());
+        return Ok(Started::Task {
+            arn: arn.clone(),
+            task_definition: None,
+        });
     }
     let stopped = ctx
         .ecs
@@ -645,7 +724,10 @@ async fn ensure_task(
         .await
         .map_err(|e| aws_error("ECS", "ListTasks", e))?;
     if let Some(arn) = stopped.task_arns().first() {
-        return Ok(arn.clone());
+        return Ok(Started::Task {
+            arn: arn.clone(),
+            task_definition: None,
+        });
     }
     let (subnets, groups, public_ip) = desired::network(job, &ctx.settings);
     if subnets.is_empty() || groups.is_empty() {
@@ -674,7 +756,10 @@ async fn ensure_task(
         .ecs
         .run_task()
         .cluster(&cluster)
-        .task_definition(desired::family(name))
+        .task_definition(
+            a.task_definition
+                .map_or_else(|| desired::family(name), str::to_string),
+        )
         .launch_type(LaunchType::Fargate)
         .count(1)
         .started_by(&token)
@@ -703,14 +788,23 @@ async fn ensure_task(
         .send()
         .await
         .map_err(|e| aws_error("ECS", "RunTask", e))?;
-    match out.tasks().first().and_then(|t| t.task_arn()) {
-        Some(arn) => {
+    match out.tasks().first() {
+        Some(task) if task.task_arn().is_some() => {
+            let arn = task.task_arn().unwrap_or_default();
             tracing::info!(job = %name, run, slot, attempt, task = %arn, "started worker task");
-            Ok(arn.to_string())
+            Ok(Started::Task {
+                arn: arn.to_string(),
+                task_definition: task.task_definition_arn().map(str::to_string),
+            })
         }
-        None => {
-            let why: Vec<String> = out
-                .failures()
+        _ => {
+            let failures = out.failures();
+            let reason = failures
+                .first()
+                .and_then(|f| f.reason())
+                .unwrap_or("RunTaskFailed")
+                .to_string();
+            let why: Vec<String> = failures
                 .iter()
                 .map(|f| {
                     format!(
@@ -720,11 +814,13 @@ async fn ensure_task(
                     )
                 })
                 .collect();
-            Err(ReconcileError::Blocked(Problem {
-                reason: "RunTaskFailed".into(),
-                message: format!("RunTask started no task: {}", why.join("; ")),
-                terminal: false,
-            }))
+            Ok(Started::NotPlaced {
+                reason,
+                message: format!(
+                    "RunTask started no task for slot {slot} attempt {attempt}: {}",
+                    why.join("; ")
+                ),
+            })
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct Settings {
     pub installation: String,
     /// The managed policy every task role carries as its permissions boundary.
     pub task_boundary_arn: String,
+    /// How long a task that neither DescribeTasks nor ListTasks knows may be missing after
+    /// RunTask answered before it counts as lost (and is stopped and replaced).
+    pub missing_grace: std::time::Duration,
 }
 
 /// The id of an installation: 12 hex digits of a digest of the operator's account and table.
@@ -270,6 +273,33 @@ pub fn attempt_token(job: &str, run: &str, slot: u32, attempt: u32) -> String {
     format!("{TOKEN_PREFIX}{digest}")
 }
 
+/// The token of the RunTask call for an attempt after `placement_failures` calls that ECS could
+/// not place: the attempt's own token first, then a new one per call. A clientToken names one
+/// request: a retry with the same token is answered with the first call's result, failures
+/// included, so a new placement try needs a new token.
+pub fn placement_token(
+    job: &str,
+    run: &str,
+    slot: u32,
+    attempt: u32,
+    placement_failures: u32,
+) -> String {
+    if placement_failures == 0 {
+        return attempt_token(job, run, slot, attempt);
+    }
+    let tries = format!("{attempt}p{placement_failures}");
+    let digest = crate::digest::hex(
+        &[
+            job.as_bytes(),
+            run.as_bytes(),
+            slot.to_string().as_bytes(),
+            tries.as_bytes(),
+        ],
+        30,
+    );
+    format!("{TOKEN_PREFIX}{digest}")
+}
+
 /// What every ferry task's `startedBy` starts with.
 pub const TOKEN_PREFIX: &str = "ferry-";
 
@@ -369,6 +399,16 @@ mod tests {
             attempt_token("logs", &run_id("9f8e7d6c", 1, 1), 0, 1)
         );
         assert_eq!(run_id("0a1b2c3d", 2, 3), "0a1b2c3d-g2r3");
+        // Each placement try of an attempt is a new request.
+        assert_eq!(
+            placement_token("logs", "g1r1", 0, 1, 0),
+            attempt_token("logs", "g1r1", 0, 1)
+        );
+        let tries: std::collections::BTreeSet<String> = (0..4)
+            .map(|p| placement_token("logs", "g1r1", 0, 1, p))
+            .chain([attempt_token("logs", "g1r1", 0, 2)])
+            .collect();
+        assert_eq!(tries.len(), 5, "{tries:?}");
         assert_eq!(run_id("", 2, 3), "g2r3");
         let a = attempt_token("logs-migration", "g1r1", 0, 1);
         assert_eq!(a, attempt_token("logs-migration", "g1r1", 0, 1));

@@ -35,8 +35,9 @@ pub async fn observe(
         if run.finished_at.is_none() {
             let arns: Vec<String> = run.tasks.iter().filter_map(|t| t.arn.clone()).collect();
             if !arns.is_empty() {
-                obs.tasks =
-                    describe_tasks(ctx, &desired::cluster(job, &ctx.settings), &arns).await?;
+                let cluster = desired::cluster(job, &ctx.settings);
+                obs.tasks = describe_tasks(ctx, &cluster, &arns).await?;
+                confirm_missing(ctx, &cluster, job, run, &mut obs.tasks).await?;
             }
             let summary = ctx
                 .store
@@ -93,6 +94,44 @@ pub async fn describe_tasks(
         }
     }
     Ok(out)
+}
+
+/// Asks ListTasks about the tasks DescribeTasks did not know: ECS is eventually consistent, and
+/// a task RunTask just started may be missing from DescribeTasks for a while (RunTask API
+/// reference). A task ListTasks finds by its attempt's token is there (Pending); the others
+/// stay Missing, and `plan` gives them a grace period from their start.
+async fn confirm_missing(
+    ctx: &Context,
+    cluster: &str,
+    job: &crate::model::CopyJob,
+    run: &crate::model::RunStatus,
+    tasks: &mut HashMap<String, TaskState>,
+) -> Result<(), ReconcileError> {
+    for t in &run.tasks {
+        let Some(arn) = &t.arn else { continue };
+        if tasks.get(arn) != Some(&TaskState::Missing) {
+            continue;
+        }
+        let token = desired::placement_token(
+            &job.metadata.name,
+            &run.id,
+            t.slot,
+            t.attempt,
+            t.placement_failures,
+        );
+        let listed = ctx
+            .ecs
+            .list_tasks()
+            .cluster(cluster)
+            .started_by(&token)
+            .send()
+            .await
+            .map_err(|e| aws_error("ECS", "ListTasks", e))?;
+        if listed.task_arns().iter().any(|a| a == arn) {
+            tasks.insert(arn.clone(), TaskState::Pending);
+        }
+    }
+    Ok(())
 }
 
 fn problem(reason: impl Into<String>, message: impl Into<String>, terminal: bool) -> Problem {

@@ -752,23 +752,49 @@ fn manage_run(
         let slot = run.tasks[i].clone();
         if let Some(arn) = &slot.arn {
             let observed = obs.tasks.get(arn).cloned().unwrap_or(TaskState::Missing);
-            let (code, reason) = match observed {
-                TaskState::Pending | TaskState::Running => {
-                    running += 1;
-                    continue;
-                }
-                TaskState::Stopped { stop_code, reason } => (stop_code, reason),
-                TaskState::Missing => (None, Some("the task vanished from ECS".to_string())),
-            };
             let worker = state
                 .workers
                 .get(&desired::task_id(slot.slot, slot.attempt))
                 .map(String::as_str);
-            let kind = restart::classify_stop(code.as_deref(), reason.as_deref(), worker);
+            let (kind, reason) = match observed {
+                TaskState::Pending | TaskState::Running => {
+                    running += 1;
+                    continue;
+                }
+                TaskState::Stopped { stop_code, reason } => (
+                    restart::classify_stop(stop_code.as_deref(), reason.as_deref(), worker),
+                    reason,
+                ),
+                TaskState::Missing => {
+                    // ECS is eventually consistent: a task RunTask just started may be unknown
+                    // to DescribeTasks (and ListTasks) for a while. Wait out the grace period.
+                    let started = slot.started_at.as_deref().map_or(0, epoch_ms);
+                    let grace = u64::try_from(settings.missing_grace.as_millis()).unwrap_or(0);
+                    if now < started.saturating_add(grace) {
+                        running += 1;
+                        let due = started.saturating_add(grace);
+                        wake = Some(wake.map_or(due, |w| w.min(due)));
+                        continue;
+                    }
+                    // Lost: stop it in case it runs after all, and replace it. Not the task's
+                    // fault unless its worker said so.
+                    p.steps.push(Step::StopTask {
+                        arn: arn.clone(),
+                        reason: "ferry: task lost (unknown to ECS past the grace period)".into(),
+                    });
+                    let kind = match worker {
+                        Some("failed") => StopKind::Failed,
+                        _ => StopKind::Platform,
+                    };
+                    (kind, Some("the task vanished from ECS".to_string()))
+                }
+            };
             let why = reason.unwrap_or_else(|| "stopped".into());
             let next = &mut run.tasks[i];
             next.attempt += 1;
             next.arn = None;
+            next.started_at = None;
+            next.placement_failures = 0;
             next.last_stop = Some(why);
             match kind {
                 StopKind::Platform => run.platform_restarts += 1,
@@ -796,11 +822,11 @@ fn manage_run(
         if due <= now {
             if p.blocked.is_none() {
                 run.tasks[i].not_before = None;
+                // Not counted as running until ECS reports it (RunTask may place nothing).
                 p.steps.push(Step::RunTask {
                     slot: slot.slot,
                     attempt: slot.attempt,
                 });
-                running += 1;
             }
         } else {
             wake = Some(wake.map_or(due, |w| w.min(due)));
@@ -1287,14 +1313,73 @@ spec:
     }
 
     #[test]
-    fn a_task_that_vanished_from_ecs_counts_as_failed() {
+    fn a_task_ecs_does_not_know_gets_a_grace_period_then_is_stopped_and_replaced_uncounted() {
         let j = job("");
-        let st = started(&j);
+        let mut st = started(&j);
+        let grace = Duration::from_secs(60);
+        let set = Settings {
+            missing_grace: grace,
+            ..settings()
+        };
+        for t in &mut st.run.as_mut().unwrap().tasks {
+            t.started_at = Some(rfc3339(T0));
+        }
+        // (ms after the task started, its worker's last state, want: stopped, replaced at once
+        // (a failure waits for its backoff), failures, platform restarts)
+        let cases = [
+            (1_000, None, false, false, 0, 0),
+            (59_999, None, false, false, 0, 0),
+            (60_000, None, true, true, 0, 1),
+            (60_000, Some("failed"), true, false, 1, 0),
+        ];
+        for (after, worker, replaced, at_once, failures, platform) in cases {
+            let mut obs = observed(T0 + after, None);
+            obs.tasks = running(&["arn:task/0"]);
+            obs.tasks.insert("arn:task/1".into(), TaskState::Missing);
+            let mut run = RunState::default();
+            if let Some(w) = worker {
+                run.workers.insert(desired::task_id(1, 1), w.to_string());
+            }
+            obs.run = Some(run);
+            let p = plan(&j, Some(&st), &obs, &set);
+            let what = format!("{after} ms, worker {worker:?}");
+            let stopped = p.steps.contains(&Step::StopTask {
+                arn: "arn:task/1".into(),
+                reason: "ferry: task lost (unknown to ECS past the grace period)".into(),
+            });
+            assert_eq!(stopped, replaced, "{what}: {:?}", p.steps);
+            assert_eq!(
+                p.steps.contains(&Step::RunTask {
+                    slot: 1,
+                    attempt: 2
+                }),
+                at_once,
+                "{what}"
+            );
+            let r = p.status.run.as_ref().unwrap();
+            assert_eq!(
+                (r.failures, r.platform_restarts),
+                (failures, platform),
+                "{what}"
+            );
+            if !replaced {
+                // Looked at again when the grace period ends.
+                let left = Duration::from_millis(60_000 - after);
+                assert!(
+                    p.requeue.is_some_and(|d| d <= left),
+                    "{what}: {:?}",
+                    p.requeue
+                );
+                assert_eq!(p.status.phase, Phase::Running, "{what}");
+            }
+        }
+        // A task from before start times were recorded that ECS does not know is lost at once.
         let mut obs = observed(T0 + 1000, None);
-        obs.tasks = running(&["arn:task/1"]);
+        obs.tasks = running(&["arn:task/0"]);
+        obs.tasks.insert("arn:task/1".into(), TaskState::Missing);
         obs.run = Some(RunState::default());
-        let p = plan(&j, Some(&st), &obs, &settings());
-        assert_eq!(p.status.run.unwrap().failures, 1);
+        let p = plan(&j, Some(&started(&j)), &obs, &set);
+        assert_eq!(p.status.run.unwrap().platform_restarts, 1);
     }
 
     #[test]

@@ -471,6 +471,14 @@ pub struct RunStatus {
     /// Tasks replaced after someone stopped them (not counted).
     #[serde(default)]
     pub interruptions: u32,
+    /// RunTask calls that started nothing (ECS answered `failures`: no ENI, no capacity); not
+    /// counted against backoffLimit, retried with backoff under a new token.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub placement_failures: u32,
+    /// The task definition revision (ARN) the run's first task started with: every later task
+    /// of the run starts with the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_definition: Option<String>,
     /// When the run finished, successfully or not (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
@@ -496,6 +504,18 @@ pub struct TaskStatus {
     /// Why the previous attempt stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_stop: Option<String>,
+    /// When RunTask answered with this attempt's task (RFC 3339): DescribeTasks may not know a
+    /// new task for a while (ECS is eventually consistent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RunTask calls for this attempt that ECS could not place; each next call uses a new
+    /// token.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub placement_failures: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Counters summed over the worker tasks of a run.

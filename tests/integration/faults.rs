@@ -164,3 +164,169 @@ async fn a_job_deleted_mid_run_and_created_again_at_once_shares_nothing_with_the
         listing(&r.src, SRC_BUCKET, "").await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_describe_tasks_does_not_know_yet_is_waited_for_not_replaced() {
+    use ferry::model::Phase;
+    let mut r = rig().await;
+    r.create_cluster().await;
+    // ECS is eventually consistent: for 5 s after RunTask, DescribeTasks answers MISSING.
+    r.emu
+        .strict_ecs_faults(serde_json::json!({"describeLagMs": 5000}));
+    let (_op, _) = r.operator("op", &["--missing-grace-seconds", "60"]);
+    r.apply("lag", &job_yaml("lag", "lag-dst", ", parallelism: 2"));
+    r.until_phase("lag", Phase::Running, Duration::from_secs(60))
+        .await;
+    // Until DescribeTasks knows both tasks (5 s after RunTask); the operator looked every
+    // second while it answered MISSING.
+    r.until(
+        "both tasks to be visible",
+        Duration::from_secs(60),
+        || async { (r.all_tasks().await.len() == 2).then_some(()) },
+    )
+    .await;
+    let run = r.status("lag").await.expect("status").run.expect("run");
+    assert_eq!(
+        (run.failures, run.platform_restarts),
+        (0, 0),
+        "a task ECS did not know yet is not a failure: {run:?}"
+    );
+    assert!(run.tasks.iter().all(|t| t.attempt == 1), "{run:?}");
+    let listed = r
+        .ecs()
+        .list_tasks()
+        .cluster("ferry")
+        .send()
+        .await
+        .expect("list tasks");
+    assert_eq!(
+        listed.task_arns().len(),
+        2,
+        "one task per slot, none replaced: {:?}",
+        listed.task_arns()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_ecs_cannot_place_is_recorded_counted_and_retried_under_a_new_token() {
+    use ferry::model::Phase;
+    let mut r = rig().await;
+    r.create_cluster().await;
+    r.emu.strict_ecs_faults(
+        serde_json::json!({"placementFailures": 2, "placementReason": "RESOURCE:ENI"}),
+    );
+    let (_op, port) = r.operator("op", &[]);
+    r.apply("place", &job_yaml("place", "place-dst", ""));
+    let failed = r
+        .until(
+            "the placement failure to be recorded",
+            Duration::from_secs(60),
+            || async {
+                let s = r.status("place").await?;
+                s.conditions
+                    .iter()
+                    .find(|c| c.kind == "TasksPlaced" && c.status == "False")
+                    .cloned()
+            },
+        )
+        .await;
+    assert_eq!(failed.reason, "RESOURCE:ENI");
+    assert!(failed.message.contains("no capacity"), "{}", failed.message);
+    let st = r
+        .until_phase("place", Phase::Running, Duration::from_secs(60))
+        .await;
+    let run = st.run.expect("run");
+    assert_eq!(run.placement_failures, 2, "{run:?}");
+    assert_eq!(run.failures, 0, "placement failures are not task failures");
+    let placed = st
+        .conditions
+        .iter()
+        .find(|c| c.kind == "TasksPlaced")
+        .expect("TasksPlaced");
+    assert_eq!(
+        (placed.status.as_str(), placed.reason.as_str()),
+        ("True", "Placed")
+    );
+    let m = http_get(port, "/metrics").expect("metrics");
+    assert_eq!(
+        sample(&m, r#"ferry_placement_failures_total{copyjob="place"}"#),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(r.all_tasks().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_task_runs_the_revision_its_run_started_with() {
+    use ferry::model::Phase;
+    let mut r = rig().await;
+    r.create_cluster().await;
+    let (_op, _) = r.operator("op", &["--drift-seconds", "3600"]);
+    r.apply("pin", &job_yaml("pin", "pin-dst", ""));
+    let st = r
+        .until_phase("pin", Phase::Running, Duration::from_secs(60))
+        .await;
+    let run = st.run.expect("run");
+    let pinned = run.task_definition.clone().expect("pinned revision");
+    assert!(pinned.ends_with(":1"), "{pinned}");
+    // A newer revision of the family appears (same owner tags: another version of this
+    // installation registered it).
+    let ecs = r.ecs();
+    let current = ecs
+        .describe_task_definition()
+        .task_definition(&pinned)
+        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+        .send()
+        .await
+        .expect("describe");
+    let td = current.task_definition().expect("td");
+    let mut container = td.container_definitions()[0].clone();
+    container.image = Some("ferry:other".into());
+    let registered = ecs
+        .register_task_definition()
+        .family(td.family().unwrap_or_default())
+        .set_requires_compatibilities(Some(td.requires_compatibilities().to_vec()))
+        .set_network_mode(td.network_mode().cloned())
+        .set_cpu(td.cpu().map(str::to_string))
+        .set_memory(td.memory().map(str::to_string))
+        .set_task_role_arn(td.task_role_arn().map(str::to_string))
+        .container_definitions(container)
+        .set_tags(Some(current.tags().to_vec()))
+        .send()
+        .await
+        .expect("register");
+    let newer = registered
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .expect("arn")
+        .to_string();
+    assert!(newer.ends_with(":2"), "{newer}");
+    // Someone stops the run's task; ferry replaces it.
+    let arn = run.tasks[0].arn.clone().expect("arn");
+    ecs.stop_task()
+        .cluster("ferry")
+        .task(&arn)
+        .reason("stopped by a person")
+        .send()
+        .await
+        .expect("stop");
+    let replacement = r
+        .until("the replacement task", Duration::from_secs(60), || async {
+            let s = r.status("pin").await?;
+            let t = s.run?.tasks[0].clone();
+            (t.attempt == 2).then_some(t.arn).flatten()
+        })
+        .await;
+    let described = ecs
+        .describe_tasks()
+        .cluster("ferry")
+        .tasks(&replacement)
+        .send()
+        .await
+        .expect("describe tasks");
+    assert_eq!(
+        described.tasks()[0].task_definition_arn(),
+        Some(pinned.as_str()),
+        "the replacement runs the run's revision, not the family's latest"
+    );
+}

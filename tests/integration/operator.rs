@@ -254,7 +254,7 @@ impl Rig {
     }
 
     /// Every task in the cluster (any status): ARN -> startedBy.
-    async fn all_tasks(&self) -> BTreeMap<String, String> {
+    pub async fn all_tasks(&self) -> BTreeMap<String, String> {
         let ecs = self.ecs();
         let arns = ecs
             .list_tasks()

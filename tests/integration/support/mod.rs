@@ -108,6 +108,19 @@ impl Emulator {
         self.control("POST", "/moto-api/reset", "", "");
     }
 
+    /// Switches on ECS faults moto never produces (`scripts/strict_aws/ecs.py`):
+    /// `describeLagMs`, `placementFailures`, `placementReason`.
+    pub fn strict_ecs_faults(&self, faults: serde_json::Value) {
+        http(
+            self.port,
+            "POST",
+            "/ferry-strict/ecs",
+            "application/json",
+            &faults.to_string(),
+        )
+        .unwrap_or_else(|e| panic!("setting ECS faults {faults}: {e}"));
+    }
+
     /// Switches rules of the strict AWS layer (scripts/strict_aws/) off, to show what they
     /// catch. Every rule is on when the emulator starts.
     pub fn strict_off(&self, rules: &[&str]) {
