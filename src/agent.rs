@@ -25,6 +25,9 @@ pub struct AgentConfig {
     pub worker_command: Option<String>,
     /// Create the cluster if it does not exist.
     pub create_cluster: bool,
+    /// Between SIGTERM and SIGKILL for the worker of a stopped task (the task definition's
+    /// `stopTimeout`, 30 s).
+    pub stop_timeout: Duration,
 }
 
 /// Errors of the agent.
@@ -41,10 +44,6 @@ struct Running {
     /// When the task was stopped and its worker sent SIGTERM.
     terminated: Option<std::time::Instant>,
 }
-
-/// How long a stopped task's worker has between SIGTERM and SIGKILL (the task definition's
-/// `stopTimeout`).
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Tells ECS what became of a task's container, as the container agent does. The emulator uses
 /// it to keep a stopped task STOPPING until its container has exited; a refusal changes
@@ -96,12 +95,15 @@ pub async fn run(ecs: aws_sdk_ecs::Client, cfg: AgentConfig) -> Result<(), Agent
         }
     }
     for (arn, mut r) in children {
-        let status = tokio::time::timeout(STOP_TIMEOUT, r.child.wait()).await;
+        let status = tokio::time::timeout(cfg.stop_timeout, r.child.wait()).await;
         let reason = match status {
             Ok(Ok(s)) => exit_reason(&s),
             _ => {
                 let _ = r.child.kill().await;
-                "Essential container in task exited (killed after 30 s)".to_string()
+                format!(
+                    "Essential container in task exited (killed after {:?})",
+                    cfg.stop_timeout
+                )
             }
         };
         report(&ecs, &cfg.cluster, &arn, "STOPPED", &reason).await;
@@ -249,7 +251,7 @@ async fn step(
                 }
                 r.terminated = Some(std::time::Instant::now());
             }
-            Some(at) if at.elapsed() >= STOP_TIMEOUT => {
+            Some(at) if at.elapsed() >= cfg.stop_timeout => {
                 tracing::warn!(task = %arn, "worker still running after the stop timeout; SIGKILL");
                 let _ = r.child.start_kill();
             }

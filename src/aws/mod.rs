@@ -32,15 +32,39 @@ pub struct AwsOptions {
     pub max_attempts: u32,
 }
 
+/// Timeouts of every client: a connection that does not open in 10 s, an attempt that has no
+/// answer in 60 s and an operation (its retries included) that takes 5 min are errors, so a
+/// call never hangs a reconcile or a worker. The SDK sets none by default.
+pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .operation_timeout(Duration::from_secs(300))
+        .build()
+}
+
+/// Timeouts of the worker's S3 clients: one CopyObject or UploadPartCopy copies up to 5 GiB
+/// server-side, which S3 may take minutes to answer, so an attempt has 30 min.
+pub fn s3_data_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(Duration::from_secs(1800))
+        .operation_timeout(Duration::from_secs(7200))
+        .build()
+}
+
 /// Loads the shared SDK configuration: the default credential chain (environment, `AWS_PROFILE`,
-/// web identity, the ECS container endpoint, IMDS), the region, and the retry policy.
+/// web identity, the ECS container endpoint, IMDS), the region, the retry policy and the
+/// timeouts.
 pub async fn load_config(opts: &AwsOptions) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(
-        RetryConfig::standard()
-            .with_max_attempts(opts.max_attempts.max(1))
-            .with_initial_backoff(Duration::from_millis(100))
-            .with_max_backoff(Duration::from_secs(20)),
-    );
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(opts.max_attempts.max(1))
+                .with_initial_backoff(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_secs(20)),
+        )
+        .timeout_config(timeouts());
     if let Some(endpoint) = &opts.endpoint_url {
         loader = loader.endpoint_url(endpoint);
     }
@@ -108,6 +132,35 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for CountRequests {
         };
         let (service, op) = meta.map_or(("unknown", "unknown"), |m| (m.service(), m.name()));
         (self.0)(&service.to_ascii_lowercase().replace(' ', ""), op, outcome);
+        Ok(())
+    }
+}
+
+/// An SDK interceptor that calls its function after every attempt that got an answer from the
+/// service (any status): the worker's watchdog counts these as signs of life.
+#[derive(Clone)]
+pub struct OnAnswer(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for OnAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnAnswer")
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for OnAnswer {
+    fn name(&self) -> &'static str {
+        "ferry-on-answer"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<'_>,
+        _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if context.response().is_some() {
+            (self.0)();
+        }
         Ok(())
     }
 }

@@ -174,6 +174,10 @@ pub struct OperatorArgs {
     /// and AWS advises retrying DescribeTasks for up to five minutes
     #[arg(long, env = "FERRY_MISSING_GRACE_SECONDS", default_value_t = 120)]
     pub missing_grace_seconds: u64,
+    /// Stop (and count as failed) a running task whose worker has not written its heartbeat for
+    /// this many seconds; workers write one every few seconds. 0: never
+    #[arg(long, env = "FERRY_HEARTBEAT_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub heartbeat_timeout_seconds: u64,
     /// Reconciles at once.
     #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 16)]
     pub concurrency: usize,
@@ -305,6 +309,10 @@ pub struct AgentArgs {
     /// image in tests).
     #[arg(long)]
     pub worker_command: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL for the worker of a stopped task (the task
+    /// definition's stopTimeout)
+    #[arg(long, default_value_t = 30)]
+    pub stop_timeout_seconds: u64,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -460,6 +468,7 @@ pub async fn run(
                 poll: std::time::Duration::from_millis(a.poll_ms.max(50)),
                 worker_command: a.worker_command.clone(),
                 create_cluster: a.create_cluster,
+                stop_timeout: std::time::Duration::from_secs(a.stop_timeout_seconds),
             };
             crate::agent::run(aws_sdk_ecs::Client::new(config), cfg)
                 .await
@@ -574,6 +583,7 @@ async fn operator(
         worker_env: a.worker_env.clone(),
         restart_backoff: Duration::from_secs(a.restart_backoff_seconds.max(1)),
         missing_grace: Duration::from_secs(a.missing_grace_seconds),
+        heartbeat_timeout: Duration::from_secs(a.heartbeat_timeout_seconds),
         installation: a
             .installation_id
             .clone()

@@ -35,6 +35,9 @@ pub struct Settings {
     /// How long a task that neither DescribeTasks nor ListTasks knows may be missing after
     /// RunTask answered before it counts as lost (and is stopped and replaced).
     pub missing_grace: std::time::Duration,
+    /// A RUNNING task whose worker has not written its heartbeat for this long is stopped (and
+    /// counts as failed); zero: never.
+    pub heartbeat_timeout: std::time::Duration,
 }
 
 /// The id of an installation: 12 hex digits of a digest of the operator's account and table.

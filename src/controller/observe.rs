@@ -46,6 +46,11 @@ pub async fn observe(
             obs.run = Some(RunState {
                 complete: summary.complete(),
                 progress: summary.progress,
+                heartbeats: summary
+                    .tasks
+                    .iter()
+                    .map(|t| (t.task.clone(), t.heartbeat_ms))
+                    .collect(),
                 workers: summary
                     .tasks
                     .into_iter()

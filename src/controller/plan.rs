@@ -105,6 +105,8 @@ pub struct RunState {
     pub progress: Progress,
     /// The last state each worker task wrote (`running`, `done`, `stopped`, `failed`), by task id.
     pub workers: HashMap<String, String>,
+    /// When each worker task last wrote its heartbeat (epoch ms), by task id.
+    pub heartbeats: HashMap<String, u64>,
 }
 
 /// Everything `observe` found.
@@ -757,7 +759,27 @@ fn manage_run(
                 .get(&desired::task_id(slot.slot, slot.attempt))
                 .map(String::as_str);
             let (kind, reason) = match observed {
-                TaskState::Pending | TaskState::Running => {
+                TaskState::Running => {
+                    running += 1;
+                    // A worker that stopped writing its heartbeat is hung or cut off: stop the
+                    // task (its worker's last state, `running`, makes it count as failed).
+                    let id = desired::task_id(slot.slot, slot.attempt);
+                    let started = slot.started_at.as_deref().map_or(0, epoch_ms);
+                    let last = state.heartbeats.get(&id).copied().unwrap_or(0).max(started);
+                    let timeout =
+                        u64::try_from(settings.heartbeat_timeout.as_millis()).unwrap_or(u64::MAX);
+                    if timeout > 0 && last > 0 && now.saturating_sub(last) > timeout {
+                        p.steps.push(Step::StopTask {
+                            arn: arn.clone(),
+                            reason: format!(
+                                "ferry: no heartbeat from its worker for {} s",
+                                now.saturating_sub(last) / 1000
+                            ),
+                        });
+                    }
+                    continue;
+                }
+                TaskState::Pending => {
                     running += 1;
                     continue;
                 }
@@ -1380,6 +1402,56 @@ spec:
         obs.run = Some(RunState::default());
         let p = plan(&j, Some(&started(&j)), &obs, &set);
         assert_eq!(p.status.run.unwrap().platform_restarts, 1);
+    }
+
+    #[test]
+    fn a_running_task_whose_worker_stopped_writing_heartbeats_is_stopped() {
+        let j = job("");
+        let mut st = started(&j);
+        for t in &mut st.run.as_mut().unwrap().tasks {
+            t.started_at = Some(rfc3339(T0));
+        }
+        let set = Settings {
+            heartbeat_timeout: Duration::from_secs(300),
+            ..settings()
+        };
+        // (now, slot 0's last heartbeat (None: never wrote one), want it stopped)
+        let cases = [
+            (T0 + 60_000, Some(T0 + 55_000), false),
+            (T0 + 400_000, Some(T0 + 390_000), false),
+            (T0 + 400_000, Some(T0 + 99_000), true),
+            // Never wrote one: judged from the task's start.
+            (T0 + 200_000, None, false),
+            (T0 + 301_000, None, true),
+        ];
+        for (now, heartbeat, stopped) in cases {
+            let mut obs = observed(now, None);
+            obs.tasks = running(&["arn:task/0", "arn:task/1"]);
+            let mut run = RunState::default();
+            run.heartbeats.insert(desired::task_id(1, 1), now - 1000);
+            if let Some(h) = heartbeat {
+                run.heartbeats.insert(desired::task_id(0, 1), h);
+            }
+            obs.run = Some(run);
+            let p = plan(&j, Some(&st), &obs, &set);
+            let stops: Vec<&Step> = p
+                .steps
+                .iter()
+                .filter(|s| matches!(s, Step::StopTask { .. }))
+                .collect();
+            let want = usize::from(stopped);
+            assert_eq!(
+                stops.len(),
+                want,
+                "now {now}, heartbeat {heartbeat:?}: {stops:?}"
+            );
+            if stopped {
+                assert!(
+                    matches!(stops[0], Step::StopTask { arn, reason } if arn == "arn:task/0" && reason.contains("no heartbeat")),
+                    "{stops:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -16,11 +16,14 @@
 //! | `FERRY_SHUTDOWN_GRACE_SECONDS` | after SIGTERM, time to finish in-flight chunks (default 25) |
 //! | `FERRY_S3_FORCE_PATH_STYLE` | `true` for S3 emulators |
 //! | `FERRY_ASSUME_DESTINATION_ROLE` | `false` to copy with the task's own credentials (a task role that already is the destination role's equal; local benchmarks) |
+//! | `FERRY_WATCHDOG_SECONDS` | while the task holds work, no answer from S3 for this long means it is hung: it releases its work and exits 5 (default 600) |
+//! | `FERRY_TEST_HANG_TASK` | tests only: the task with this id hangs in its first copy unit (to prove the watchdog) |
 //!
 //! Exit codes: 0 the run is complete, or the task stopped cleanly on SIGTERM/SIGINT with its
 //! work checkpointed or released; 1 an unexpected error; 2 bad configuration (environment);
 //! 3 the job or run does not exist; 4 AWS refused a call that cannot succeed on retry (e.g.
-//! AccessDenied on the table or the role).
+//! AccessDenied on the table or the role); 5 the watchdog found the task hung (its work is
+//! released).
 
 pub mod copy;
 pub mod credentials;
@@ -69,7 +72,14 @@ pub struct WorkerConfig {
     pub force_path_style: bool,
     /// Assume `spec.destination.roleArn` (default) or use the base credentials as they are.
     pub assume_role: bool,
+    /// No S3 answer for this long while holding work: hung.
+    pub watchdog: Duration,
+    /// Tests only: hang in the first copy unit ([`WATCHDOG_EXIT`] must follow).
+    pub hang: bool,
 }
+
+/// The exit code of a task the watchdog ended.
+pub const WATCHDOG_EXIT: i32 = 5;
 
 /// Errors of the worker layer.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +165,8 @@ impl WorkerConfig {
                 .is_some_and(|v| v == "true" || v == "1"),
             assume_role: !var("FERRY_ASSUME_DESTINATION_ROLE")
                 .is_some_and(|v| v == "false" || v == "0"),
+            watchdog: secs("FERRY_WATCHDOG_SECONDS", 600)?,
+            hang: var("FERRY_TEST_HANG_TASK").is_some_and(|t| Some(t) == var("FERRY_TASK")),
         })
     }
 }
@@ -165,6 +177,9 @@ struct Live {
     copied: AtomicU64,
     copied_bytes: AtomicU64,
     stored_failures: AtomicU64,
+    /// When S3 last answered one of this task's requests, or it last started a unit (epoch ms):
+    /// the watchdog's sign of life.
+    alive_ms: Arc<AtomicU64>,
 }
 
 /// Shared state of one worker task.
@@ -265,12 +280,19 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         (own, Arc::new(AtomicU64::new(0)))
     };
     let spec = Arc::new(job.spec);
+    let alive_ms = Arc::new(AtomicU64::new(now_ms()));
+    let alive = Arc::clone(&alive_ms);
+    let on_answer = crate::aws::OnAnswer(Arc::new(move || {
+        alive.fetch_max(now_ms(), Ordering::Relaxed);
+    }));
     let client = |region: &str| {
         let conf = aws_sdk_s3::config::Builder::from(base)
             .credentials_provider(provider.clone())
             .region(aws_config::Region::new(region.to_string()))
             .retry_config(crate::aws::s3_retry(base))
+            .timeout_config(crate::aws::s3_data_timeouts())
             .force_path_style(cfg.force_path_style)
+            .interceptor(on_answer.clone())
             .build();
         aws_sdk_s3::Client::from_conf(conf)
     };
@@ -322,7 +344,10 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         }),
         wake: Notify::new(),
         listed: std::sync::Mutex::new(Vec::new()),
-        live: Live::default(),
+        live: Live {
+            alive_ms,
+            ..Live::default()
+        },
         refreshes,
         listing: std::sync::atomic::AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
@@ -550,6 +575,7 @@ impl Worker {
             Work::Copy(c) => c.id.clone(),
         };
         let started = std::time::Instant::now();
+        self.live.alive_ms.fetch_max(now_ms(), Ordering::Relaxed);
         let result = match work {
             Work::List(p) => {
                 let index = p.index;
@@ -646,6 +672,10 @@ impl Worker {
     /// listing without one) and the destination listing, then the actions, bounded in
     /// concurrency.
     async fn copy_chunk(self: &Arc<Self>, chunk: &Chunk) -> Result<(), WorkerError> {
+        if self.cfg.hang {
+            tracing::warn!("FERRY_TEST_HANG_TASK: hanging in this copy unit");
+            std::future::pending::<()>().await;
+        }
         let (id, range) = (chunk.id.as_str(), &chunk.range);
         let listed = match chunk.manifest.as_deref().map(manifest::decode) {
             Some(Ok(entries)) => Some(entries),
@@ -839,7 +869,34 @@ impl Worker {
                 }
             }
             self.write_progress("running").await;
+            self.watchdog().await;
         }
+    }
+
+    /// Ends a hung task: while it holds work, S3 answering none of its requests (and no unit
+    /// starting) for `FERRY_WATCHDOG_SECONDS` means a unit is stuck where no timeout reaches
+    /// (the heartbeat alone would keep renewing its leases forever). Its leases are released
+    /// for the other tasks, its state is written as failed, and the process exits
+    /// [`WATCHDOG_EXIT`]; the operator counts the task as failed and replaces it.
+    async fn watchdog(&self) {
+        let held: Vec<String> = self.held.lock().await.iter().cloned().collect();
+        let quiet = now_ms().saturating_sub(self.live.alive_ms.load(Ordering::Relaxed));
+        if held.is_empty() || u128::from(quiet) < self.cfg.watchdog.as_millis() {
+            return;
+        }
+        tracing::error!(
+            quiet_s = quiet / 1000,
+            units = held.len(),
+            "watchdog: no progress while holding work; releasing it and exiting"
+        );
+        for sk in held {
+            let _ = self
+                .store
+                .release_lease(&self.cfg.job, &self.cfg.run, &sk, &self.cfg.task)
+                .await;
+        }
+        self.write_progress("failed").await;
+        std::process::exit(WATCHDOG_EXIT);
     }
 
     async fn write_progress(&self, state: &str) {

@@ -330,3 +330,86 @@ async fn a_replacement_task_runs_the_revision_its_run_started_with() {
         "the replacement runs the run's revision, not the family's latest"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_hung_while_holding_work_is_ended_by_its_watchdog_and_replaced() {
+    use crate::operator::{SRC_BUCKET, objects};
+    use crate::worker::{listing, seed};
+    use ferry::model::Phase;
+    let mut r = rig().await;
+    seed(&r.src, SRC_BUCKET, objects(30, "v1")).await;
+    let (_op, _) = r.operator(
+        "op",
+        &[
+            "--worker-env",
+            "FERRY_WATCHDOG_SECONDS=3",
+            "--worker-env",
+            "FERRY_TEST_HANG_TASK=s0a1",
+        ],
+    );
+    let _agent = r.agent(None);
+    r.apply("hung", &job_yaml("hung", "hung-dst", ""));
+    let st = r
+        .until_phase("hung", Phase::Succeeded, Duration::from_secs(120))
+        .await;
+    let run = st.run.expect("run");
+    assert_eq!(run.failures, 1, "the hung task counts as failed: {run:?}");
+    assert_eq!(run.tasks[0].attempt, 2, "{run:?}");
+    let why = run.tasks[0].last_stop.clone().unwrap_or_default();
+    assert!(why.contains("exit code 5"), "{why}");
+    assert_eq!(
+        listing(&r.dst, "hung-dst", "").await,
+        listing(&r.src, SRC_BUCKET, "").await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_worker_stops_its_heartbeat_is_stopped_counted_and_replaced() {
+    use crate::operator::{SRC_BUCKET, objects};
+    use crate::worker::{listing, seed};
+    use ferry::model::Phase;
+    let mut r = rig().await;
+    seed(&r.src, SRC_BUCKET, objects(60, "v1")).await;
+    let pids = r.dir.path().to_path_buf();
+    let cmd = format!(
+        "echo $$ > {}/$FERRY_TASK.pid; exec {} worker",
+        pids.display(),
+        crate::support::ferry_bin()
+    );
+    let (_op, _) = r.operator("op", &["--heartbeat-timeout-seconds", "4"]);
+    let _agent = r.agent_with(Some(&cmd), &["--stop-timeout-seconds", "2"]);
+    r.apply(
+        "frozen",
+        &job_yaml("frozen", "frozen-dst", ", maxRequestsPerSecond: 8"),
+    );
+    let pid_file = pids.join("s0a1.pid");
+    let pid = r
+        .until(
+            "the first worker to copy something",
+            Duration::from_secs(60),
+            || async {
+                let pid = std::fs::read_to_string(&pid_file).ok()?;
+                let n = listing(&r.dst, "frozen-dst", "").await.len();
+                (n >= 3).then(|| pid.trim().to_string())
+            },
+        )
+        .await;
+    // The process is frozen: ECS still says RUNNING, but no heartbeat comes.
+    let frozen = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill");
+    assert!(frozen.success());
+    let st = r
+        .until_phase("frozen", Phase::Succeeded, Duration::from_secs(180))
+        .await;
+    let run = st.run.expect("run");
+    assert_eq!(run.failures, 1, "{run:?}");
+    assert_eq!(run.tasks[0].attempt, 2, "{run:?}");
+    let why = run.tasks[0].last_stop.clone().unwrap_or_default();
+    assert!(why.contains("no heartbeat"), "{why}");
+    assert_eq!(
+        listing(&r.dst, "frozen-dst", "").await,
+        listing(&r.src, SRC_BUCKET, "").await
+    );
+}

@@ -161,10 +161,16 @@ impl Rig {
 
     /// Starts the local Fargate agent, optionally with a stand-in worker command.
     pub fn agent(&mut self, worker_command: Option<&str>) -> Proc {
+        self.agent_with(worker_command, &[])
+    }
+
+    /// The local agent with extra flags (`--stop-timeout-seconds`).
+    pub fn agent_with(&mut self, worker_command: Option<&str>, extra: &[&str]) -> Proc {
         let mut args = vec!["local-agent", "--create-cluster", "--poll-ms", "200"];
         if let Some(c) = worker_command {
             args.extend(["--worker-command", c]);
         }
+        args.extend_from_slice(extra);
         let log = self
             .dir
             .path()
