@@ -238,6 +238,18 @@ pub fn task_cluster(arn: &str) -> Option<&str> {
     (!cluster.is_empty() && !id.is_empty()).then_some(cluster)
 }
 
+/// A digest of what a spec copies: source, destination and copy options. Run settings
+/// (parallelism, backoffLimit, schedule, deadlines, rates, CPU) and ECS settings only change how
+/// it is copied, so a change to them alone keeps the current run (or a finished run finished).
+pub fn copy_digest(spec: &crate::model::CopyJobSpec) -> String {
+    let doc = serde_json::json!({
+        "source": spec.source,
+        "destination": spec.destination,
+        "copy": spec.copy,
+    });
+    crate::digest::hex(&[doc.to_string().as_bytes()], 16)
+}
+
 /// Id of the `seq`-th run of a generation of the job incarnation `uid`: `<uid>-g<gen>r<seq>`
 /// (`g<gen>r<seq>` for a job stored before uids). A job deleted and created again under the same
 /// name starts at generation 1 again; its uid keeps its runs, their items and their tasks'

@@ -303,18 +303,58 @@ pub fn plan(
         check_infra(job, &mut st, infra, settings, &now_s, generation, &mut p);
     }
 
-    // Runs.
+    // Runs. A spec change that leaves what is copied alone (run or ECS settings) keeps the
+    // current run, finished or not, under the new generation; a slot added to an active run
+    // starts its task.
+    let copies = desired::copy_digest(spec);
+    if let Some(run) = st.run.as_mut() {
+        if run.generation != generation && run.copies.as_deref() == Some(copies.as_str()) {
+            run.generation = generation;
+            if run.finished_at.is_none() {
+                for slot in u32::try_from(run.tasks.len()).unwrap_or(u32::MAX)..spec.run.parallelism
+                {
+                    run.tasks.push(TaskStatus {
+                        slot,
+                        attempt: 1,
+                        ..TaskStatus::default()
+                    });
+                }
+            } else {
+                // The schedule may have changed: the next tick is computed again.
+                st.next_run_time = None;
+            }
+        }
+    }
     let mut start_new: Option<u64> = None; // sequence number of a run to start
     match st.run.clone() {
         None => start_new = Some(1),
         Some(run) if run.generation != generation => {
-            for arn in live_arns(&run) {
+            // What is copied changed: stop the old run's tasks and start the new run once they
+            // have stopped (CronJob's Replace policy), so two generations never copy at once.
+            let live = live_arns(&run);
+            for arn in &live {
                 p.steps.push(Step::StopTask {
-                    arn,
+                    arn: arn.clone(),
                     reason: format!("ferry: superseded by generation {generation}"),
                 });
             }
-            start_new = Some(1);
+            if live.is_empty() {
+                start_new = Some(1);
+            } else {
+                st.phase = Phase::Provisioning;
+                set_condition(
+                    &mut st.conditions,
+                    COMPLETE,
+                    false,
+                    "Replacing",
+                    &format!(
+                        "waiting for {} task(s) of run {} to stop before generation {generation}'s run starts",
+                        live.len(),
+                        run.id
+                    ),
+                    &now_s,
+                );
+            }
         }
         Some(run) if run.finished_at.is_some() => {
             if spec.run.mode == RunMode::Sync {
@@ -357,6 +397,7 @@ pub fn plan(
                 generation,
                 started_at: now_s.clone(),
                 tasks,
+                copies: Some(copies.clone()),
                 ..RunStatus::default()
             });
             if st.run.is_some() {
@@ -1455,29 +1496,181 @@ spec:
     }
 
     #[test]
-    fn a_spec_change_during_a_run_stops_its_tasks_and_starts_the_new_generation() {
-        let j = job("");
-        let st = started(&j);
-        let mut obs = observed(T0 + 1000, Some(ready_infra(&j)));
+    fn a_spec_change_restarts_only_what_it_must_and_replaces_a_run_only_once_its_tasks_stopped() {
+        let base = job("");
+        let active = started(&base);
+        let succeeded = {
+            let mut obs = observed(T0 + 1000, None);
+            obs.tasks = running(&["arn:task/0", "arn:task/1"]);
+            obs.run = Some(RunState {
+                complete: true,
+                ..RunState::default()
+            });
+            plan(&base, Some(&active), &obs, &settings()).status
+        };
+        assert_eq!(succeeded.phase, Phase::Succeeded);
+        let with = |f: &dyn Fn(&mut CopyJob)| {
+            let mut j = base.clone();
+            f(&mut j);
+            j
+        };
+        let new_source = with(&|j| j.spec.source.prefix = "other/".into());
+        let more_retries = with(&|j| j.spec.run.backoff_limit = 9);
+        let deadline = with(&|j| j.spec.run.active_deadline_seconds = Some(3600));
+        let wider = with(&|j| j.spec.run.parallelism = 3);
+        let stopped = || {
+            let stop = TaskState::Stopped {
+                stop_code: Some("UserInitiated".into()),
+                reason: None,
+            };
+            [("arn:task/0", stop.clone()), ("arn:task/1", stop)]
+                .into_iter()
+                .map(|(a, s)| (a.to_string(), s))
+                .collect::<HashMap<_, _>>()
+        };
+        let superseded = |i: u32| Step::StopTask {
+            arn: format!("arn:task/{i}"),
+            reason: "ferry: superseded by generation 2".into(),
+        };
+        // (what, new spec, status before, tasks ECS reports, steps wanted, phase wanted, run id)
+        let cases: Vec<(
+            &str,
+            &CopyJob,
+            &CopyJobStatus,
+            HashMap<String, TaskState>,
+            Vec<Step>,
+            Phase,
+            &str,
+        )> = vec![
+            (
+                "new source, tasks running: stop them, start nothing yet",
+                &new_source,
+                &active,
+                running(&["arn:task/0", "arn:task/1"]),
+                vec![superseded(0), superseded(1)],
+                Phase::Provisioning,
+                "g1r1",
+            ),
+            (
+                "new source, old tasks stopped: the new run starts",
+                &new_source,
+                &active,
+                stopped(),
+                vec![
+                    Step::StartRun { run: "g2r1".into() },
+                    Step::RunTask {
+                        slot: 0,
+                        attempt: 1,
+                    },
+                    Step::RunTask {
+                        slot: 1,
+                        attempt: 1,
+                    },
+                ],
+                Phase::Provisioning,
+                "g2r1",
+            ),
+            (
+                "backoffLimit of an active run: it carries on",
+                &more_retries,
+                &active,
+                running(&["arn:task/0", "arn:task/1"]),
+                vec![],
+                Phase::Running,
+                "g1r1",
+            ),
+            (
+                "parallelism of an active run: the new slot's task starts",
+                &wider,
+                &active,
+                running(&["arn:task/0", "arn:task/1"]),
+                vec![Step::RunTask {
+                    slot: 2,
+                    attempt: 1,
+                }],
+                Phase::Running,
+                "g1r1",
+            ),
+            (
+                "deadline of a Succeeded Once job: nothing copies again",
+                &deadline,
+                &succeeded,
+                HashMap::new(),
+                vec![],
+                Phase::Succeeded,
+                "g1r1",
+            ),
+            (
+                "parallelism of a Succeeded Once job: nothing copies again",
+                &wider,
+                &succeeded,
+                HashMap::new(),
+                vec![],
+                Phase::Succeeded,
+                "g1r1",
+            ),
+            (
+                "new source of a Succeeded Once job: a new run at once",
+                &new_source,
+                &succeeded,
+                HashMap::new(),
+                vec![
+                    Step::StartRun { run: "g2r1".into() },
+                    Step::RunTask {
+                        slot: 0,
+                        attempt: 1,
+                    },
+                    Step::RunTask {
+                        slot: 1,
+                        attempt: 1,
+                    },
+                ],
+                Phase::Provisioning,
+                "g2r1",
+            ),
+        ];
+        for (what, j, prev, tasks, steps, phase, run) in cases {
+            let mut obs = observed(T0 + 2000, None);
+            obs.generation = 2;
+            obs.tasks = tasks;
+            obs.run = Some(RunState::default());
+            let p = plan(j, Some(prev), &obs, &settings());
+            assert_eq!(p.steps, steps, "{what}");
+            assert_eq!(p.status.phase, phase, "{what}");
+            let r = p.status.run.as_ref().unwrap();
+            assert_eq!(r.id, run, "{what}");
+            assert_eq!(p.status.observed_generation, 2, "{what}");
+            if run == "g1r1" && steps.is_empty() {
+                assert_eq!(
+                    r.generation, 2,
+                    "{what}: the run carries the new generation"
+                );
+            }
+            if phase == Phase::Provisioning && run == "g1r1" {
+                assert_eq!(cond(&p.status, COMPLETE).reason, "Replacing", "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_schedule_moves_a_finished_sync_jobs_next_run_without_starting_one() {
+        let j = job(", mode: Sync, schedule: \"0 0 * * *\"");
+        let mut obs = observed(T0, None);
+        obs.run = Some(RunState {
+            complete: true,
+            ..RunState::default()
+        });
+        let done = plan(&j, Some(&started(&j)), &obs, &settings()).status;
+        let daily = epoch_ms(done.next_run_time.as_deref().unwrap());
+        let mut hourly = j.clone();
+        hourly.spec.run.schedule = Some("0 * * * *".into());
+        let mut obs = observed(T0 + 1000, None);
         obs.generation = 2;
-        obs.tasks = running(&["arn:task/0", "arn:task/1"]);
-        let p = plan(&j, Some(&st), &obs, &settings());
-        assert_eq!(
-            p.steps[..3],
-            [
-                Step::StopTask {
-                    arn: "arn:task/0".into(),
-                    reason: "ferry: superseded by generation 2".into()
-                },
-                Step::StopTask {
-                    arn: "arn:task/1".into(),
-                    reason: "ferry: superseded by generation 2".into()
-                },
-                Step::StartRun { run: "g2r1".into() },
-            ]
-        );
-        assert_eq!(p.status.run.unwrap().generation, 2);
-        assert_eq!(p.status.observed_generation, 2);
+        let p = plan(&hourly, Some(&done), &obs, &settings());
+        assert!(p.steps.is_empty(), "{:?}", p.steps);
+        let next = epoch_ms(p.status.next_run_time.as_deref().unwrap());
+        assert!(next < daily && next <= T0 + 3_600_000, "{next} vs {daily}");
+        assert_eq!(p.status.phase, Phase::Succeeded);
     }
 
     #[test]

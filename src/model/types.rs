@@ -475,6 +475,10 @@ pub struct RunStatus {
     /// counted against backoffLimit, retried with backoff under a new token.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub placement_failures: u32,
+    /// A digest of what the run copies (source, destination, copy options): a spec change
+    /// that leaves it alone (run or ECS settings) does not restart the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copies: Option<String>,
     /// The task definition revision (ARN) the run's first task started with: every later task
     /// of the run starts with the same one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
