@@ -19,6 +19,8 @@ pub const SOURCE_POLICY_READY: &str = "SourcePolicyReady";
 pub const DESTINATION_READY: &str = "DestinationReady";
 pub const TASK_DEFINITION_READY: &str = "TaskDefinitionReady";
 pub const COMPLETE: &str = "Complete";
+/// Set (False) when a schedule tick was skipped for startingDeadlineSeconds.
+pub const SCHEDULED: &str = "Scheduled";
 const INFRA: [&str; 4] = [
     ROLES_READY,
     SOURCE_POLICY_READY,
@@ -229,16 +231,25 @@ pub fn infra_ready(status: Option<&CopyJobStatus>, generation: u64) -> bool {
         .is_some_and(|s| s.observed_generation == generation && INFRA.iter().all(|k| is_true(s, k)))
 }
 
-/// The next tick of a cron expression strictly after `after_ms`.
-pub fn next_tick(expr: &str, after_ms: u64) -> Option<u64> {
+/// The next tick of a cron expression, read in time zone `tz` (UTC if `None` or unknown),
+/// strictly after `after_ms`.
+pub fn next_tick(expr: &str, tz: Option<&str>, after_ms: u64) -> Option<u64> {
     let cron = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .build()
         .parse(&crate::model::validate::normalize_cron(expr))
         .ok()?;
-    let after = chrono::DateTime::from_timestamp_millis(i64::try_from(after_ms).ok()?)?;
+    let zone: chrono_tz::Tz = tz.and_then(|z| z.parse().ok()).unwrap_or(chrono_tz::UTC);
+    let after = chrono::DateTime::from_timestamp_millis(i64::try_from(after_ms).ok()?)?
+        .with_timezone(&zone);
     let next = cron.find_next_occurrence(&after, false).ok()?;
     u64::try_from(next.timestamp_millis()).ok()
+}
+
+/// What to do about a tick that is due (`tick <= now`): run it, or skip it when it was missed
+/// by more than `startingDeadlineSeconds` (then wait for the next one). Pure.
+pub fn due_tick(tick_ms: u64, now_ms: u64, starting_deadline_s: Option<u64>) -> bool {
+    starting_deadline_s.is_none_or(|d| now_ms.saturating_sub(tick_ms) <= d.saturating_mul(1000))
 }
 
 /// The sequence number of a run id (`g3r2` → 2).
@@ -359,12 +370,34 @@ pub fn plan(
         Some(run) if run.finished_at.is_some() => {
             if spec.run.mode == RunMode::Sync {
                 let expr = spec.run.schedule.as_deref().unwrap_or_default();
+                let tz = spec.run.time_zone.as_deref();
                 let finished = run.finished_at.as_deref().map(epoch_ms).unwrap_or(now);
-                let next = st
+                let mut next = st
                     .next_run_time
                     .as_deref()
                     .map(epoch_ms)
-                    .or_else(|| next_tick(expr, finished));
+                    .or_else(|| next_tick(expr, tz, finished));
+                if let Some(t) = next.filter(|t| *t <= now) {
+                    if !due_tick(t, now, spec.run.starting_deadline_seconds) {
+                        // Missed by more than startingDeadlineSeconds: skipped, not run late.
+                        let after = next_tick(expr, tz, now);
+                        set_condition(
+                            &mut st.conditions,
+                            SCHEDULED,
+                            false,
+                            "StartingDeadlineExceeded",
+                            &format!(
+                                "the tick at {} was missed by {} s, more than startingDeadlineSeconds {}; next tick at {}",
+                                rfc3339(t),
+                                (now - t) / 1000,
+                                spec.run.starting_deadline_seconds.unwrap_or_default(),
+                                after.map(rfc3339).unwrap_or_default()
+                            ),
+                            &now_s,
+                        );
+                        next = after;
+                    }
+                }
                 match next {
                     Some(t) if t <= now => start_new = Some(run_seq(&run.id) + 1),
                     Some(t) => {
@@ -415,6 +448,16 @@ pub fn plan(
                 "the run has started",
                 &now_s,
             );
+            if st.conditions.iter().any(|c| c.kind == SCHEDULED) {
+                set_condition(
+                    &mut st.conditions,
+                    SCHEDULED,
+                    true,
+                    "Started",
+                    "the run started on its tick",
+                    &now_s,
+                );
+            }
         } else if st.phase != Phase::Failed {
             st.phase = Phase::Provisioning;
         }
@@ -743,7 +786,11 @@ fn manage_run(
             now_s,
         );
         if spec.run.mode == RunMode::Sync {
-            let next = spec.run.schedule.as_deref().and_then(|e| next_tick(e, now));
+            let next = spec
+                .run
+                .schedule
+                .as_deref()
+                .and_then(|e| next_tick(e, spec.run.time_zone.as_deref(), now));
             st.next_run_time = next.map(rfc3339);
             p.requeue = next.map(|t| Duration::from_millis(t.saturating_sub(now)));
         }
@@ -1650,6 +1697,95 @@ spec:
                 assert_eq!(cond(&p.status, COMPLETE).reason, "Replacing", "{what}");
             }
         }
+    }
+
+    #[test]
+    fn schedules_are_read_in_their_time_zone_across_daylight_saving_changes() {
+        let ms = |t: &str| epoch_ms(t);
+        // (expression, zone, after, next tick)
+        let cases = [
+            (
+                "0 3 * * *",
+                None,
+                "2026-03-28T12:00:00Z",
+                "2026-03-29T03:00:00Z",
+            ),
+            // Berlin: CET (+1) on 28 March, CEST (+2) from 29 March 02:00 local.
+            (
+                "0 3 * * *",
+                Some("Europe/Berlin"),
+                "2026-03-27T12:00:00Z",
+                "2026-03-28T02:00:00Z",
+            ),
+            (
+                "0 3 * * *",
+                Some("Europe/Berlin"),
+                "2026-03-28T12:00:00Z",
+                "2026-03-29T01:00:00Z",
+            ),
+            (
+                "0 9 * * 1",
+                Some("America/New_York"),
+                "2026-11-01T00:00:00Z",
+                "2026-11-02T14:00:00Z",
+            ),
+            // An unknown zone (refused by validation) reads as UTC.
+            (
+                "0 3 * * *",
+                Some("Nowhere/Else"),
+                "2026-03-28T12:00:00Z",
+                "2026-03-29T03:00:00Z",
+            ),
+        ];
+        for (expr, tz, after, want) in cases {
+            assert_eq!(
+                next_tick(expr, tz, ms(after)).map(rfc3339),
+                Some(want.to_string()),
+                "{expr} in {tz:?} after {after}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tick_missed_by_more_than_the_starting_deadline_is_skipped() {
+        // (tick, now, startingDeadlineSeconds, run it)
+        let cases = [
+            (T0, T0, None, true),
+            (T0, T0 + 86_400_000, None, true),
+            (T0, T0 + 60_000, Some(60), true),
+            (T0, T0 + 60_001, Some(60), false),
+        ];
+        for (tick, now, deadline, want) in cases {
+            assert_eq!(
+                due_tick(tick, now, deadline),
+                want,
+                "{tick} {now} {deadline:?}"
+            );
+        }
+        // In a plan: the run is not started, the next tick is set, the skip is recorded.
+        let j = job(", mode: Sync, schedule: \"0 * * * *\", startingDeadlineSeconds: 60");
+        let mut obs = observed(T0, None);
+        obs.run = Some(RunState {
+            complete: true,
+            ..RunState::default()
+        });
+        let done = plan(&j, Some(&started(&j)), &obs, &settings()).status;
+        let tick = epoch_ms(done.next_run_time.as_deref().unwrap());
+        let late = tick + 120_000;
+        let p = plan(&j, Some(&done), &observed(late, None), &settings());
+        assert!(p.steps.is_empty(), "{:?}", p.steps);
+        assert_eq!(
+            p.status.next_run_time.as_deref().map(epoch_ms),
+            Some(tick + 3_600_000)
+        );
+        assert_eq!(
+            cond(&p.status, SCHEDULED).reason,
+            "StartingDeadlineExceeded"
+        );
+        // Without the deadline the late tick runs.
+        let j = job(", mode: Sync, schedule: \"0 * * * *\"");
+        let p = plan(&j, Some(&done), &observed(late, None), &settings());
+        assert!(p.steps.iter().any(|s| matches!(s, Step::StartRun { .. })));
     }
 
     #[test]

@@ -287,10 +287,19 @@ pub struct RunOptions {
     /// `Once`: copy once and finish. `Sync`: copy again on every `schedule` tick.
     #[serde(default)]
     pub mode: RunMode,
-    /// Cron expression (5 fields: minute hour day-of-month month day-of-week, UTC; or 6 with
-    /// seconds first). Required with `mode: Sync`.
+    /// Cron expression (5 fields: minute hour day-of-month month day-of-week; or 6 with
+    /// seconds first), read in `timeZone`. Required with `mode: Sync`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// IANA time zone the schedule is read in, e.g. `Europe/Berlin` (default UTC). Ticks follow
+    /// the zone's daylight-saving changes, as CronJob's `timeZone` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// A tick missed by more than this many seconds (the operator was down, or the previous
+    /// run was still going) is skipped, not run late; unset: a missed tick runs as soon as it
+    /// can, once. CronJob's `startingDeadlineSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_deadline_seconds: Option<u64>,
     /// Stop scheduling and stop running tasks; resume by setting it back to false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub suspend: bool,
@@ -326,6 +335,8 @@ impl Default for RunOptions {
             backoff_limit: default_backoff_limit(),
             active_deadline_seconds: None,
             max_requests_per_second: None,
+            time_zone: None,
+            starting_deadline_seconds: None,
         }
     }
 }

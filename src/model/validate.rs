@@ -325,6 +325,34 @@ pub fn validate(job: &CopyJob) -> Vec<Problem> {
         }
         (RunMode::Once, None) => {}
     }
+    if let Some(tz) = &r.time_zone {
+        if r.schedule.is_none() {
+            p.push(Problem::field(
+                "spec.run.timeZone",
+                "is only allowed with a schedule (mode: Sync)",
+            ));
+        } else if tz.parse::<chrono_tz::Tz>().is_err() {
+            p.push(Problem::field(
+                "spec.run.timeZone",
+                format!(
+                    "`{tz}` is not a time zone; allowed: an IANA name such as Europe/Berlin or UTC"
+                ),
+            ));
+        }
+    }
+    if let Some(d) = r.starting_deadline_seconds {
+        if r.schedule.is_none() {
+            p.push(Problem::field(
+                "spec.run.startingDeadlineSeconds",
+                "is only allowed with a schedule (mode: Sync)",
+            ));
+        } else if d == 0 {
+            p.push(Problem::field(
+                "spec.run.startingDeadlineSeconds",
+                "0 would skip every tick; allowed: 1 or more seconds",
+            ));
+        }
+    }
     if !(1..=100).contains(&r.parallelism) {
         p.push(Problem::field(
             "spec.run.parallelism",
