@@ -13,6 +13,7 @@ use aws_sdk_s3::types::{
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
 };
 
+use super::deletion::Cleanup;
 use super::desired;
 use super::plan::{Problem, Step};
 use super::{Context, ReconcileError, aws_error};
@@ -196,7 +197,7 @@ pub async fn ensure_task_role(ctx: &Context, job: &CopyJob) -> Result<(), Reconc
             if e.as_service_error()
                 .is_some_and(|s| s.is_entity_already_exists_exception()) =>
         {
-            if !role_owned(ctx, &name).await? {
+            if !super::observe::role_owned(ctx, &name).await? {
                 let what = format!("IAM role {name}");
                 return Err(ReconcileError::Blocked(super::plan::not_owned(
                     &what,
@@ -229,128 +230,6 @@ pub async fn ensure_task_role(ctx: &Context, job: &CopyJob) -> Result<(), Reconc
         .await
         .map_err(|e| aws_error("IAM", "PutRolePolicy", e))?;
     Ok(())
-}
-
-/// Stops every running task of a task definition family.
-async fn stop_family_tasks(
-    ctx: &Context,
-    cluster: &str,
-    family: &str,
-) -> Result<(), ReconcileError> {
-    let mut next: Option<String> = None;
-    loop {
-        let out = ctx
-            .ecs
-            .list_tasks()
-            .cluster(cluster)
-            .family(family)
-            .desired_status(DesiredStatus::Running)
-            .set_next_token(next.take())
-            .send()
-            .await;
-        let out = match out {
-            Ok(o) => o,
-            // No such cluster: nothing runs. A refused ListTasks is an error: tasks may still
-            // run, and their role must not be deleted under them.
-            Err(e) if kind(&e) == ErrorKind::NotFound => break,
-            Err(e) => return Err(aws_error("ECS", "ListTasks", e)),
-        };
-        for arn in out.task_arns() {
-            stop_task(ctx, cluster, arn, "ferry: job deleted").await?;
-        }
-        match out.next_token() {
-            Some(t) => next = Some(t.to_string()),
-            None => break,
-        }
-    }
-    Ok(())
-}
-
-/// How many tasks of a family ECS has been asked to stop that have not reached STOPPED yet
-/// (DescribeTasks `lastStatus`; ListTasks `desiredStatus=STOPPED` lists them from the moment
-/// StopTask is called).
-async fn family_tasks_not_stopped(
-    ctx: &Context,
-    cluster: &str,
-    family: &str,
-) -> Result<usize, ReconcileError> {
-    let mut arns = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let out = match ctx
-            .ecs
-            .list_tasks()
-            .cluster(cluster)
-            .family(family)
-            .desired_status(DesiredStatus::Stopped)
-            .set_next_token(next.take())
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if kind(&e) == ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(aws_error("ECS", "ListTasks", e)),
-        };
-        arns.extend(out.task_arns().iter().cloned());
-        match out.next_token() {
-            Some(t) => next = Some(t.to_string()),
-            None => break,
-        }
-    }
-    let mut stopping = 0;
-    for batch in arns.chunks(100) {
-        let out = ctx
-            .ecs
-            .describe_tasks()
-            .cluster(cluster)
-            .set_tasks(Some(batch.to_vec()))
-            .send()
-            .await
-            .map_err(|e| aws_error("ECS", "DescribeTasks", e))?;
-        stopping += out
-            .tasks()
-            .iter()
-            .filter(|t| !matches!(t.last_status(), Some("STOPPED" | "DELETED")))
-            .count();
-    }
-    Ok(stopping)
-}
-
-/// Whether the job's task definition family is this installation's, judged by its latest
-/// revision's tags (a family without revisions has nothing anyone could own).
-async fn family_owned(ctx: &Context, family: &str) -> Result<bool, ReconcileError> {
-    match ctx
-        .ecs
-        .describe_task_definition()
-        .task_definition(family)
-        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(desired::owned(
-            out.tags()
-                .iter()
-                .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
-            &ctx.settings,
-        )),
-        Err(e) if kind(&e) == ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(aws_error("ECS", "DescribeTaskDefinition", e)),
-    }
-}
-
-/// Whether the role exists with this installation's owner tag (`false` if it does not exist).
-async fn role_owned(ctx: &Context, name: &str) -> Result<bool, ReconcileError> {
-    match ctx.iam.get_role().role_name(name).send().await {
-        Ok(out) => {
-            let tags = out.role().map(|r| r.tags()).unwrap_or_default();
-            Ok(desired::owned(
-                tags.iter().map(|t| (t.key(), t.value())),
-                &ctx.settings,
-            ))
-        }
-        Err(e) if kind(&e) == ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(aws_error("IAM", "GetRole", e)),
-    }
 }
 
 /// Removes ferry's statement `grant.sid` from the bucket it was written to, with the role that
@@ -852,117 +731,64 @@ pub async fn stop_task(
     }
 }
 
-/// The finalizer: stops the job's tasks, removes ferry's statements from the source bucket
-/// policies the status recorded, removes the task role and the task definitions (only those
-/// tagged with this installation's owner tag), then the job's records. Every step
-/// tolerates its resource never having existed, so an interrupted cleanup simply runs again.
-/// Destination data is never touched.
-pub async fn cleanup(ctx: &Context, stored: &StoredJob) -> Result<(), ReconcileError> {
+/// Carries out the finalizer's steps (`deletion::plan`), in order. Every step tolerates its
+/// resource being gone already, so an interrupted cleanup simply runs again.
+pub async fn cleanup(
+    ctx: &Context,
+    stored: &StoredJob,
+    steps: &[Cleanup],
+) -> Result<(), ReconcileError> {
     let job = &stored.job;
     let name = &job.metadata.name;
-    let cluster = desired::cluster(job, &ctx.settings);
-    let family = desired::family(name);
-
-    // 1. Tasks of the job's family, whatever run they belong to (if the family is ours), and
-    // wait until ECS reports them STOPPED: a stopped task's worker has up to its stopTimeout to
-    // release its chunks and write its last state, and the run records must outlive that
-    // (a worker writing into deleted records recreates them).
-    if family_owned(ctx, &family).await? {
-        stop_family_tasks(ctx, &cluster, &family).await?;
-        let stopping = family_tasks_not_stopped(ctx, &cluster, &family).await?;
-        if stopping > 0 {
-            return Err(ReconcileError::Blocked(Problem {
-                reason: "TasksStopping".into(),
-                message: format!(
-                    "waiting for {stopping} task(s) of family {family} to reach STOPPED before removing the job's records"
-                ),
-                terminal: false,
-            }));
+    for step in steps {
+        if !ctx.fence.valid() {
+            return Err(ReconcileError::LeaseLost);
         }
-    }
-
-    // 2. ferry's statements in source bucket policies, wherever the status recorded them;
-    // every other statement stays.
-    for grant in stored
-        .job
-        .status
-        .as_ref()
-        .map(|s| s.source_policy.as_slice())
-        .unwrap_or_default()
-    {
-        remove_grant(ctx, grant).await?;
-    }
-
-    // 3. The task role, if it is this installation's.
-    let role = desired::role_name(name);
-    if role_owned(ctx, &role).await? {
-        match ctx
-            .iam
-            .delete_role_policy()
-            .role_name(&role)
-            .policy_name(desired::ROLE_POLICY)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if kind(&e) == ErrorKind::NotFound => {}
-            Err(e) => return Err(aws_error("IAM", "DeleteRolePolicy", e)),
-        }
-        match ctx.iam.delete_role().role_name(&role).send().await {
-            Ok(_) => {}
-            Err(e) if kind(&e) == ErrorKind::NotFound => {}
-            Err(e) => return Err(aws_error("IAM", "DeleteRole", e)),
-        }
-    } else {
-        tracing::info!(job = %name, role = %role, "no task role of this installation to delete");
-    }
-
-    // 4. Task definitions of the family that are this installation's.
-    if let Ok(out) = ctx
-        .ecs
-        .list_task_definitions()
-        .family_prefix(&family)
-        .send()
-        .await
-    {
-        for arn in out.task_definition_arns() {
-            // The prefix also matches longer family names: deregister only this family.
-            let fam = arn.rsplit_once('/').map(|(_, f)| f).unwrap_or("");
-            if fam.rsplit_once(':').map(|(f, _)| f) != Some(family.as_str()) {
-                continue;
+        match step {
+            Cleanup::StopTask { arn } => {
+                let cluster = desired::task_cluster(arn)
+                    .map_or_else(|| desired::cluster(job, &ctx.settings), str::to_string);
+                stop_task(ctx, &cluster, arn, "ferry: job deleted").await?;
             }
-            let described = ctx
-                .ecs
-                .describe_task_definition()
-                .task_definition(arn)
-                .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
-                .send()
-                .await
-                .map_err(|e| aws_error("ECS", "DescribeTaskDefinition", e))?;
-            let tags = described.tags().iter();
-            if !desired::owned(
-                tags.map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
-                &ctx.settings,
-            ) {
-                tracing::info!(job = %name, task_definition = %arn, "not this installation's; left alone");
-                continue;
-            }
-            if let Err(e) = ctx
-                .ecs
-                .deregister_task_definition()
-                .task_definition(arn)
-                .send()
-                .await
-            {
-                if kind(&e) != ErrorKind::NotFound {
-                    return Err(aws_error("ECS", "DeregisterTaskDefinition", e));
+            Cleanup::RemoveSourceGrant { grant } => remove_grant(ctx, grant).await?,
+            Cleanup::DeleteTaskRole => {
+                let role = desired::role_name(name);
+                match ctx
+                    .iam
+                    .delete_role_policy()
+                    .role_name(&role)
+                    .policy_name(desired::ROLE_POLICY)
+                    .send()
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if kind(&e) == ErrorKind::NotFound => {}
+                    Err(e) => return Err(aws_error("IAM", "DeleteRolePolicy", e)),
+                }
+                match ctx.iam.delete_role().role_name(&role).send().await {
+                    Ok(_) => {}
+                    Err(e) if kind(&e) == ErrorKind::NotFound => {}
+                    Err(e) => return Err(aws_error("IAM", "DeleteRole", e)),
                 }
             }
+            Cleanup::DeregisterTaskDefinition { arn } => {
+                if let Err(e) = ctx
+                    .ecs
+                    .deregister_task_definition()
+                    .task_definition(arn)
+                    .send()
+                    .await
+                {
+                    if kind(&e) != ErrorKind::NotFound {
+                        return Err(aws_error("ECS", "DeregisterTaskDefinition", e));
+                    }
+                }
+            }
+            Cleanup::DeleteRecords => {
+                ctx.store.delete_job_records(name).await?;
+                tracing::info!(job = %name, "job finalized and removed");
+            }
         }
     }
-
-    // 5. The records: runs, status, and last the spec itself.
-    ctx.store.delete_job_records(name).await?;
-    tracing::info!(job = %name, "job finalized and removed");
     Ok(())
 }

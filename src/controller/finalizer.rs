@@ -1,9 +1,10 @@
-//! The finalizer: a job marked for deletion gets phase Deleting, then `apply::cleanup` removes
-//! what ferry made for it, then its records go. A cleanup that cannot finish records why in the
+//! The finalizer: a job marked for deletion gets phase Deleting; then, like a reconcile,
+//! observe (`observe::deletion`) → pure plan (`deletion::plan`) → apply (`apply::cleanup`)
+//! removes what ferry made for it, its records last. A cleanup that cannot finish records why in the
 //! `Finalized` condition and is tried again with backoff; the job stays until it can finish.
 
 use super::plan;
-use super::{Action, Context, ReconcileError, apply};
+use super::{Action, Context, ReconcileError, apply, deletion, observe};
 use crate::model::Phase;
 use crate::store::StoredJob;
 
@@ -21,7 +22,16 @@ pub(super) async fn finalize(ctx: &Context, stored: &StoredJob) -> Result<Action
             .await?;
         ctx.metrics.observe_job(name, &status, 0);
     }
-    if let Err(e) = apply::cleanup(ctx, stored).await {
+    let found = observe::deletion(ctx, stored).await?;
+    let planned = deletion::plan(&found);
+    let cleaned = apply::cleanup(ctx, stored, &planned.steps)
+        .await
+        .and_then(|()| {
+            planned
+                .waiting
+                .map_or(Ok(()), |w| Err(ReconcileError::Blocked(w)))
+        });
+    if let Err(e) = cleaned {
         // Recorded where `describe` shows it: the job (and what ferry still has to remove) stays
         // until the cleanup can finish.
         let (reason, message) = match &e {

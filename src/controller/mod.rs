@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod apply;
+pub mod deletion;
 pub mod desired;
 mod finalizer;
 mod http;

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_ecs::types::TaskDefinitionStatus;
+use aws_sdk_ecs::types::{DesiredStatus, TaskDefinitionStatus};
 use serde_json::Value;
 
+use super::deletion::Found;
 use super::desired::{self, TaskDefinition};
 use super::plan::{BucketState, Infra, Observed, Problem, RoleState, RunState, TaskState};
 use super::{Context, ReconcileError, aws_error};
@@ -137,6 +138,204 @@ async fn confirm_missing(
         }
     }
     Ok(())
+}
+
+/// What a deletion finds (`deletion::plan` decides on it): the family's tasks still running and
+/// still stopping, whether the family and the role are this installation's, its owned
+/// revisions, and the statements the status recorded.
+pub async fn deletion(ctx: &Context, stored: &StoredJob) -> Result<Found, ReconcileError> {
+    let job = &stored.job;
+    let name = &job.metadata.name;
+    let cluster = desired::cluster(job, &ctx.settings);
+    let family = desired::family(name);
+    let family_owned = family_owned(ctx, &family).await?;
+    let (running, stopping) = if family_owned {
+        (
+            family_tasks(ctx, &cluster, &family).await?,
+            family_tasks_not_stopped(ctx, &cluster, &family).await?,
+        )
+    } else {
+        (Vec::new(), 0)
+    };
+    Ok(Found {
+        family_owned,
+        running,
+        stopping,
+        grants: job
+            .status
+            .as_ref()
+            .map(|s| s.source_policy.clone())
+            .unwrap_or_default(),
+        role_owned: role_owned(ctx, &desired::role_name(name)).await?,
+        task_definitions: owned_revisions(ctx, &family).await?,
+        family,
+    })
+}
+
+/// The tasks of a family ECS wants running (all pages).
+async fn family_tasks(
+    ctx: &Context,
+    cluster: &str,
+    family: &str,
+) -> Result<Vec<String>, ReconcileError> {
+    let mut arns = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let out = match ctx
+            .ecs
+            .list_tasks()
+            .cluster(cluster)
+            .family(family)
+            .desired_status(DesiredStatus::Running)
+            .set_next_token(next.take())
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            // No such cluster: nothing runs. A refused ListTasks is an error: tasks may still
+            // run, and their role must not be deleted under them.
+            Err(e) if kind(&e) == ErrorKind::NotFound => break,
+            Err(e) => return Err(aws_error("ECS", "ListTasks", e)),
+        };
+        arns.extend(out.task_arns().iter().cloned());
+        match out.next_token() {
+            Some(t) => next = Some(t.to_string()),
+            None => break,
+        }
+    }
+    Ok(arns)
+}
+
+/// The revisions of exactly this family that carry this installation's owner tag (all pages).
+async fn owned_revisions(ctx: &Context, family: &str) -> Result<Vec<String>, ReconcileError> {
+    let mut out = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = ctx
+            .ecs
+            .list_task_definitions()
+            .family_prefix(family)
+            .set_next_token(next.take())
+            .send()
+            .await
+            .map_err(|e| aws_error("ECS", "ListTaskDefinitions", e))?;
+        for arn in page.task_definition_arns() {
+            // The prefix also matches longer family names: only this family.
+            let fam = arn.rsplit_once('/').map(|(_, f)| f).unwrap_or("");
+            if fam.rsplit_once(':').map(|(f, _)| f) != Some(family) {
+                continue;
+            }
+            let described = ctx
+                .ecs
+                .describe_task_definition()
+                .task_definition(arn)
+                .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+                .send()
+                .await
+                .map_err(|e| aws_error("ECS", "DescribeTaskDefinition", e))?;
+            let tags = described.tags().iter();
+            if desired::owned(
+                tags.map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
+                &ctx.settings,
+            ) {
+                out.push(arn.clone());
+            } else {
+                tracing::info!(task_definition = %arn, "not this installation's; left alone");
+            }
+        }
+        match page.next_token() {
+            Some(t) => next = Some(t.to_string()),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// How many tasks of a family ECS has been asked to stop that have not reached STOPPED yet
+/// (DescribeTasks `lastStatus`; ListTasks `desiredStatus=STOPPED` lists them from the moment
+/// StopTask is called).
+async fn family_tasks_not_stopped(
+    ctx: &Context,
+    cluster: &str,
+    family: &str,
+) -> Result<usize, ReconcileError> {
+    let mut arns = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let out = match ctx
+            .ecs
+            .list_tasks()
+            .cluster(cluster)
+            .family(family)
+            .desired_status(DesiredStatus::Stopped)
+            .set_next_token(next.take())
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if kind(&e) == ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(aws_error("ECS", "ListTasks", e)),
+        };
+        arns.extend(out.task_arns().iter().cloned());
+        match out.next_token() {
+            Some(t) => next = Some(t.to_string()),
+            None => break,
+        }
+    }
+    let mut stopping = 0;
+    for batch in arns.chunks(100) {
+        let out = ctx
+            .ecs
+            .describe_tasks()
+            .cluster(cluster)
+            .set_tasks(Some(batch.to_vec()))
+            .send()
+            .await
+            .map_err(|e| aws_error("ECS", "DescribeTasks", e))?;
+        stopping += out
+            .tasks()
+            .iter()
+            .filter(|t| !matches!(t.last_status(), Some("STOPPED" | "DELETED")))
+            .count();
+    }
+    Ok(stopping)
+}
+
+/// Whether the job's task definition family is this installation's, judged by its latest
+/// revision's tags (a family without revisions has nothing anyone could own).
+async fn family_owned(ctx: &Context, family: &str) -> Result<bool, ReconcileError> {
+    match ctx
+        .ecs
+        .describe_task_definition()
+        .task_definition(family)
+        .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(desired::owned(
+            out.tags()
+                .iter()
+                .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())),
+            &ctx.settings,
+        )),
+        Err(e) if kind(&e) == ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(aws_error("ECS", "DescribeTaskDefinition", e)),
+    }
+}
+
+/// Whether the role exists with this installation's owner tag (`false` if it does not exist).
+pub(super) async fn role_owned(ctx: &Context, name: &str) -> Result<bool, ReconcileError> {
+    match ctx.iam.get_role().role_name(name).send().await {
+        Ok(out) => {
+            let tags = out.role().map(|r| r.tags()).unwrap_or_default();
+            Ok(desired::owned(
+                tags.iter().map(|t| (t.key(), t.value())),
+                &ctx.settings,
+            ))
+        }
+        Err(e) if kind(&e) == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(aws_error("IAM", "GetRole", e)),
+    }
 }
 
 fn problem(reason: impl Into<String>, message: impl Into<String>, terminal: bool) -> Problem {
