@@ -15,7 +15,7 @@ use aws_sdk_s3::types::{
 
 use super::deletion::Cleanup;
 use super::desired;
-use super::plan::{Problem, Step};
+use super::plan::{Applied, Problem, Step};
 use super::{Context, ReconcileError, aws_error};
 use crate::aws::{ErrorKind, describe, error_code, kind};
 use crate::model::{CopyJob, CopyJobStatus, EncryptionKind, ObjectOwnership, SourceGrant};
@@ -50,15 +50,19 @@ fn fail(condition: &'static str, error: ReconcileError) -> StepFailure {
     }
 }
 
-/// Runs the steps in order; stops at the first failure. Task ARNs from RunTask are written into
-/// `status`.
+/// Runs the steps in order; stops at the first failure. What the steps report back (tasks
+/// started or not placed, statements removed) goes into `applied`, for `plan::settle` to put
+/// into the status: apply reads the planned status, it never edits it.
 pub async fn apply(
     ctx: &Context,
     stored: &StoredJob,
     steps: &[Step],
-    status: &mut CopyJobStatus,
+    status: &CopyJobStatus,
+    applied: &mut Vec<Applied>,
 ) -> Result<(), StepFailure> {
     let job = &stored.job;
+    // The run's pinned revision, once its first task reports one in this pass.
+    let mut pinned = status.run.as_ref().and_then(|r| r.task_definition.clone());
     for step in steps {
         // Every step changes something: a replica whose lease may have run out takes none.
         if !ctx.fence.valid() {
@@ -75,7 +79,7 @@ pub async fn apply(
                 remove_grant(ctx, grant)
                     .await
                     .map_err(|e| fail(super::plan::SOURCE_POLICY_READY, e))?;
-                status.source_policy.retain(|g| g != grant);
+                applied.push(Applied::GrantRemoved(grant.clone()));
             }
             Step::CreateBucket => ensure_bucket(ctx, job).await?,
             Step::RegisterTaskDefinition => ensure_task_definition(ctx, job)
@@ -93,67 +97,48 @@ pub async fn apply(
                     .map_err(|e| fail(super::plan::COMPLETE, e.into()))?;
             }
             Step::RunTask { slot, attempt } => {
-                let Some(run) = status.run.as_mut() else {
+                let Some(run) = status.run.as_ref() else {
                     continue;
                 };
-                let Some(i) = run.tasks.iter().position(|t| t.slot == *slot) else {
+                let Some(task) = run.tasks.iter().find(|t| t.slot == *slot) else {
                     continue;
                 };
                 let attempt_of = Attempt {
                     run: &run.id,
                     slot: *slot,
                     attempt: *attempt,
-                    placement_failures: run.tasks[i].placement_failures,
-                    task_definition: run.task_definition.as_deref(),
+                    placement_failures: task.placement_failures,
+                    task_definition: pinned.as_deref(),
                 };
                 let started = ensure_task(ctx, job, &attempt_of)
                     .await
                     .map_err(|e| fail(super::plan::COMPLETE, e))?;
-                let now = crate::store::runs::now_ms();
-                let now_s = super::plan::rfc3339(now);
-                match started {
+                let at_ms = crate::store::runs::now_ms();
+                applied.push(match started {
                     Started::Task {
                         arn,
                         task_definition,
                     } => {
-                        let t = &mut run.tasks[i];
-                        t.arn = Some(arn);
-                        t.started_at = Some(now_s.clone());
-                        if run.task_definition.is_none() {
-                            run.task_definition = task_definition;
+                        if pinned.is_none() {
+                            pinned.clone_from(&task_definition);
                         }
-                        if status.conditions.iter().any(|c| c.kind == TASKS_PLACED) {
-                            super::plan::set_condition(
-                                &mut status.conditions,
-                                TASKS_PLACED,
-                                true,
-                                "Placed",
-                                "ECS placed the run's tasks",
-                                &now_s,
-                            );
+                        Applied::TaskStarted {
+                            slot: *slot,
+                            arn,
+                            task_definition,
+                            at_ms,
                         }
                     }
                     Started::NotPlaced { reason, message } => {
-                        let t = &mut run.tasks[i];
-                        t.placement_failures += 1;
-                        run.placement_failures += 1;
-                        let wait = super::restart::backoff(
-                            t.placement_failures,
-                            ctx.settings.restart_backoff,
-                        );
-                        let at = now + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX / 2);
-                        t.not_before = Some(super::plan::rfc3339(at));
-                        tracing::warn!(job = %job.metadata.name, slot, attempt, %reason, "ECS could not place the task; trying again with a new token after {wait:?}");
-                        super::plan::set_condition(
-                            &mut status.conditions,
-                            TASKS_PLACED,
-                            false,
-                            &reason,
-                            &message,
-                            &now_s,
-                        );
+                        tracing::warn!(job = %job.metadata.name, slot, attempt, %reason, "ECS could not place the task; trying again under a new token after a backoff");
+                        Applied::TaskNotPlaced {
+                            slot: *slot,
+                            reason,
+                            message,
+                            at_ms,
+                        }
                     }
-                }
+                });
             }
             Step::StopTask { arn, reason } => {
                 // The cluster the task runs in, which the job's current spec may no longer name.
@@ -542,9 +527,6 @@ async fn ensure_task_definition(ctx: &Context, job: &CopyJob) -> Result<(), Reco
         .map_err(|e| aws_error("ECS", "RegisterTaskDefinition", e))?;
     Ok(())
 }
-
-/// The condition that records whether ECS could place the run's tasks (only once it could not).
-pub const TASKS_PLACED: &str = "TasksPlaced";
 
 /// Which RunTask call [`ensure_task`] makes.
 struct Attempt<'a> {

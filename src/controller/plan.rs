@@ -174,6 +174,122 @@ pub struct Plan {
     pub cleanup: Vec<Step>,
 }
 
+/// The condition that records whether ECS could place the run's tasks (only once it could not).
+pub const TASKS_PLACED: &str = "TasksPlaced";
+
+/// What carrying out a plan reported back, for [`settle`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// A statement ferry wrote into a bucket the job no longer reads is gone.
+    GrantRemoved(SourceGrant),
+    /// RunTask started (or found) the slot's task.
+    TaskStarted {
+        slot: u32,
+        arn: String,
+        /// The revision it runs.
+        task_definition: Option<String>,
+        at_ms: u64,
+    },
+    /// RunTask answered `failures`: nothing started.
+    TaskNotPlaced {
+        slot: u32,
+        reason: String,
+        message: String,
+        at_ms: u64,
+    },
+    /// A step failed: the condition it concerns and what to record there.
+    Failed {
+        condition: &'static str,
+        problem: Problem,
+        at_ms: u64,
+    },
+}
+
+/// Puts what apply reported into the planned status: the one place, with `plan` itself, where
+/// a reconcile's status is edited. Pure.
+pub fn settle(status: &mut CopyJobStatus, applied: &[Applied], settings: &Settings) {
+    for a in applied {
+        match a {
+            Applied::GrantRemoved(grant) => status.source_policy.retain(|g| g != grant),
+            Applied::TaskStarted {
+                slot,
+                arn,
+                task_definition,
+                at_ms,
+            } => {
+                let now_s = rfc3339(*at_ms);
+                let Some(run) = status.run.as_mut() else {
+                    continue;
+                };
+                if run.task_definition.is_none() {
+                    run.task_definition.clone_from(task_definition);
+                }
+                if let Some(t) = run.tasks.iter_mut().find(|t| t.slot == *slot) {
+                    t.arn = Some(arn.clone());
+                    t.started_at = Some(now_s.clone());
+                }
+                // Placed again once no slot of the run waits for a placement.
+                let waiting = run
+                    .tasks
+                    .iter()
+                    .any(|t| t.arn.is_none() && t.placement_failures > 0);
+                if !waiting && status.conditions.iter().any(|c| c.kind == TASKS_PLACED) {
+                    set_condition(
+                        &mut status.conditions,
+                        TASKS_PLACED,
+                        true,
+                        "Placed",
+                        "ECS placed the run's tasks",
+                        &now_s,
+                    );
+                }
+            }
+            Applied::TaskNotPlaced {
+                slot,
+                reason,
+                message,
+                at_ms,
+            } => {
+                let Some(run) = status.run.as_mut() else {
+                    continue;
+                };
+                if let Some(t) = run.tasks.iter_mut().find(|t| t.slot == *slot) {
+                    t.placement_failures += 1;
+                    let wait = restart::backoff(t.placement_failures, settings.restart_backoff);
+                    let at = at_ms.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(0));
+                    t.not_before = Some(rfc3339(at));
+                    run.placement_failures += 1;
+                }
+                set_condition(
+                    &mut status.conditions,
+                    TASKS_PLACED,
+                    false,
+                    reason,
+                    message,
+                    &rfc3339(*at_ms),
+                );
+            }
+            Applied::Failed {
+                condition,
+                problem,
+                at_ms,
+            } => {
+                set_condition(
+                    &mut status.conditions,
+                    condition,
+                    false,
+                    &problem.reason,
+                    &problem.message,
+                    &rfc3339(*at_ms),
+                );
+                if problem.terminal {
+                    status.phase = Phase::Failed;
+                }
+            }
+        }
+    }
+}
+
 /// RFC 3339 of epoch milliseconds.
 pub fn rfc3339(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
@@ -1786,6 +1902,85 @@ spec:
         let j = job(", mode: Sync, schedule: \"0 * * * *\"");
         let p = plan(&j, Some(&done), &observed(late, None), &settings());
         assert!(p.steps.iter().any(|s| matches!(s, Step::StartRun { .. })));
+    }
+
+    #[test]
+    fn what_apply_reports_is_settled_into_the_status_in_one_place() {
+        let j = job("");
+        let planned = plan(&j, None, &observed(T0, Some(ready_infra(&j))), &settings()).status;
+        let g = SourceGrant {
+            account: "111111111111".into(),
+            region: "eu-west-1".into(),
+            bucket: "old".into(),
+            role_arn: "arn:aws:iam::111111111111:role/s".into(),
+            sid: "FerryOld".into(),
+        };
+        let mut st = planned.clone();
+        st.source_policy.push(g.clone());
+        let reports = [
+            Applied::TaskNotPlaced {
+                slot: 1,
+                reason: "RESOURCE:ENI".into(),
+                message: "no ENI".into(),
+                at_ms: T0,
+            },
+            Applied::TaskStarted {
+                slot: 0,
+                arn: "arn:task/0".into(),
+                task_definition: Some("td:1".into()),
+                at_ms: T0 + 10,
+            },
+            Applied::GrantRemoved(g.clone()),
+        ];
+        settle(&mut st, &reports, &settings());
+        let run = st.run.as_ref().unwrap();
+        let (s0, s1) = (&run.tasks[0], &run.tasks[1]);
+        assert_eq!(s0.arn.as_deref(), Some("arn:task/0"));
+        assert_eq!(s0.started_at.as_deref(), Some(rfc3339(T0 + 10).as_str()));
+        assert_eq!(run.task_definition.as_deref(), Some("td:1"), "pinned");
+        assert_eq!((s1.arn.as_deref(), s1.placement_failures), (None, 1));
+        // The restart backoff (10 s) before the next placement try.
+        assert_eq!(
+            s1.not_before.as_deref(),
+            Some(rfc3339(T0 + 10_000).as_str())
+        );
+        assert_eq!(run.placement_failures, 1);
+        assert_eq!(cond(&st, TASKS_PLACED).reason, "RESOURCE:ENI");
+        assert!(!st.source_policy.contains(&g), "the removed grant is forgotten");
+        assert_eq!(st.source_policy, planned.source_policy, "the others stay");
+        // A later start does not move the pin; a placed task sets TasksPlaced back to True.
+        settle(
+            &mut st,
+            &[Applied::TaskStarted {
+                slot: 1,
+                arn: "arn:task/1".into(),
+                task_definition: Some("td:2".into()),
+                at_ms: T0 + 20_000,
+            }],
+            &settings(),
+        );
+        assert_eq!(
+            st.run.as_ref().unwrap().task_definition.as_deref(),
+            Some("td:1")
+        );
+        assert_eq!(cond(&st, TASKS_PLACED).status, "True");
+        // A failed step: its condition, and Failed if terminal.
+        let mut failed = planned.clone();
+        settle(
+            &mut failed,
+            &[Applied::Failed {
+                condition: DESTINATION_READY,
+                problem: Problem {
+                    reason: "OwnedByOther".into(),
+                    message: "taken".into(),
+                    terminal: true,
+                },
+                at_ms: T0,
+            }],
+            &settings(),
+        );
+        assert_eq!(failed.phase, Phase::Failed);
+        assert_eq!(cond(&failed, DESTINATION_READY).reason, "OwnedByOther");
     }
 
     #[test]

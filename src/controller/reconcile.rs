@@ -85,10 +85,11 @@ pub async fn reconcile(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
         }
         status_version = ctx.store.put_status(name, &intent, status_version).await?;
     }
-    let applied = apply::apply(ctx, &stored, &p.steps, &mut p.status).await;
+    let mut reported = Vec::new();
+    let applied = apply::apply(ctx, &stored, &p.steps, &p.status, &mut reported).await;
     // Statements in buckets the job no longer reads go whatever became of the steps: a grant
     // nobody needs is not kept because, say, a task cannot start.
-    let cleaned = apply::apply(ctx, &stored, &p.cleanup, &mut p.status).await;
+    let cleaned = apply::apply(ctx, &stored, &p.cleanup, &p.status, &mut reported).await;
     let applied = match (applied, cleaned) {
         (Err(f), Err(c)) => {
             tracing::warn!(job = %name, error = %c.error, "cannot remove an old source statement");
@@ -101,18 +102,13 @@ pub async fn reconcile(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
             // Nothing to record: another replica leads now, or will.
             return Err(ReconcileError::LeaseLost);
         }
-        plan::set_condition(
-            &mut p.status.conditions,
-            f.condition,
-            false,
-            &f.problem.reason,
-            &f.problem.message,
-            &plan::rfc3339(obs.now_ms),
-        );
-        if f.problem.terminal {
-            p.status.phase = Phase::Failed;
-        }
+        reported.push(plan::Applied::Failed {
+            condition: f.condition,
+            problem: f.problem.clone(),
+            at_ms: obs.now_ms,
+        });
     }
+    plan::settle(&mut p.status, &reported, &ctx.settings);
     if status != Some(&p.status) {
         ctx.store
             .put_status(name, &p.status, status_version)
@@ -153,7 +149,9 @@ async fn reconcile_blocked(
     let status = stored.job.status.as_ref();
     let now = crate::store::runs::now_ms();
     let mut p = plan::blocked(status, violations, now, stored.generation);
-    let applied = apply::apply(ctx, stored, &p.steps, &mut p.status).await;
+    let mut reported = Vec::new();
+    let applied = apply::apply(ctx, stored, &p.steps, &p.status, &mut reported).await;
+    plan::settle(&mut p.status, &reported, &ctx.settings);
     if status != Some(&p.status) {
         ctx.store
             .put_status(name, &p.status, stored.status_version)
