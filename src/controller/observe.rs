@@ -151,7 +151,7 @@ pub async fn deletion(ctx: &Context, stored: &StoredJob) -> Result<Found, Reconc
     let family_owned = family_owned(ctx, &family).await?;
     let (running, stopping) = if family_owned {
         (
-            family_tasks(ctx, &cluster, &family).await?,
+            family_tasks(ctx, &cluster, &family, DesiredStatus::Running).await?,
             family_tasks_not_stopped(ctx, &cluster, &family).await?,
         )
     } else {
@@ -172,11 +172,14 @@ pub async fn deletion(ctx: &Context, stored: &StoredJob) -> Result<Found, Reconc
     })
 }
 
-/// The tasks of a family ECS wants running (all pages).
+/// The tasks of a family with this desired status (all pages); none if the cluster is gone.
+/// A refused ListTasks is an error: tasks may still run, and their role must not be deleted
+/// under them.
 async fn family_tasks(
     ctx: &Context,
     cluster: &str,
     family: &str,
+    desired_status: DesiredStatus,
 ) -> Result<Vec<String>, ReconcileError> {
     let mut arns = Vec::new();
     let mut next: Option<String> = None;
@@ -186,14 +189,12 @@ async fn family_tasks(
             .list_tasks()
             .cluster(cluster)
             .family(family)
-            .desired_status(DesiredStatus::Running)
+            .desired_status(desired_status.clone())
             .set_next_token(next.take())
             .send()
             .await
         {
             Ok(o) => o,
-            // No such cluster: nothing runs. A refused ListTasks is an error: tasks may still
-            // run, and their role must not be deleted under them.
             Err(e) if kind(&e) == ErrorKind::NotFound => break,
             Err(e) => return Err(aws_error("ECS", "ListTasks", e)),
         };
@@ -259,29 +260,7 @@ async fn family_tasks_not_stopped(
     cluster: &str,
     family: &str,
 ) -> Result<usize, ReconcileError> {
-    let mut arns = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let out = match ctx
-            .ecs
-            .list_tasks()
-            .cluster(cluster)
-            .family(family)
-            .desired_status(DesiredStatus::Stopped)
-            .set_next_token(next.take())
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if kind(&e) == ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(aws_error("ECS", "ListTasks", e)),
-        };
-        arns.extend(out.task_arns().iter().cloned());
-        match out.next_token() {
-            Some(t) => next = Some(t.to_string()),
-            None => break,
-        }
-    }
+    let arns = family_tasks(ctx, cluster, family, DesiredStatus::Stopped).await?;
     let mut stopping = 0;
     for batch in arns.chunks(100) {
         let out = ctx

@@ -1946,7 +1946,10 @@ spec:
         );
         assert_eq!(run.placement_failures, 1);
         assert_eq!(cond(&st, TASKS_PLACED).reason, "RESOURCE:ENI");
-        assert!(!st.source_policy.contains(&g), "the removed grant is forgotten");
+        assert!(
+            !st.source_policy.contains(&g),
+            "the removed grant is forgotten"
+        );
         assert_eq!(st.source_policy, planned.source_policy, "the others stay");
         // A later start does not move the pin; a placed task sets TasksPlaced back to True.
         settle(

@@ -334,7 +334,7 @@ async fn a_replacement_task_runs_the_revision_its_run_started_with() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_hung_while_holding_work_is_ended_by_its_watchdog_and_replaced() {
     use crate::operator::{SRC_BUCKET, objects};
-    use crate::worker::{listing, seed};
+    use crate::worker::seed;
     use ferry::model::Phase;
     let mut r = rig().await;
     seed(&r.src, SRC_BUCKET, objects(30, "v1")).await;
@@ -352,48 +352,24 @@ async fn a_worker_hung_while_holding_work_is_ended_by_its_watchdog_and_replaced(
     let st = r
         .until_phase("hung", Phase::Succeeded, Duration::from_secs(120))
         .await;
-    let run = st.run.expect("run");
-    assert_eq!(run.failures, 1, "the hung task counts as failed: {run:?}");
-    assert_eq!(run.tasks[0].attempt, 2, "{run:?}");
-    let why = run.tasks[0].last_stop.clone().unwrap_or_default();
-    assert!(why.contains("exit code 5"), "{why}");
-    assert_eq!(
-        listing(&r.dst, "hung-dst", "").await,
-        listing(&r.src, SRC_BUCKET, "").await
-    );
+    replaced_once_then_copied_all(&r, st, "hung-dst", "exit code 5").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_whose_worker_stops_its_heartbeat_is_stopped_counted_and_replaced() {
     use crate::operator::{SRC_BUCKET, objects};
-    use crate::worker::{listing, seed};
+    use crate::worker::seed;
     use ferry::model::Phase;
     let mut r = rig().await;
     seed(&r.src, SRC_BUCKET, objects(60, "v1")).await;
-    let pids = r.dir.path().to_path_buf();
-    let cmd = format!(
-        "echo $$ > {}/$FERRY_TASK.pid; exec {} worker",
-        pids.display(),
-        crate::support::ferry_bin()
-    );
+    let cmd = r.pid_recording_worker();
     let (_op, _) = r.operator("op", &["--heartbeat-timeout-seconds", "4"]);
     let _agent = r.agent_with(Some(&cmd), &["--stop-timeout-seconds", "2"]);
     r.apply(
         "frozen",
         &job_yaml("frozen", "frozen-dst", ", maxRequestsPerSecond: 8"),
     );
-    let pid_file = pids.join("s0a1.pid");
-    let pid = r
-        .until(
-            "the first worker to copy something",
-            Duration::from_secs(60),
-            || async {
-                let pid = std::fs::read_to_string(&pid_file).ok()?;
-                let n = listing(&r.dst, "frozen-dst", "").await.len();
-                (n >= 3).then(|| pid.trim().to_string())
-            },
-        )
-        .await;
+    let pid = r.first_worker_pid("frozen-dst", 3).await;
     // The process is frozen: ECS still says RUNNING, but no heartbeat comes.
     let frozen = std::process::Command::new("kill")
         .args(["-STOP", &pid])
@@ -403,13 +379,26 @@ async fn a_task_whose_worker_stops_its_heartbeat_is_stopped_counted_and_replaced
     let st = r
         .until_phase("frozen", Phase::Succeeded, Duration::from_secs(180))
         .await;
+    replaced_once_then_copied_all(&r, st, "frozen-dst", "no heartbeat").await;
+}
+
+/// A Succeeded run whose one slot failed once (`why` in its last stop), was replaced, and whose
+/// destination now holds the whole source.
+async fn replaced_once_then_copied_all(
+    r: &crate::operator::Rig,
+    st: ferry::model::CopyJobStatus,
+    dst: &str,
+    why: &str,
+) {
+    use crate::operator::SRC_BUCKET;
+    use crate::worker::listing;
     let run = st.run.expect("run");
-    assert_eq!(run.failures, 1, "{run:?}");
+    assert_eq!(run.failures, 1, "counted as one failure: {run:?}");
     assert_eq!(run.tasks[0].attempt, 2, "{run:?}");
-    let why = run.tasks[0].last_stop.clone().unwrap_or_default();
-    assert!(why.contains("no heartbeat"), "{why}");
+    let stop = run.tasks[0].last_stop.clone().unwrap_or_default();
+    assert!(stop.contains(why), "{stop}");
     assert_eq!(
-        listing(&r.dst, "frozen-dst", "").await,
+        listing(&r.dst, dst, "").await,
         listing(&r.src, SRC_BUCKET, "").await
     );
 }

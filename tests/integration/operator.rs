@@ -182,6 +182,29 @@ impl Rig {
         p
     }
 
+    /// A worker command for the agent that records each task's pid in `<dir>/<task>.pid`.
+    pub fn pid_recording_worker(&self) -> String {
+        format!(
+            "echo $$ > {}/$FERRY_TASK.pid; exec {} worker",
+            self.dir.path().display(),
+            crate::support::ferry_bin()
+        )
+    }
+
+    /// The pid of task `s0a1`'s worker once `dst` holds `n` objects.
+    pub async fn first_worker_pid(&self, dst: &str, n: usize) -> String {
+        let pid_file = self.dir.path().join("s0a1.pid");
+        self.until(
+            "the first worker to copy something",
+            Duration::from_secs(60),
+            || async {
+                let pid = std::fs::read_to_string(&pid_file).ok()?;
+                (listing(&self.dst, dst, "").await.len() >= n).then(|| pid.trim().to_string())
+            },
+        )
+        .await
+    }
+
     pub fn apply(&self, name: &str, yaml: &str) {
         let f = write_file(self.dir.path(), &format!("{name}.yaml"), yaml);
         let out = self.emu.ferry(&["apply", "-f", f.to_str().expect("path")]);
@@ -854,11 +877,7 @@ async fn a_killed_worker_is_replaced_and_the_job_completes() {
     let mut r = rig().await;
     seed(&r.src, SRC_BUCKET, objects(60, "v1")).await;
     let pids = r.dir.path().to_path_buf();
-    let cmd = format!(
-        "echo $$ > {}/$FERRY_TASK.pid; exec {} worker",
-        pids.display(),
-        crate::support::ferry_bin()
-    );
+    let cmd = r.pid_recording_worker();
     let (_op, _) = r.operator("op", &[]);
     let _agent = r.agent(Some(&cmd));
     // Slow enough to be killed mid-run.
@@ -866,18 +885,7 @@ async fn a_killed_worker_is_replaced_and_the_job_completes() {
         "kill",
         &job_yaml("kill", "op-dest-kill", ", maxRequestsPerSecond: 8"),
     );
-    let pid_file = pids.join("s0a1.pid");
-    r.until(
-        "the first worker to copy something",
-        Duration::from_secs(60),
-        || async {
-            let pid = std::fs::read_to_string(&pid_file).ok()?;
-            let n = listing(&r.dst, "op-dest-kill", "").await.len();
-            (n >= 5).then(|| pid.trim().to_string())
-        },
-    )
-    .await;
-    let pid = std::fs::read_to_string(&pid_file).expect("pid");
+    let pid = r.first_worker_pid("op-dest-kill", 5).await;
     let killed = std::process::Command::new("kill")
         .args(["-9", pid.trim()])
         .status()
