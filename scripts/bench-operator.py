@@ -41,12 +41,21 @@ def free_port():
     return port
 
 
-def job_doc(name):
+# Jobs per source bucket: each job adds a statement to its source bucket's policy, and S3 caps a
+# bucket policy at 20 KiB (about 35 of ferry's statements).
+JOBS_PER_SOURCE = 20
+
+
+def source_of(i):
+    return f"bench-source-{i // JOBS_PER_SOURCE}"
+
+
+def job_doc(name, source):
     return f"""apiVersion: ferry.dev/v1alpha1
 kind: CopyJob
 metadata: {{ name: {name} }}
 spec:
-  source: {{ account: "111111111111", region: eu-west-1, bucket: bench-source, roleArn: "arn:aws:iam::111111111111:role/ferry-source" }}
+  source: {{ account: "111111111111", region: eu-west-1, bucket: {source}, roleArn: "arn:aws:iam::111111111111:role/ferry-source" }}
   destination: {{ account: "222222222222", region: us-east-1, bucket: bench-{name}, roleArn: "arn:aws:iam::222222222222:role/ferry-destination", create: {{}} }}
 ---
 """
@@ -67,6 +76,16 @@ def aws_calls(text):
             else:
                 total += value
     return total, stream
+
+
+def calls_by_operation(text):
+    """Operator AWS requests by service and operation (stream poll aside)."""
+    out = {}
+    for m in re.finditer(r'ferry_aws_requests_total\{operation="([^"]*)",outcome="[^"]*",service="([^"]*)"\} (\S+)', text):
+        op, service, value = m.group(1), m.group(2), float(m.group(3))
+        if "streams" not in service:
+            out[f"{service} {op}"] = out.get(f"{service} {op}", 0.0) + value
+    return out
 
 
 def phases(text):
@@ -99,8 +118,9 @@ def main():
     subprocess.run(local + ["ecs-manual"], check=True)
     subprocess.run(local + ["boundary"], check=True)
     net = json.loads(subprocess.run(local + ["network"], check=True, capture_output=True, text=True).stdout)
-    subprocess.run(local + ["bucket", "--account", "111111111111", "--region", "eu-west-1",
-                            "--bucket", "bench-source"], check=True)
+    for b in sorted({source_of(i) for i in range(args.jobs)} | {"bench-source-lat"}):
+        subprocess.run(local + ["bucket", "--account", "111111111111", "--region", "eu-west-1",
+                                "--bucket", b], check=True)
     subprocess.run([FERRY, "init"], env=env, check=True, stdout=subprocess.DEVNULL)
 
     work = tempfile.mkdtemp()
@@ -124,10 +144,11 @@ def main():
         # Bring the jobs to steady state in batches (each run starts a worker process).
         t0 = time.time()
         for start in range(0, args.jobs, args.batch):
-            names = [f"j{i:04d}" for i in range(start, min(start + args.batch, args.jobs))]
+            indexes = range(start, min(start + args.batch, args.jobs))
+            names = [f"j{i:04d}" for i in indexes]
             path = os.path.join(work, f"batch-{start}.yaml")
             with open(path, "w") as f:
-                f.write("".join(job_doc(n) for n in names))
+                f.write("".join(job_doc(f"j{i:04d}", source_of(i)) for i in indexes))
             subprocess.run([FERRY, "apply", "-f", path], env=env, check=True, stdout=subprocess.DEVNULL)
             deadline = time.time() + 600
             while True:
@@ -141,10 +162,14 @@ def main():
 
         # Steady state: count calls over a window of whole resync passes including a drift check.
         time.sleep(args.resync)
-        before, stream_before = aws_calls(metrics(port))
+        text = metrics(port)
+        before, stream_before = aws_calls(text)
+        ops_before = calls_by_operation(text)
         window = args.drift
         time.sleep(window)
-        after, stream_after = aws_calls(metrics(port))
+        text = metrics(port)
+        after, stream_after = aws_calls(text)
+        ops_after = calls_by_operation(text)
         passes = window / args.resync
         per_job_pass = (after - before) / (args.jobs * passes)
         rss = 0
@@ -161,7 +186,7 @@ def main():
             name = f"lat{i:03d}"
             path = os.path.join(work, f"{name}.yaml")
             with open(path, "w") as f:
-                f.write(job_doc(name))
+                f.write(job_doc(name, "bench-source-lat"))
             family = f"ferry-{name}"
             start = time.time()
             subprocess.run([FERRY, "apply", "-f", path], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -178,6 +203,8 @@ def main():
         print(f"operator benchmark: {args.jobs} jobs at steady state (resync {args.resync} s, drift check {args.drift} s)")
         print(f"  AWS calls per job per resync pass: {per_job_pass:.3f}  (target <= 1.2; "
               f"{after - before:.0f} calls over {passes:.0f} passes incl. one drift check of every job)")
+        by_op = sorted(((v - ops_before.get(k, 0.0), k) for k, v in ops_after.items()), reverse=True)
+        print("  of which: " + ", ".join(f"{k} {n:.0f}" for n, k in by_op if n > 0))
         print(f"  stream polling (per operator, not per job): {(stream_after - stream_before) / window:.1f} calls/s")
         print(f"  operator peak RSS: {rss:.1f} MiB  (target <= 64 MiB)")
         print(f"  apply -> RunTask: median {statistics.median(latencies):.2f} s, "
