@@ -30,16 +30,26 @@ pub struct AwsOptions {
     /// Maximum attempts per AWS request (retries throttling, 5xx and transport errors only).
     #[arg(long, env = "FERRY_MAX_ATTEMPTS", default_value_t = 5, global = true)]
     pub max_attempts: u32,
+    /// Seconds one attempt of an AWS request may take before it is abandoned (and retried);
+    /// the worker's S3 copies get 30 minutes whatever this says
+    #[arg(
+        long,
+        env = "FERRY_ATTEMPT_TIMEOUT_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub attempt_timeout_seconds: u64,
 }
 
 /// Timeouts of every client: a connection that does not open in 10 s, an attempt that has no
-/// answer in 60 s and an operation (its retries included) that takes 5 min are errors, so a
-/// call never hangs a reconcile or a worker. The SDK sets none by default.
-pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+/// answer in `attempt` (60 s by default) and an operation (its retries included) that takes 5
+/// times that are errors, so a call never hangs a reconcile or a worker. The SDK sets none by
+/// default.
+pub fn timeouts(attempt: Duration) -> aws_config::timeout::TimeoutConfig {
     aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .operation_attempt_timeout(Duration::from_secs(60))
-        .operation_timeout(Duration::from_secs(300))
+        .connect_timeout(Duration::from_secs(10).min(attempt))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt.saturating_mul(5))
         .build()
 }
 
@@ -64,7 +74,9 @@ pub async fn load_config(opts: &AwsOptions) -> SdkConfig {
                 .with_initial_backoff(Duration::from_millis(100))
                 .with_max_backoff(Duration::from_secs(20)),
         )
-        .timeout_config(timeouts());
+        .timeout_config(timeouts(Duration::from_secs(
+            opts.attempt_timeout_seconds.max(1),
+        )));
     if let Some(endpoint) = &opts.endpoint_url {
         loader = loader.endpoint_url(endpoint);
     }

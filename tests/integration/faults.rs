@@ -402,3 +402,60 @@ async fn replaced_once_then_copied_all(
         listing(&r.src, SRC_BUCKET, "").await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_endpoint_that_never_answers_fails_the_call_within_its_timeouts() {
+    use std::io::Read;
+    // A server that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            held.push(conn);
+        }
+    });
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut cmd = std::process::Command::new(crate::support::ferry_bin());
+    cmd.args([
+        "get",
+        "--endpoint-url",
+        &endpoint,
+        "--attempt-timeout-seconds",
+        "1",
+        "--max-attempts",
+        "2",
+    ])
+    .env_remove("FERRY_ENDPOINT_URL")
+    .env("AWS_ACCESS_KEY_ID", "test")
+    .env("AWS_SECRET_ACCESS_KEY", "test")
+    .env("AWS_REGION", "us-east-1")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("ferry get still waits for an endpoint that never answers after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read");
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("timeout") || stderr.to_lowercase().contains("timed out"),
+        "the error says it timed out: {stderr}"
+    );
+}
