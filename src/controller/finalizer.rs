@@ -11,7 +11,9 @@ use crate::store::StoredJob;
 /// The condition a deletion that cannot finish records.
 pub const FINALIZED: &str = "Finalized";
 
-/// The finalizer: phase Deleting, then cleanup, then the records go.
+/// The finalizer: phase Deleting, then observe → plan → cleanup, the records last. Waiting for
+/// tasks to stop is progress, not failure: the job is looked at again after `task_poll`, without
+/// the error backoff (which would grow while a worker uses its stop timeout).
 pub(super) async fn finalize(ctx: &Context, stored: &StoredJob) -> Result<Action, ReconcileError> {
     let name = stored.name();
     let mut status = stored.job.status.clone().unwrap_or_default();
@@ -22,43 +24,55 @@ pub(super) async fn finalize(ctx: &Context, stored: &StoredJob) -> Result<Action
             .await?;
         ctx.metrics.observe_job(name, &status, 0);
     }
-    let found = observe::deletion(ctx, stored).await?;
-    let planned = deletion::plan(&found);
-    let cleaned = apply::cleanup(ctx, stored, &planned.steps)
-        .await
-        .and_then(|()| {
-            planned
-                .waiting
-                .map_or(Ok(()), |w| Err(ReconcileError::Blocked(w)))
-        });
-    if let Err(e) = cleaned {
-        // Recorded where `describe` shows it: the job (and what ferry still has to remove) stays
-        // until the cleanup can finish.
-        let (reason, message) = match &e {
-            ReconcileError::Blocked(p) => (p.reason.clone(), p.message.clone()),
-            ReconcileError::Aws { code, .. } => (code.clone(), e.to_string()),
-            _ => ("CleanupFailed".to_string(), e.to_string()),
-        };
-        if let Some(fresh) = ctx.store.get_job(name).await? {
-            let mut st = fresh.job.status.clone().unwrap_or_default();
-            let before = st.clone();
-            let now = plan::rfc3339(crate::store::runs::now_ms());
-            plan::set_condition(
-                &mut st.conditions,
-                FINALIZED,
-                false,
-                &reason,
-                &message,
-                &now,
-            );
-            if st != before {
-                ctx.store
-                    .put_status(name, &st, fresh.status_version)
-                    .await?;
-            }
-        }
-        return Err(e);
+    let cleaned = async {
+        let found = observe::deletion(ctx, stored).await?;
+        let planned = deletion::plan(&found);
+        apply::cleanup(ctx, stored, &planned.steps).await?;
+        Ok::<_, ReconcileError>(planned.waiting)
     }
-    ctx.metrics.forget_job(name);
-    Ok(Action::await_change())
+    .await;
+    match cleaned {
+        Ok(None) => {
+            ctx.metrics.forget_job(name);
+            Ok(Action::await_change())
+        }
+        Ok(Some(waiting)) => {
+            record(ctx, name, &waiting.reason, &waiting.message).await?;
+            Ok(Action::requeue(ctx.timing.task_poll))
+        }
+        Err(e) => {
+            if matches!(e, ReconcileError::LeaseLost) {
+                return Err(e);
+            }
+            let (reason, message) = match &e {
+                ReconcileError::Blocked(p) => (p.reason.clone(), p.message.clone()),
+                ReconcileError::Aws { code, .. } => (code.clone(), e.to_string()),
+                _ => ("CleanupFailed".to_string(), e.to_string()),
+            };
+            record(ctx, name, &reason, &message).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Records why the deletion cannot finish yet in `Finalized`, where `describe` shows it: the job
+/// (and what ferry still has to remove) stays until the cleanup can finish.
+async fn record(
+    ctx: &Context,
+    name: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), ReconcileError> {
+    if let Some(fresh) = ctx.store.get_job(name).await? {
+        let mut st = fresh.job.status.clone().unwrap_or_default();
+        let before = st.clone();
+        let now = plan::rfc3339(crate::store::runs::now_ms());
+        plan::set_condition(&mut st.conditions, FINALIZED, false, reason, message, &now);
+        if st != before {
+            ctx.store
+                .put_status(name, &st, fresh.status_version)
+                .await?;
+        }
+    }
+    Ok(())
 }
