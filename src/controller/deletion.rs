@@ -58,7 +58,8 @@ pub enum Cleanup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeletionPlan {
     pub steps: Vec<Cleanup>,
-    /// Why the deletion cannot finish yet (recorded in `Finalized`; tried again with backoff).
+    /// Why the deletion cannot finish yet (recorded in `Finalized`; looked at again after the
+    /// task poll interval, without the error backoff).
     pub waiting: Option<Problem>,
 }
 
