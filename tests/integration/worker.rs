@@ -696,18 +696,22 @@ async fn two_workers_on_one_run_share_the_chunks_and_copy_no_object_twice() {
         &w.src,
         "src-two",
         (0..800)
-            .map(|i| Obj::new(&format!("d{:02}/k-{i:05}", i % 16), b"x"))
+            .map(|i| Obj::new(&format!("d{:02}/k-{i:05}", i % 64), b"x"))
             .collect(),
     )
     .await;
     // At 50 requests/s a task alone needs at least 16 s for 800 copies, so the second task
-    // joins a run with most of its work unclaimed, however fast or loaded the machine is.
+    // joins a run with most of its work unclaimed, however fast or loaded the machine is. 64
+    // prefixes and parallelism 16 make 64 small chunks: a task holds at most 10 of them at once
+    // (8 in work, 2 ready), so most are still open when the second task joins (with 16 chunks
+    // of 50 keys, the first task held nearly all that was left, and a loaded CI machine once
+    // saw the second task get none).
     w.job(
         "two",
         ("src-two", ""),
         ("dst-two", "", "us-east-1"),
         "",
-        "parallelism: 4, maxRequestsPerSecond: 50",
+        "parallelism: 16, maxRequestsPerSecond: 50",
     )
     .await;
     let env = |task: &str| w.emu.worker_env("two", "r1", task);
