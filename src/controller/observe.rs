@@ -261,23 +261,11 @@ async fn family_tasks_not_stopped(
     family: &str,
 ) -> Result<usize, ReconcileError> {
     let arns = family_tasks(ctx, cluster, family, DesiredStatus::Stopped).await?;
-    let mut stopping = 0;
-    for batch in arns.chunks(100) {
-        let out = ctx
-            .ecs
-            .describe_tasks()
-            .cluster(cluster)
-            .set_tasks(Some(batch.to_vec()))
-            .send()
-            .await
-            .map_err(|e| aws_error("ECS", "DescribeTasks", e))?;
-        stopping += out
-            .tasks()
-            .iter()
-            .filter(|t| !matches!(t.last_status(), Some("STOPPED" | "DELETED")))
-            .count();
-    }
-    Ok(stopping)
+    let states = describe_tasks(ctx, cluster, &arns).await?;
+    Ok(states
+        .values()
+        .filter(|s| matches!(s, TaskState::Pending | TaskState::Running))
+        .count())
 }
 
 /// Whether the job's task definition family is this installation's, judged by its latest
