@@ -1691,6 +1691,20 @@ spec:
                 .map(|(a, s)| (a.to_string(), s))
                 .collect::<HashMap<_, _>>()
         };
+        // Generation 2's run with its two slots' first tasks.
+        let new_run = || {
+            vec![
+                Step::StartRun { run: "g2r1".into() },
+                Step::RunTask {
+                    slot: 0,
+                    attempt: 1,
+                },
+                Step::RunTask {
+                    slot: 1,
+                    attempt: 1,
+                },
+            ]
+        };
         let superseded = |i: u32| Step::StopTask {
             arn: format!("arn:task/{i}"),
             reason: "ferry: superseded by generation 2".into(),
@@ -1719,17 +1733,7 @@ spec:
                 &new_source,
                 &active,
                 stopped(),
-                vec![
-                    Step::StartRun { run: "g2r1".into() },
-                    Step::RunTask {
-                        slot: 0,
-                        attempt: 1,
-                    },
-                    Step::RunTask {
-                        slot: 1,
-                        attempt: 1,
-                    },
-                ],
+                new_run(),
                 Phase::Provisioning,
                 "g2r1",
             ),
@@ -1777,17 +1781,7 @@ spec:
                 &new_source,
                 &succeeded,
                 HashMap::new(),
-                vec![
-                    Step::StartRun { run: "g2r1".into() },
-                    Step::RunTask {
-                        slot: 0,
-                        attempt: 1,
-                    },
-                    Step::RunTask {
-                        slot: 1,
-                        attempt: 1,
-                    },
-                ],
+                new_run(),
                 Phase::Provisioning,
                 "g2r1",
             ),
