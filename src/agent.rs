@@ -120,10 +120,11 @@ pub async fn run(ecs: aws_sdk_ecs::Client, cfg: AgentConfig) -> Result<(), Agent
 
 fn signal_term(pid: u32) {
     // tokio's Child::kill sends SIGKILL; ECS sends SIGTERM first.
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
 }
 
 fn exit_reason(status: &std::process::ExitStatus) -> String {

@@ -371,11 +371,7 @@ async fn a_task_whose_worker_stops_its_heartbeat_is_stopped_counted_and_replaced
     );
     let pid = r.first_worker_pid("frozen-dst", 3).await;
     // The process is frozen: ECS still says RUNNING, but no heartbeat comes.
-    let frozen = std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .expect("kill");
-    assert!(frozen.success());
+    crate::support::signal_pid(pid.trim().parse().expect("a pid"), "STOP");
     let st = r
         .until_phase("frozen", Phase::Succeeded, Duration::from_secs(180))
         .await;

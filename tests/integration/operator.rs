@@ -886,11 +886,7 @@ async fn a_killed_worker_is_replaced_and_the_job_completes() {
         &job_yaml("kill", "op-dest-kill", ", maxRequestsPerSecond: 8"),
     );
     let pid = r.first_worker_pid("op-dest-kill", 5).await;
-    let killed = std::process::Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    crate::support::signal_pid(pid.trim().parse().expect("a pid"), "KILL");
 
     let st = r
         .until_phase("kill", Phase::Succeeded, Duration::from_secs(180))

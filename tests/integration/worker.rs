@@ -1343,11 +1343,7 @@ async fn sigterm_stops_claiming_releases_unfinished_work_and_exits_zero() {
     )
     .await;
     let sent = std::time::Instant::now();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    crate::support::signal_pid(child.id(), "TERM");
     let code = wait_child(&mut child, Duration::from_secs(30), &log).await;
     assert_eq!(code, 0, "{}", std::fs::read_to_string(&log).unwrap());
     assert!(

@@ -411,6 +411,14 @@ pub fn s3(config: &SdkConfig, region: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// Sends a signal by name (`STOP`, `CONT`, `TERM`, `KILL`) to a process.
+pub fn signal_pid(pid: u32, name: &str) {
+    use nix::sys::signal::{Signal, kill};
+    let sig: Signal = format!("SIG{name}").parse().expect("a signal name");
+    let target = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid"));
+    kill(target, sig).unwrap_or_else(|e| panic!("kill -s {name} {pid}: {e}"));
+}
+
 /// A background `ferry` process, killed when dropped so a failing test leaves nothing behind.
 pub struct Proc(pub Child);
 
@@ -421,11 +429,7 @@ impl Proc {
 
     /// Sends a signal by name (`STOP`, `CONT`, `TERM`).
     pub fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", name, &self.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill -s {name} {}", self.id());
+        signal_pid(self.id(), name);
     }
 
     /// SIGKILL, and reap.
