@@ -25,8 +25,12 @@ fn main() {
         None => {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             runtime.block_on(async {
-                let config = ferry::aws::load_config(&cli.global.aws).await;
-                cli::run(&cli.command, &config, &cli.global.table, &mut out).await
+                match ferry::aws::load_config(&cli.global.aws).await {
+                    Ok(config) => {
+                        cli::run(&cli.command, &config, &cli.global.table, &mut out).await
+                    }
+                    Err(e) => Err(CliError::Failed(e.to_string())),
+                }
             })
         }
     };

@@ -229,9 +229,10 @@ pub fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> S
 pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(
     err: &SdkError<E, HttpResponse>,
 ) -> String {
+    let hint = err.code().and_then(hint).unwrap_or_default();
     match (err.code(), err.message()) {
-        (Some(c), Some(m)) => format!("{c}: {m}"),
-        (Some(c), None) => c.to_string(),
+        (Some(c), Some(m)) => format!("{c}: {m}{hint}"),
+        (Some(c), None) => format!("{c}{hint}"),
         _ => {
             let mut s = match err.raw_response().map(|r| r.status().as_u16()) {
                 Some(status) => format!("HTTP {status}: "),
@@ -249,9 +250,29 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(
     }
 }
 
+/// What to do about an error code a person can fix, appended to its description.
+pub fn hint(code: &str) -> Option<String> {
+    match code {
+        "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" | "TokenRefreshRequired" => {
+            let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+            Some(format!(
+                " (the credentials have expired: refresh profile `{profile}`, e.g. `aws sso login --profile {profile}`, or export new AWS_* keys)"
+            ))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expired_token_names_the_profile_to_refresh() {
+        let h = hint("ExpiredToken").expect("a hint");
+        assert!(h.contains("aws sso login --profile"), "{h}");
+        assert_eq!(hint("AccessDenied"), None);
+    }
 
     /// Code, HTTP status, message, and the kind they mean.
     type Case<'a> = (Option<&'a str>, Option<u16>, Option<&'a str>, ErrorKind);

@@ -19,8 +19,8 @@ use aws_config::{BehaviorVersion, SdkConfig};
 /// Where and how to reach AWS (flags of every command that talks to AWS).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AwsOptions {
-    /// AWS region of ferry's table and the operator's clients [default: from the AWS
-    /// environment/profile, else us-east-1]
+    /// AWS region of ferry's table and the operator's clients [default: AWS_REGION,
+    /// AWS_DEFAULT_REGION, or the AWS profile's `region`; none of them is an error]
     #[arg(long, env = "FERRY_REGION", global = true)]
     pub region: Option<String>,
     /// Send every AWS request to this endpoint (an emulator). `AWS_ENDPOINT_URL` and
@@ -63,10 +63,32 @@ pub fn s3_data_timeouts() -> aws_config::timeout::TimeoutConfig {
         .build()
 }
 
+/// The error when no region is set anywhere ferry looks.
+pub const NO_REGION: &str = "no AWS region is set: pass --region (or set FERRY_REGION), set AWS_REGION, or set `region` in your AWS profile (~/.aws/config; AWS_PROFILE names the profile)";
+
+/// The region from --region/FERRY_REGION, then AWS_REGION/AWS_DEFAULT_REGION, then the AWS
+/// profile. Never IMDS (whose warnings a laptop would print three times) and never a silent
+/// default: `None` when none is set. On ECS, AWS_REGION is set in every container.
+pub async fn resolve_region(opts: &AwsOptions) -> Option<aws_config::Region> {
+    use aws_config::meta::region::ProvideRegion;
+    if let Some(r) = opts.region.as_ref().filter(|r| !r.is_empty()) {
+        return Some(aws_config::Region::new(r.clone()));
+    }
+    let env = aws_config::environment::region::EnvironmentVariableRegionProvider::new();
+    if let Some(r) = env.region().await {
+        return Some(r);
+    }
+    aws_config::profile::ProfileFileRegionProvider::builder()
+        .build()
+        .region()
+        .await
+}
+
 /// Loads the shared SDK configuration: the default credential chain (environment, `AWS_PROFILE`,
-/// web identity, the ECS container endpoint, IMDS), the region, the retry policy and the
-/// timeouts.
-pub async fn load_config(opts: &AwsOptions) -> SdkConfig {
+/// web identity, the ECS container endpoint, IMDS), the region ([`resolve_region`]; an error if
+/// none is set), the retry policy and the timeouts.
+pub async fn load_config(opts: &AwsOptions) -> Result<SdkConfig, &'static str> {
+    let region = resolve_region(opts).await.ok_or(NO_REGION)?;
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(
             RetryConfig::standard()
@@ -80,17 +102,7 @@ pub async fn load_config(opts: &AwsOptions) -> SdkConfig {
     if let Some(endpoint) = &opts.endpoint_url {
         loader = loader.endpoint_url(endpoint);
     }
-    if let Some(region) = &opts.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    let config = loader.load().await;
-    if config.region().is_none() {
-        return config
-            .into_builder()
-            .region(aws_config::Region::new("us-east-1"))
-            .build();
-    }
-    config
+    Ok(loader.region(region).load().await)
 }
 
 /// The retry policy of S3 clients: the SDK's adaptive mode, which adds a client-side rate

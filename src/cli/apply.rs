@@ -18,15 +18,31 @@ pub enum Decision {
     Unchanged,
     /// The job is being deleted: refuse until the operator has removed it.
     Deleting,
+    /// Another apply set recorded the job: refuse unless forced.
+    Conflict { owner: String },
 }
 
-/// Decides what applying `desired` means given what is stored. Pure.
-pub fn decide(current: Option<&StoredJob>, desired: &CopyJob, applyset: &str) -> Decision {
+/// Decides what applying `desired` means given what is stored. A job recorded under another
+/// apply set is that set's: taking it over needs `force` (kubectl's `--force-conflicts`); a job
+/// recorded under none is anyone's. Pure.
+pub fn decide(
+    current: Option<&StoredJob>,
+    desired: &CopyJob,
+    applyset: &str,
+    force: bool,
+) -> Decision {
     let Some(current) = current else {
         return Decision::Create;
     };
     if current.deletion_requested_at.is_some() {
         return Decision::Deleting;
+    }
+    if let Some(owner) = current.applyset.as_deref() {
+        if owner != applyset && !force {
+            return Decision::Conflict {
+                owner: owner.to_string(),
+            };
+        }
     }
     let stored = current.job.desired();
     let desired = desired.desired();
@@ -71,6 +87,14 @@ pub enum ApplyError {
     #[error("copyjob/{0} is being deleted; apply it again once the operator has removed it")]
     Deleting(String),
     #[error(
+        "copyjob/{name} belongs to apply set `{owner}`, not `{applyset}`; apply it with --applyset {owner}, or take it over with --force-conflicts"
+    )]
+    Conflict {
+        name: String,
+        owner: String,
+        applyset: String,
+    },
+    #[error(
         "copyjob/{name}: gave up after {attempts} attempts, the job kept changing concurrently"
     )]
     Contended { name: String, attempts: u32 },
@@ -82,21 +106,51 @@ const MAX_ATTEMPTS: u32 = 10;
 
 /// Applies one document: read, decide, conditional write; on a lost race read again and decide
 /// again, so a concurrent writer's change is never overwritten blindly.
+/// How `apply_one` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mode {
+    /// Write nothing.
+    pub dry_run: bool,
+    /// With `dry_run`: have DynamoDB check each write's condition (`--dry-run=server`).
+    pub server_check: bool,
+    /// Take over jobs of other apply sets.
+    pub force_conflicts: bool,
+}
+
 pub async fn apply_one(
     store: &Store,
     desired: &CopyJob,
     applyset: &str,
-    dry_run: bool,
+    mode: Mode,
 ) -> Result<Outcome, ApplyError> {
     let name = &desired.metadata.name;
+    let dry_run = mode.dry_run;
     for attempt in 1..=MAX_ATTEMPTS {
         let current = store.get_job(name).await?;
-        let decision = decide(current.as_ref(), desired, applyset);
+        let decision = decide(current.as_ref(), desired, applyset, mode.force_conflicts);
         let result = match (&decision, dry_run) {
             (Decision::Deleting, _) => return Err(ApplyError::Deleting(name.clone())),
+            (Decision::Conflict { owner }, _) => {
+                return Err(ApplyError::Conflict {
+                    name: name.clone(),
+                    owner: owner.clone(),
+                    applyset: applyset.to_string(),
+                });
+            }
             (Decision::Unchanged, _) => return Ok(Outcome::Unchanged),
-            (Decision::Create, true) => return Ok(Outcome::Created),
-            (Decision::Update { .. }, true) => return Ok(Outcome::Configured),
+            (Decision::Create, true) => store
+                .check_spec_write(name, None, mode.server_check)
+                .await
+                .map(|_| Outcome::Created),
+            (
+                Decision::Update {
+                    expected_version, ..
+                },
+                true,
+            ) => store
+                .check_spec_write(name, Some(*expected_version), mode.server_check)
+                .await
+                .map(|_| Outcome::Configured),
             (Decision::Create, false) => store
                 .create_spec(desired, Some(applyset))
                 .await
@@ -163,6 +217,7 @@ spec:
             deletion_requested_at: deleting.then(|| "now".into()),
             status_version: 0,
             uid: String::new(),
+            rerun: 0,
         }
     }
 
@@ -199,12 +254,11 @@ spec:
                 },
             ),
             (
-                "other applyset takes the job over without a generation bump",
+                "another apply set's job is refused",
                 Some(stored(a.clone(), 3, 7, "other", false)),
                 &a,
-                Decision::Update {
-                    generation: 3,
-                    expected_version: 7,
+                Decision::Conflict {
+                    owner: "other".into(),
                 },
             ),
             (
@@ -216,11 +270,30 @@ spec:
         ];
         for (what, current, desired, expected) in cases {
             assert_eq!(
-                decide(current.as_ref(), desired, "default"),
+                decide(current.as_ref(), desired, "default", false),
                 expected,
                 "{what}"
             );
         }
+        let theirs = stored(a.clone(), 3, 7, "other", false);
+        assert_eq!(
+            decide(Some(&theirs), &a, "default", true),
+            Decision::Update {
+                generation: 3,
+                expected_version: 7,
+            },
+            "--force-conflicts takes the job over without a generation bump"
+        );
+        let mut unowned = stored(a.clone(), 3, 7, "x", false);
+        unowned.applyset = None;
+        assert_eq!(
+            decide(Some(&unowned), &a, "default", false),
+            Decision::Update {
+                generation: 3,
+                expected_version: 7,
+            },
+            "a job of no apply set is anyone's"
+        );
     }
 
     #[test]
@@ -232,7 +305,7 @@ spec:
         shown.status = Some(Default::default());
         let current = stored(a, 3, 7, "default", false);
         assert_eq!(
-            decide(Some(&current), &shown, "default"),
+            decide(Some(&current), &shown, "default", false),
             Decision::Unchanged
         );
     }

@@ -1,8 +1,13 @@
 //! The command line: a kubectl-like front end over the job store (`validate`, `apply`, `diff`,
-//! `get`, `describe`, `delete`), plus `init` and `schema`. Parses, prints, and calls `model` and
-//! `store`; holds no business rules of its own beyond presentation.
+//! `get`, `describe`, `delete`, `wait`, `suspend`, `resume`, `rerun`), plus `init`, `schema`,
+//! `completion`, `man` and `version`. Parses, prints, and calls `model` and `store`; holds no
+//! business rules of its own beyond presentation.
 
 pub mod apply;
+pub mod help;
+pub mod lifecycle;
+pub mod select;
+pub mod wait;
 pub mod watch;
 
 use std::collections::BTreeSet;
@@ -21,13 +26,29 @@ use crate::store::{InitOutcome, Store, StoreError, StoredJob};
 /// operator (`ferry operator`) reconciles them on ECS, and its Fargate tasks (`ferry worker`)
 /// copy the data. `ferry local-agent` stands in for Fargate on a laptop.
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, propagate_version = true)]
+#[command(
+    name = "ferry",
+    version,
+    long_version = LONG_VERSION,
+    propagate_version = true,
+    after_help = help::FERRY
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalOptions,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// `ferry --version` and `ferry version`: the version, the git commit and the compiler.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("FERRY_GIT_COMMIT"),
+    ", ",
+    env!("FERRY_RUSTC_VERSION"),
+    ")"
+);
 
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
@@ -51,22 +72,29 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create ferry's DynamoDB table (streams on) if it does not exist. Idempotent.
+    #[command(after_help = help::INIT)]
     Init,
     /// Check job files without touching AWS. Exit 0 if all are valid, 1 otherwise.
+    #[command(after_help = help::VALIDATE)]
     Validate(FilesArg),
     /// Create or update the jobs in the files.
     ///
     /// Prints `copyjob/NAME created|configured|unchanged|pruned`. An unchanged spec writes
     /// nothing; a changed spec increments the job's generation. Every file is validated before
-    /// anything is written: one bad document means nothing is applied.
+    /// anything is written: one bad document means nothing is applied. A job another apply set
+    /// recorded is refused unless --force-conflicts.
+    #[command(after_help = help::APPLY)]
     Apply(ApplyArgs),
     /// Show a unified diff between the files and the stored jobs.
     ///
     /// Exit 0: no difference; 1: differences; 2: error (kubectl's convention).
+    #[command(after_help = help::DIFF)]
     Diff(FilesArg),
     /// List jobs, or show one.
+    #[command(after_help = help::GET)]
     Get(GetArgs),
     /// Show one job in detail: spec, status, conditions.
+    #[command(after_help = help::DESCRIBE)]
     Describe {
         /// Job name.
         name: String,
@@ -74,13 +102,46 @@ pub enum Command {
     /// Request deletion of jobs: marks them; the operator stops their tasks, removes what it
     /// created (its source bucket policy statement, the task role, task definitions; never
     /// destination data) and then removes the records.
+    #[command(after_help = help::DELETE)]
     Delete(DeleteArgs),
+    /// Wait until jobs meet a condition or phase, or are deleted (kubectl wait).
+    ///
+    /// A status written for an earlier generation, or before the last `ferry rerun`, does not
+    /// count.
+    #[command(after_help = help::WAIT)]
+    Wait(WaitArgs),
+    /// Suspend jobs: the operator stops their tasks and schedules (sets spec.run.suspend).
+    #[command(after_help = help::SUSPEND)]
+    Suspend(NamesArg),
+    /// Resume suspended jobs (clears spec.run.suspend).
+    #[command(after_help = help::RESUME)]
+    Resume(NamesArg),
+    /// Start a new run of jobs without changing their spec: the operator starts it once the
+    /// current run, if any, has finished (Once jobs copy again; Sync jobs run before the next
+    /// tick).
+    #[command(after_help = help::RERUN)]
+    Rerun(NamesArg),
     /// Print the CopyJob JSON Schema (the content of schemas/copyjob.schema.json).
+    #[command(after_help = help::SCHEMA)]
     Schema,
+    /// Print a shell completion script.
+    #[command(after_help = help::COMPLETION)]
+    Completion { shell: clap_complete::Shell },
+    /// Print the version, the git commit and the rustc version ferry was built from.
+    #[command(after_help = help::VERSION)]
+    Version,
+    /// Write man pages (ferry.1 and one per verb) into a directory.
+    #[command(after_help = help::MAN)]
+    Man {
+        /// Directory to write the pages to (created if missing).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Print, as JSON, the IAM policies of the jobs in the files: what the operator writes
     /// (each job's task role trust and permission policies, ferry's statements in the source
     /// bucket policy) and what the job needs from the roles you create (`sourceRolePolicy`,
     /// `destinationRolePolicy`). For setup and security review; touches no AWS.
+    #[command(after_help = help::POLICIES)]
     Policies(PoliciesArgs),
     /// Copy objects for one run of a job: the entrypoint of the Fargate tasks the operator
     /// starts.
@@ -94,6 +155,7 @@ pub enum Command {
     /// Exit codes: 0 run complete, or stopped cleanly on SIGTERM with work checkpointed;
     /// 1 unexpected error; 2 bad configuration; 3 job or run not found; 4 AWS refused a call
     /// that cannot succeed on retry (e.g. AccessDenied).
+    #[command(after_help = help::WORKER)]
     Worker,
     /// Reconcile every CopyJob on ECS: task roles, source bucket policy statements, destination
     /// buckets, task definitions and worker tasks; restart failed tasks with backoff, correct
@@ -101,10 +163,12 @@ pub enum Command {
     ///
     /// Several replicas may run: one holds a lease item in the table and reconciles, the others
     /// wait to take over. Stops cleanly (releasing the lease) on SIGTERM.
+    #[command(after_help = help::OPERATOR)]
     Operator(OperatorArgs),
     /// Stand in for Fargate: run `ferry worker` for each RUNNING task ferry started on an
     /// (emulated) ECS cluster, with the task's environment overrides, and StopTask with the exit
     /// status when it ends. For the local quick start and tests.
+    #[command(after_help = help::LOCAL_AGENT)]
     LocalAgent(AgentArgs),
 }
 
@@ -324,9 +388,46 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 #[derive(Debug, Args)]
 pub struct FilesArg {
-    /// Job files or directories (searched recursively for .yaml, .yml and .json).
+    /// Job files or directories (searched recursively for .yaml, .yml and .json); `-` reads
+    /// standard input.
     #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
+}
+
+/// Job names.
+#[derive(Debug, Args)]
+pub struct NamesArg {
+    /// Job names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+fn parse_selector(s: &str) -> Result<select::Selector, String> {
+    select::Selector::parse(s)
+}
+
+/// `--dry-run`'s strategies, as kubectl's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DryRun {
+    /// Read the stored jobs and decide; write nothing.
+    Client,
+    /// As `client`, and have DynamoDB check every write's condition (a ConditionCheck in a
+    /// transaction of its own) without writing.
+    Server,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Job names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// condition=TYPE[=True|False|Unknown] (e.g. condition=Complete), phase=PHASE (e.g.
+    /// phase=Succeeded) or delete.
+    #[arg(long = "for", value_parser = wait::For::parse)]
+    pub condition: wait::For,
+    /// How long to wait: 90s, 30m, 1h30m.
+    #[arg(long, default_value = "30s", value_parser = wait::parse_timeout)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -341,9 +442,16 @@ pub struct ApplyArgs {
     /// jobs of this set. Use one per git repository.
     #[arg(long, env = "FERRY_APPLYSET", default_value = "default")]
     pub applyset: String,
-    /// Print what would happen; write nothing.
+    /// Print what would happen; write nothing. Plain `--dry-run` means `client`.
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "client")]
+    pub dry_run: Option<DryRun>,
+    /// Take over jobs another apply set recorded (the job is then recorded under this one).
     #[arg(long)]
-    pub dry_run: bool,
+    pub force_conflicts: bool,
+    /// Apply (and with --prune, prune) only the jobs whose labels match: key=value,key!=value,
+    /// key, !key.
+    #[arg(short = 'l', long = "selector", value_parser = parse_selector)]
+    pub selector: Option<select::Selector>,
 }
 
 #[derive(Debug, Args)]
@@ -353,6 +461,12 @@ pub struct GetArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, conflicts_with = "watch")]
     pub output: Option<Output>,
+    /// Only jobs whose labels match: key=value,key!=value,key,!key.
+    #[arg(short = 'l', long = "selector", value_parser = parse_selector, conflicts_with = "name")]
+    pub selector: Option<select::Selector>,
+    /// Print tables without their header line.
+    #[arg(long)]
+    pub no_headers: bool,
     /// Watch: a live display of objects, bytes, rate, ETA and phase per job, refreshed until
     /// Ctrl-C.
     #[arg(short = 'w', long)]
@@ -370,16 +484,30 @@ pub enum Output {
     Wide,
     Yaml,
     Json,
+    /// `copyjob/NAME` per line.
+    Name,
 }
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// Job names.
-    #[arg(conflicts_with = "files", required_unless_present = "files")]
+    #[arg(conflicts_with_all = ["files", "selector"], required_unless_present_any = ["files", "selector"])]
     pub names: Vec<String>,
-    /// Delete the jobs defined in these files or directories.
-    #[arg(short = 'f', long = "filename", num_args = 1..)]
+    /// Delete the jobs defined in these files or directories (`-`: standard input).
+    #[arg(short = 'f', long = "filename", num_args = 1.., conflicts_with = "selector")]
     pub files: Vec<PathBuf>,
+    /// Delete the jobs whose labels match: key=value,key!=value,key,!key.
+    #[arg(short = 'l', long = "selector", value_parser = parse_selector)]
+    pub selector: Option<select::Selector>,
+    /// Wait until the operator has finalized the jobs and removed their records.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits: 90s, 30m, 1h30m.
+    #[arg(long, default_value = "10m", value_parser = wait::parse_timeout, requires = "wait")]
+    pub timeout: std::time::Duration,
+    /// A job that does not exist is not an error.
+    #[arg(long)]
+    pub ignore_not_found: bool,
 }
 
 /// Errors of the CLI layer.
@@ -429,8 +557,38 @@ pub fn run_offline(
                 .map_err(CliError::from),
         ),
         Command::Policies(a) => Some(policies(a, global, out)),
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "ferry", out);
+            Some(Ok(0))
+        }
+        Command::Version => Some(
+            writeln!(out, "ferry {LONG_VERSION}")
+                .map(|_| 0)
+                .map_err(CliError::from),
+        ),
+        Command::Man { dir } => Some(man_pages(dir, out)),
         _ => None,
     }
+}
+
+/// Writes `ferry.1` and `ferry-<verb>.1` for every verb into `dir`.
+fn man_pages(dir: &std::path::Path, out: &mut impl Write) -> Result<ExitCode, CliError> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    std::fs::create_dir_all(dir)?;
+    let mut write_page = |name: String, page: clap::Command| -> Result<(), CliError> {
+        let path = dir.join(format!("{name}.1"));
+        let mut file = std::fs::File::create(&path)?;
+        clap_mangen::Man::new(page).render(&mut file)?;
+        writeln!(out, "{}", path.display())?;
+        Ok(())
+    };
+    for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+        let name = format!("ferry-{}", sub.get_name());
+        write_page(name.clone(), sub.clone().name(name))?;
+    }
+    write_page("ferry".into(), cmd)?;
+    Ok(0)
 }
 
 fn validate(files: &[PathBuf], out: &mut impl Write) -> Result<ExitCode, CliError> {
@@ -490,9 +648,16 @@ pub async fn run(
         Command::Get(g) => get(g, store, out).await,
         Command::Describe { name } => describe(name, store, out).await,
         Command::Delete(d) => delete(d, store, out).await,
-        Command::Validate(f) => validate(&f.files, out),
-        Command::Schema => Ok(out.write_all(model::schema_json().as_bytes()).map(|_| 0)?),
-        Command::Policies(_) => Err(CliError::Failed("`policies` runs offline".into())),
+        Command::Wait(w) => wait::wait(&w.names, &w.condition, w.timeout, store, out).await,
+        Command::Suspend(n) => lifecycle::run(lifecycle::Verb::Suspend, &n.names, store, out).await,
+        Command::Resume(n) => lifecycle::run(lifecycle::Verb::Resume, &n.names, store, out).await,
+        Command::Rerun(n) => lifecycle::run(lifecycle::Verb::Rerun, &n.names, store, out).await,
+        Command::Validate(_)
+        | Command::Schema
+        | Command::Policies(_)
+        | Command::Completion { .. }
+        | Command::Version
+        | Command::Man { .. } => Err(CliError::Failed("this command runs offline".into())),
     }
 }
 
@@ -506,12 +671,11 @@ fn policies(
     let docs = model::load(&a.files.files)?;
     let settings = desired::Settings {
         account: a.operator_account.clone(),
-        region: global
-            .aws
-            .region
-            .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok())
-            .unwrap_or_else(|| "us-east-1".into()),
+        region: tokio::runtime::Builder::new_current_thread()
+            .build()?
+            .block_on(crate::aws::resolve_region(&global.aws))
+            .ok_or_else(|| CliError::Failed(crate::aws::NO_REGION.into()))?
+            .to_string(),
         table: global.table.clone(),
         installation: a
             .installation_id
@@ -569,7 +733,7 @@ async fn operator(
     let region = config
         .region()
         .map(|r| r.as_ref().to_string())
-        .unwrap_or_else(|| "us-east-1".into());
+        .ok_or_else(|| CliError::Failed(crate::aws::NO_REGION.into()))?;
     let settings = Settings {
         region,
         table: table.to_string(),
@@ -642,17 +806,31 @@ async fn apply_files(
     store: &Store,
     out: &mut impl Write,
 ) -> Result<ExitCode, CliError> {
-    let docs = model::load(&a.files.files)?;
-    let suffix = if a.dry_run { " (dry run)" } else { "" };
+    let mut docs = model::load(&a.files.files)?;
+    if let Some(sel) = &a.selector {
+        docs.retain(|d| sel.matches(&d.job.metadata.labels));
+    }
+    let mode = apply::Mode {
+        dry_run: a.dry_run.is_some(),
+        server_check: a.dry_run == Some(DryRun::Server),
+        force_conflicts: a.force_conflicts,
+    };
+    let suffix = match a.dry_run {
+        None => "",
+        Some(DryRun::Client) => " (dry run)",
+        Some(DryRun::Server) => " (server dry run)",
+    };
     let mut failures = Vec::new();
     for d in &docs {
-        match apply::apply_one(store, &d.job, &a.applyset, a.dry_run).await {
+        match apply::apply_one(store, &d.job, &a.applyset, mode).await {
             Ok(outcome) => writeln!(
                 out,
                 "copyjob/{} {}{suffix}",
                 d.job.metadata.name,
                 outcome.as_str()
             )?,
+            // No table (or no access to it): every job would fail the same way; say it once.
+            Err(apply::ApplyError::Store(e @ StoreError::Aws { .. })) => return Err(e.into()),
             Err(e) => failures.push(e.to_string()),
         }
     }
@@ -660,10 +838,18 @@ async fn apply_files(
         let keep: BTreeSet<&str> = docs.iter().map(|d| d.job.metadata.name.as_str()).collect();
         for job in store.list_jobs().await? {
             let ours = job.applyset.as_deref() == Some(a.applyset.as_str());
-            if !ours || keep.contains(job.name()) || job.deletion_requested_at.is_some() {
+            let selected = a
+                .selector
+                .as_ref()
+                .is_none_or(|sel| sel.matches(&job.job.metadata.labels));
+            if !ours
+                || !selected
+                || keep.contains(job.name())
+                || job.deletion_requested_at.is_some()
+            {
                 continue;
             }
-            if !a.dry_run {
+            if a.dry_run.is_none() {
                 if let Err(e) = store.request_deletion(job.name(), job.version).await {
                     failures.push(format!("copyjob/{}: {e}", job.name()));
                     continue;
@@ -675,7 +861,7 @@ async fn apply_files(
     finish(failures)
 }
 
-fn finish(failures: Vec<String>) -> Result<ExitCode, CliError> {
+pub(crate) fn finish(failures: Vec<String>) -> Result<ExitCode, CliError> {
     if failures.is_empty() {
         Ok(0)
     } else {
@@ -744,7 +930,19 @@ async fn get(g: &GetArgs, store: &Store, out: &mut impl Write) -> Result<ExitCod
         }
         None => store.list_jobs().await?,
     };
+    let jobs: Vec<StoredJob> = match &g.selector {
+        Some(sel) => jobs
+            .into_iter()
+            .filter(|j| sel.matches(&j.job.metadata.labels))
+            .collect(),
+        None => jobs,
+    };
     match g.output {
+        Some(Output::Name) => {
+            for j in &jobs {
+                writeln!(out, "copyjob/{}", j.name())?;
+            }
+        }
         Some(Output::Yaml) => {
             for (i, j) in jobs.iter().enumerate() {
                 if i > 0 {
@@ -770,11 +968,16 @@ async fn get(g: &GetArgs, store: &Store, out: &mut impl Write) -> Result<ExitCod
         }
         wide => {
             if jobs.is_empty() {
-                writeln!(out, "No copy jobs found in table {}.", store.table())?;
+                // kubectl says so on stderr, so a script reading stdout sees no rows.
+                eprintln!("No copy jobs found in table {}.", store.table());
                 return Ok(0);
             }
             let wide = wide == Some(Output::Wide);
-            let mut rows = vec![table_header(wide)];
+            let mut rows = if g.no_headers {
+                vec![]
+            } else {
+                vec![table_header(wide)]
+            };
             rows.extend(jobs.iter().map(|j| table_row(j, wide)));
             write_table(out, &rows)?;
         }
@@ -996,7 +1199,15 @@ async fn describe(name: &str, store: &Store, out: &mut impl Write) -> Result<Exi
 }
 
 async fn delete(d: &DeleteArgs, store: &Store, out: &mut impl Write) -> Result<ExitCode, CliError> {
-    let names: Vec<String> = if d.files.is_empty() {
+    let names: Vec<String> = if let Some(sel) = &d.selector {
+        store
+            .list_jobs()
+            .await?
+            .into_iter()
+            .filter(|j| sel.matches(&j.job.metadata.labels))
+            .map(|j| j.name().to_string())
+            .collect()
+    } else if d.files.is_empty() {
         d.names.clone()
     } else {
         model::load(&d.files)?
@@ -1010,12 +1221,21 @@ async fn delete(d: &DeleteArgs, store: &Store, out: &mut impl Write) -> Result<E
         }
     }
     let mut failures = Vec::new();
+    let mut marked = Vec::new();
     for name in &names {
         match request_deletion(store, name).await {
             Ok(true) => writeln!(out, "copyjob/{name} marked for deletion")?,
             Ok(false) => writeln!(out, "copyjob/{name} already marked for deletion")?,
-            Err(e) => failures.push(e.to_string()),
+            Err(StoreError::NotFound { .. }) if d.ignore_not_found => continue,
+            Err(e) => {
+                failures.push(e.to_string());
+                continue;
+            }
         }
+        marked.push(name.clone());
+    }
+    if d.wait && failures.is_empty() && !marked.is_empty() {
+        return wait::wait(&marked, &wait::For::Delete, d.timeout, store, out).await;
     }
     finish(failures)
 }

@@ -26,6 +26,7 @@ pub async fn observe(
         now_ms: now_ms(),
         generation: stored.generation,
         uid: stored.uid.clone(),
+        rerun: stored.rerun,
         ..Observed::default()
     };
     if check_infra {

@@ -118,6 +118,8 @@ pub struct Observed {
     pub generation: u64,
     /// The job incarnation's uid (run ids carry it).
     pub uid: String,
+    /// The job's rerun counter (`ferry rerun`).
+    pub rerun: u64,
     /// `None`: not checked this pass (the status says it was ready).
     pub infra: Option<Infra>,
     /// The tasks named in the status, by ARN.
@@ -425,6 +427,25 @@ pub fn plan(
         return p;
     }
 
+    // Resumed: a finished run's phase is its outcome again (an active run's is set below).
+    if st.phase == Phase::Suspended {
+        st.phase = match &st.run {
+            Some(run) if run.finished_at.is_some() => {
+                let completed = st
+                    .conditions
+                    .iter()
+                    .any(|c| c.kind == COMPLETE && c.status == "True");
+                if completed {
+                    Phase::Succeeded
+                } else {
+                    Phase::Failed
+                }
+            }
+            Some(_) => Phase::Running,
+            None => Phase::Pending,
+        };
+    }
+
     // Slow-changing resources.
     if let Some(infra) = &obs.infra {
         check_infra(job, &mut st, infra, settings, &now_s, generation, &mut p);
@@ -482,6 +503,10 @@ pub fn plan(
                     &now_s,
                 );
             }
+        }
+        Some(run) if run.finished_at.is_some() && obs.rerun > run.rerun => {
+            // `ferry rerun`: a new run now, whatever the mode or the schedule.
+            start_new = Some(run_seq(&run.id) + 1);
         }
         Some(run) if run.finished_at.is_some() => {
             if spec.run.mode == RunMode::Sync {
@@ -547,6 +572,7 @@ pub fn plan(
                 started_at: now_s.clone(),
                 tasks,
                 copies: Some(copies.clone()),
+                rerun: obs.rerun,
                 ..RunStatus::default()
             });
             if st.run.is_some() {
@@ -1659,6 +1685,105 @@ spec:
     }
 
     #[test]
+    fn a_rerun_request_starts_one_new_run_once_the_current_run_has_finished() {
+        let once = job("");
+        let sync = job(", mode: Sync, schedule: \"0 0 1 1 *\"");
+        let finish = |j: &CopyJob| {
+            let mut obs = observed(T0 + 1000, None);
+            obs.tasks = running(&["arn:task/0", "arn:task/1"]);
+            obs.run = Some(RunState {
+                complete: true,
+                ..RunState::default()
+            });
+            plan(j, Some(&started(j)), &obs, &settings()).status
+        };
+        let failed = {
+            let mut st = finish(&once);
+            st.phase = Phase::Failed;
+            st
+        };
+        // (what, job, status before, the job's rerun counter, run id wanted, rerun recorded)
+        let cases: Vec<(&str, &CopyJob, CopyJobStatus, u64, &str, u64)> = vec![
+            (
+                "a finished Once job without a request stays finished",
+                &once,
+                finish(&once),
+                0,
+                "g1r1",
+                0,
+            ),
+            (
+                "a Succeeded Once job asked to rerun starts run 2",
+                &once,
+                finish(&once),
+                1,
+                "g1r2",
+                1,
+            ),
+            (
+                "a Failed Once job asked to rerun starts run 2",
+                &once,
+                failed,
+                1,
+                "g1r2",
+                1,
+            ),
+            (
+                "a Sync job between ticks asked to rerun starts at once",
+                &sync,
+                finish(&sync),
+                1,
+                "g1r2",
+                1,
+            ),
+            (
+                "an active run is not replaced by a request",
+                &once,
+                started(&once),
+                1,
+                "g1r1",
+                0,
+            ),
+            (
+                "two requests while finished start one run that records both",
+                &once,
+                finish(&once),
+                2,
+                "g1r2",
+                2,
+            ),
+        ];
+        for (what, j, prev, rerun, run, recorded) in cases {
+            let mut obs = observed(T0 + 5000, None);
+            obs.tasks = running(&["arn:task/0", "arn:task/1"]);
+            obs.run = Some(RunState::default());
+            obs.rerun = rerun;
+            let p = plan(j, Some(&prev), &obs, &settings());
+            let r = p.status.run.as_ref().unwrap();
+            assert_eq!(r.id, run, "{what}");
+            assert_eq!(r.rerun, recorded, "{what}");
+            let starts = p
+                .steps
+                .iter()
+                .filter(|s| matches!(s, Step::StartRun { .. }))
+                .count();
+            assert_eq!(starts, usize::from(run == "g1r2"), "{what}");
+        }
+        // The new run's record consumes the request: the next pass starts nothing more.
+        let mut obs = observed(T0 + 6000, None);
+        obs.rerun = 1;
+        let again = plan(&once, Some(&finish(&once)), &obs, &settings()).status;
+        let mut done = again.clone();
+        done.run.as_mut().unwrap().finished_at = Some(rfc3339(T0 + 7000));
+        let p = plan(&once, Some(&done), &obs, &settings());
+        assert!(
+            p.steps.iter().all(|s| !matches!(s, Step::StartRun { .. })),
+            "{:?}",
+            p.steps
+        );
+    }
+
+    #[test]
     fn a_spec_change_restarts_only_what_it_must_and_replaces_a_run_only_once_its_tasks_stopped() {
         let base = job("");
         let active = started(&base);
@@ -2093,6 +2218,65 @@ spec:
         assert_eq!(p.status.phase, Phase::Failed);
         assert_eq!(cond(&p.status, COMPLETE).reason, "DeadlineExceeded");
         assert_eq!(p.steps.len(), 2);
+    }
+
+    #[test]
+    fn a_resumed_job_whose_run_had_finished_shows_the_runs_outcome_again() {
+        let finished = |complete: bool| {
+            let j = job("");
+            let mut obs = observed(T0 + 1000, None);
+            obs.run = Some(RunState {
+                complete,
+                ..RunState::default()
+            });
+            let mut st = plan(&j, Some(&started(&j)), &obs, &settings()).status;
+            if !complete {
+                st.run.as_mut().unwrap().finished_at = Some(rfc3339(T0 + 1000));
+                set_condition(
+                    &mut st.conditions,
+                    COMPLETE,
+                    false,
+                    "DeadlineExceeded",
+                    "m",
+                    "t",
+                );
+            }
+            st
+        };
+        for (what, before, sync, wanted) in [
+            ("a Succeeded Once job", finished(true), "", Phase::Succeeded),
+            ("a Failed Once job", finished(false), "", Phase::Failed),
+            (
+                "a Sync job between ticks",
+                finished(true),
+                ", mode: Sync, schedule: \"0 0 1 1 *\"",
+                Phase::Succeeded,
+            ),
+        ] {
+            let suspended = plan(
+                &job(&format!("{sync}, suspend: true")),
+                Some(&before),
+                &observed(T0 + 2000, None),
+                &settings(),
+            )
+            .status;
+            assert_eq!(suspended.phase, Phase::Suspended, "{what}");
+            let resumed = plan(
+                &job(sync),
+                Some(&suspended),
+                &observed(T0 + 3000, None),
+                &settings(),
+            );
+            assert_eq!(resumed.status.phase, wanted, "{what}");
+            assert!(
+                resumed
+                    .steps
+                    .iter()
+                    .all(|s| !matches!(s, Step::StartRun { .. })),
+                "{what}: {:?}",
+                resumed.steps
+            );
+        }
     }
 
     #[test]

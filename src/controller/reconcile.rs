@@ -35,7 +35,7 @@ pub fn needs_attention(stored: &StoredJob, drift_due: bool, now_ms: u64) -> bool
     }
     match &s.run {
         None => true,
-        Some(r) if r.finished_at.is_none() => true,
+        Some(r) if r.finished_at.is_none() || stored.rerun > r.rerun => true,
         Some(_) => s
             .next_run_time
             .as_deref()

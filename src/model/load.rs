@@ -80,12 +80,25 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<Problem>) {
 }
 
 /// Reads and validates every job in `paths`. Returns all jobs, or every problem of every file.
+/// `-` among the paths reads standard input (YAML or JSON, at most [`MAX_FILE_BYTES`]), named
+/// `<stdin>` in problems.
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Document>, Problems> {
-    let files = expand_paths(paths)?;
+    let stdin = Path::new(STDIN);
+    let (dash, named): (Vec<PathBuf>, Vec<PathBuf>) =
+        paths.iter().cloned().partition(|p| p.as_os_str() == "-");
+    let mut files = expand_paths(&named)?;
+    if !dash.is_empty() {
+        files.insert(0, stdin.to_path_buf());
+    }
     let mut docs = Vec::new();
     let mut problems = Vec::new();
     for file in &files {
-        match read_bounded(file) {
+        let text = if file == stdin {
+            read_bounded_from(std::io::stdin().lock())
+        } else {
+            read_bounded(file)
+        };
+        match text {
             Ok(text) => parse_text(file, &text, &mut docs, &mut problems),
             Err(message) => problems.push(Problem::file(file, &message)),
         }
@@ -108,8 +121,16 @@ pub const MAX_NODES: usize = 100_000;
 
 /// Reads a file of at most [`MAX_FILE_BYTES`] (reading no more than that, whatever its size).
 fn read_bounded(file: &Path) -> Result<String, String> {
-    use std::io::Read;
     let f = std::fs::File::open(file).map_err(|e| format!("cannot read: {e}"))?;
+    read_bounded_from(f)
+}
+
+/// How problems name standard input (`-f -`).
+pub const STDIN: &str = "<stdin>";
+
+/// Reads at most [`MAX_FILE_BYTES`] from a reader.
+fn read_bounded_from(f: impl std::io::Read) -> Result<String, String> {
+    use std::io::Read;
     let mut bytes = Vec::new();
     f.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)

@@ -434,6 +434,18 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in lifecycle order.
+    pub const ALL: [Phase; 8] = [
+        Phase::Pending,
+        Phase::Provisioning,
+        Phase::Running,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Blocked,
+        Phase::Suspended,
+        Phase::Deleting,
+    ];
+
     /// The phase's name as shown by `ferry get`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -494,6 +506,10 @@ pub struct RunStatus {
     /// of the run starts with the same one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_definition: Option<String>,
+    /// The job's rerun counter (`ferry rerun`) when the run started: a finished run whose job
+    /// counts more reruns is followed by a new run.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub rerun: u64,
     /// When the run finished, successfully or not (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
@@ -591,4 +607,8 @@ fn default_memory_mib() -> u32 {
 }
 fn default_backoff_limit() -> u32 {
     6
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }

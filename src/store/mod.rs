@@ -104,6 +104,8 @@ pub struct StoredJob {
     /// This incarnation of the job (random, set when the spec item is created; empty for items
     /// written before uids existed).
     pub uid: String,
+    /// How many times `ferry rerun` asked for a new run (not part of the spec: no generation).
+    pub rerun: u64,
 }
 
 impl StoredJob {
@@ -184,10 +186,17 @@ impl Store {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        let mut message = describe(&err);
+        if err.code() == Some("ResourceNotFoundException") {
+            message.push_str(&format!(
+                " (no table `{}` in this region: run `ferry init`, or check --region and --table)",
+                self.table
+            ));
+        }
         StoreError::Aws {
             op,
             table: self.table.clone(),
-            message: describe(&err),
+            message,
             kind: kind(&err),
             source: Box::new(err),
         }
@@ -458,6 +467,7 @@ impl Store {
             deletion_requested_at: get_s(item, "deletionRequestedAt").map(str::to_string),
             status_version: 0,
             uid: uid.to_string(),
+            rerun: get_n(item, "rerun").unwrap_or(0),
         })
     }
 
@@ -548,6 +558,87 @@ impl Store {
             .await
             .map_err(|e| self.write_err("UpdateItem", &format!("copyjob/{name}"), e))?;
         Ok(())
+    }
+
+    /// `--dry-run=server`: has DynamoDB evaluate the condition the spec write would carry
+    /// (absent for a create, `version` and no deletion for an update) in a transaction holding
+    /// only a ConditionCheck, which writes nothing. `check: false` does nothing.
+    pub async fn check_spec_write(
+        &self,
+        name: &str,
+        expected_version: Option<u64>,
+        check: bool,
+    ) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{ConditionCheck, TransactWriteItem};
+        if !check {
+            return Ok(());
+        }
+        let mut cc = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(name)))
+            .key("sk", s("SPEC"));
+        cc = match expected_version {
+            None => cc.condition_expression("attribute_not_exists(pk)"),
+            Some(v) => cc
+                .condition_expression("version = :v AND attribute_not_exists(deletionRequestedAt)")
+                .expression_attribute_values(":v", n(v)),
+        };
+        let cc = cc
+            .build()
+            .map_err(|e| self.malformed(&job_pk(name), e.to_string()))?;
+        let what = format!("copyjob/{name}");
+        match self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(cc).build())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+                let cancelled = matches!(
+                    e.as_service_error(),
+                    Some(TransactWriteItemsError::TransactionCanceledException(t))
+                        if t.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+                );
+                if cancelled {
+                    Err(StoreError::Conflict { what })
+                } else {
+                    Err(self.write_err("TransactWriteItems", &what, e))
+                }
+            }
+        }
+    }
+
+    /// Asks for a new run of a job (`ferry rerun`) if its version is still `expected_version`:
+    /// counts one more rerun, which the operator starts once the current run has finished.
+    /// Returns the new count.
+    pub async fn request_rerun(
+        &self,
+        name: &str,
+        expected_version: u64,
+    ) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(name)))
+            .key("sk", s("SPEC"))
+            .update_expression("SET version = :nv, updatedAt = :t ADD rerun :one")
+            .condition_expression("version = :v AND attribute_not_exists(deletionRequestedAt)")
+            .expression_attribute_values(":t", s(now_rfc3339()))
+            .expression_attribute_values(":v", n(expected_version))
+            .expression_attribute_values(":nv", n(expected_version + 1))
+            .expression_attribute_values(":one", n(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| self.write_err("UpdateItem", &format!("copyjob/{name}"), e))?;
+        Ok(out
+            .attributes()
+            .and_then(|a| get_n(a, "rerun"))
+            .unwrap_or(0))
     }
 
     /// Writes a job's status if the status item's version is still `expected_version` (0: no

@@ -433,7 +433,7 @@ async fn racing_applies_are_serialized_and_no_write_is_lost() {
             serde_yaml_ng::from_str(&JOB_A.replace("bucket: dst-a", &format!("bucket: dst-{i}")))
                 .unwrap();
         tasks.push(tokio::spawn(async move {
-            apply_one(&store, &job, "default", false).await
+            apply_one(&store, &job, "default", Default::default()).await
         }));
     }
     let mut outcomes = Vec::new();

@@ -85,7 +85,10 @@ fn the_policies_users_create_and_those_ferry_generates_pass_parliament() {
     }
 
     // What the operator writes, for every example job.
-    let out = run_ferry(&["policies", "-f", "examples/jobs/"], &[]);
+    let out = run_ferry(
+        &["policies", "-f", "examples/jobs/", "--region", "us-east-1"],
+        &[],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let jobs: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).expect("JSON");
     assert_eq!(jobs.len(), 3);
@@ -107,7 +110,13 @@ fn the_policies_users_create_and_those_ferry_generates_pass_parliament() {
 #[test]
 fn the_example_role_policies_are_what_ferry_policies_prints_for_the_example_job() {
     let out = run_ferry(
-        &["policies", "-f", "examples/jobs/logs-migration.yaml"],
+        &[
+            "policies",
+            "-f",
+            "examples/jobs/logs-migration.yaml",
+            "--region",
+            "us-east-1",
+        ],
         &[],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -142,7 +151,16 @@ spec:
   copy: { tags: true, acl: true, deleteExtraneous: true, reportUri: "s3://reports/ferry/" }
 "#,
     );
-    let out = run_ferry(&["policies", "-f", job.to_str().expect("path")], &[]);
+    let out = run_ferry(
+        &[
+            "policies",
+            "-f",
+            job.to_str().expect("path"),
+            "--region",
+            "us-east-1",
+        ],
+        &[],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let printed: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).expect("JSON");
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README");

@@ -5,6 +5,7 @@ mod support;
 mod cli;
 mod deploy;
 mod faults;
+mod habits;
 mod observability;
 mod operator;
 mod races;

@@ -228,6 +228,16 @@ pub struct Output {
 
 /// Runs the `ferry` binary with a clean AWS environment plus `env`.
 pub fn run_ferry(args: &[&str], env: &[(String, String)]) -> Output {
+    run_ferry_with_input(args, env, None)
+}
+
+/// As [`run_ferry`], with `input` on standard input.
+pub fn run_ferry_with_input(
+    args: &[&str],
+    env: &[(String, String)],
+    input: Option<&str>,
+) -> Output {
+    use std::io::Write;
     let mut cmd = Command::new(ferry_bin());
     cmd.args(args).current_dir(root());
     for (k, _) in std::env::vars() {
@@ -236,7 +246,16 @@ pub fn run_ferry(args: &[&str], env: &[(String, String)]) -> Output {
         }
     }
     cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let out = cmd.output().expect("run ferry");
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("run ferry");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if let Some(text) = input {
+        stdin.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("run ferry");
     Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
