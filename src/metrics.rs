@@ -4,28 +4,20 @@
 //! derived from the progress the store keeps (cumulative over runs), so they do not go
 //! backwards when the operator restarts or leadership moves.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::controller::queue::Stats;
 use crate::model::{CopyJobStatus, Phase, Progress};
 
 /// Every phase, for the one-hot `ferry_job_phase` gauge.
-pub const PHASES: [Phase; 8] = [
-    Phase::Pending,
-    Phase::Provisioning,
-    Phase::Running,
-    Phase::Succeeded,
-    Phase::Failed,
-    Phase::Blocked,
-    Phase::Suspended,
-    Phase::Deleting,
-];
+pub const PHASES: [Phase; 8] = Phase::ALL;
 
 /// The metric names ferry exports (the dashboard test checks against this list).
 pub const NAMES: &[&str] = &[
@@ -45,6 +37,17 @@ pub const NAMES: &[&str] = &[
     "ferry_reconcile_errors_total",
     "ferry_aws_requests_total",
     "ferry_leader",
+    "ferry_build_info",
+    "ferry_last_success_timestamp_seconds",
+    "ferry_next_run_timestamp_seconds",
+    "ferry_schedule_period_seconds",
+    "ferry_workqueue_depth",
+    "ferry_workqueue_adds_total",
+    "ferry_workqueue_retries_total",
+    "ferry_workqueue_queue_duration_seconds",
+    "ferry_active_reconciles",
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
 ];
 
 /// The operator's metrics and their registry.
@@ -66,6 +69,18 @@ pub struct Metrics {
     reconcile_errors: IntCounterVec,
     aws_requests: IntCounterVec,
     leader: IntGauge,
+    last_success: IntGaugeVec,
+    schedule_period: IntGaugeVec,
+    next_run: IntGaugeVec,
+    queue_depth: IntGauge,
+    queue_adds: IntCounter,
+    queue_retries: IntCounter,
+    queue_duration: Histogram,
+    active_reconciles: IntGauge,
+    /// The queue's adds and retries last exported (a new term starts a new queue from 0).
+    seen_queue: Mutex<(u64, u64)>,
+    /// Jobs with per-job series, to drop them all when this replica steps down.
+    jobs: Mutex<BTreeSet<String>>,
     /// Restart counts last seen per (job, run), to turn status totals into counter increments.
     /// Per job: the run whose counters were last exported, and its failed, platform,
     /// interrupted and placement-failure counts then.
@@ -137,7 +152,65 @@ impl Metrics {
                 &["outcome"],
             ),
         )?;
+        let build = gauge(
+            &r,
+            "ferry_build_info",
+            "1, labelled with the version and git commit of this binary",
+            &["version", "commit"],
+        )?;
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("FERRY_GIT_COMMIT")])
+            .set(1);
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let int_gauge = |name: &str, help: &str| registered(&r, IntGauge::new(name, help));
+        let int_counter = |name: &str, help: &str| registered(&r, IntCounter::new(name, help));
         Ok(Metrics {
+            last_success: gauge(
+                &r,
+                "ferry_last_success_timestamp_seconds",
+                "When a run of the job last finished successfully (Unix time)",
+                &["copyjob"],
+            )?,
+            schedule_period: gauge(
+                &r,
+                "ferry_schedule_period_seconds",
+                "The time between a Sync job's next two schedule ticks",
+                &["copyjob"],
+            )?,
+            next_run: gauge(
+                &r,
+                "ferry_next_run_timestamp_seconds",
+                "When the schedule starts the job's next run (Unix time; absent when none is due)",
+                &["copyjob"],
+            )?,
+            queue_depth: int_gauge(
+                "ferry_workqueue_depth",
+                "Jobs due for a reconcile and waiting for a slot",
+            )?,
+            queue_adds: int_counter(
+                "ferry_workqueue_adds_total",
+                "Jobs added to the work queue (collapsed triggers not counted)",
+            )?,
+            queue_retries: int_counter(
+                "ferry_workqueue_retries_total",
+                "Reconciles that failed and were queued again after a backoff",
+            )?,
+            queue_duration: registered(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "ferry_workqueue_queue_duration_seconds",
+                        "How long a job waited past its due time for a reconcile slot",
+                    )
+                    .buckets(vec![0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0]),
+                ),
+            )?,
+            active_reconciles: int_gauge("ferry_active_reconciles", "Reconciles under way")?,
+            seen_queue: Mutex::new((0, 0)),
+            jobs: Mutex::new(BTreeSet::new()),
             copied_bytes: counter(
                 &r,
                 "ferry_copied_bytes_total",
@@ -259,8 +332,74 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
+    /// Exports the work queue's levels and counters.
+    pub fn observe_queue(&self, stats: Stats) {
+        self.queue_depth
+            .set(i64::try_from(stats.depth).unwrap_or(i64::MAX));
+        self.active_reconciles
+            .set(i64::try_from(stats.active).unwrap_or(i64::MAX));
+        let mut seen = self.seen_queue.lock().unwrap_or_else(|e| e.into_inner());
+        if stats.adds < seen.0 || stats.retries < seen.1 {
+            *seen = (0, 0); // a new queue
+        }
+        self.queue_adds.inc_by(stats.adds - seen.0);
+        self.queue_retries.inc_by(stats.retries - seen.1);
+        *seen = (stats.adds, stats.retries);
+    }
+
+    /// Exports a Sync job's schedule period (`None`: removes the series).
+    pub fn observe_schedule(&self, job: &str, period_seconds: Option<u64>) {
+        match period_seconds {
+            Some(s) => self
+                .schedule_period
+                .with_label_values(&[job])
+                .set(i64::try_from(s).unwrap_or(i64::MAX)),
+            None => {
+                let _ = self.schedule_period.remove_label_values(&[job]);
+            }
+        }
+    }
+
+    /// Records how long a job waited past its due time.
+    pub fn queued_for(&self, seconds: f64) {
+        self.queue_duration.observe(seconds);
+    }
+
+    /// Steps down: drops every per-job series, so a `sum()` over replicas counts each job once
+    /// (the new leader exports them; its counters start from the store's totals).
+    pub fn step_down(&self) {
+        let jobs = std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|e| e.into_inner()));
+        for job in jobs {
+            self.forget_job(&job);
+        }
+        self.observe_queue(Stats::default());
+        // Last: a scrape that sees `ferry_leader 0` sees no per-job series.
+        self.set_leader(false);
+    }
+
     /// Exports a job's status: cumulative counters, phase, remaining work, tasks and restarts.
     pub fn observe_job(&self, job: &str, status: &CopyJobStatus, running_tasks: usize) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.to_string());
+        let unix = |t: &Option<String>| {
+            t.as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp())
+        };
+        match unix(&status.last_successful_time) {
+            Some(t) => self.last_success.with_label_values(&[job]).set(t),
+            None => {
+                let _ = self.last_success.remove_label_values(&[job]);
+            }
+        }
+        match unix(&status.next_run_time) {
+            Some(t) => self.next_run.with_label_values(&[job]).set(t),
+            None => {
+                let _ = self.next_run.remove_label_values(&[job]);
+            }
+        }
         let total = cumulative(status);
         raise(&self.copied_bytes, &[job], total.bytes_copied);
         raise(&self.copied_objects, &[job], total.objects_copied);
@@ -337,6 +476,17 @@ impl Metrics {
 
     /// Drops a deleted job's series.
     pub fn forget_job(&self, job: &str) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(job);
+        self.seen_restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(job);
+        let _ = self.last_success.remove_label_values(&[job]);
+        let _ = self.next_run.remove_label_values(&[job]);
+        let _ = self.schedule_period.remove_label_values(&[job]);
         for c in [
             &self.copied_bytes,
             &self.copied_objects,
@@ -391,8 +541,20 @@ mod tests {
     #[test]
     fn exported_names_are_the_documented_ones() {
         let m = Metrics::new().expect("metrics");
-        let status = CopyJobStatus::default();
+        let status = CopyJobStatus {
+            last_successful_time: Some("2026-11-30T10:00:00Z".into()),
+            next_run_time: Some("2026-11-30T11:00:00Z".into()),
+            ..CopyJobStatus::default()
+        };
         m.observe_job("a", &status, 0);
+        m.observe_queue(Stats {
+            depth: 1,
+            active: 1,
+            adds: 2,
+            retries: 1,
+        });
+        m.queued_for(0.5);
+        m.observe_schedule("a", Some(3600));
         m.aws_request("s3", "HeadBucket", "ok");
         m.reconciled(0.1, Some("aws"));
         m.corrected("task");
@@ -400,6 +562,54 @@ mod tests {
         for name in NAMES {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn a_replica_stepping_down_drops_every_per_job_series_but_keeps_its_own() {
+        let m = Metrics::new().expect("metrics");
+        let status = CopyJobStatus {
+            last_successful_time: Some("2026-11-30T10:00:00Z".into()),
+            ..CopyJobStatus::default()
+        };
+        m.set_leader(true);
+        m.observe_job("a", &status, 1);
+        m.observe_job("b", &status, 0);
+        let text = m.render();
+        assert!(
+            text.contains(r#"ferry_last_success_timestamp_seconds{copyjob="a"} 1796032800"#),
+            "{text}"
+        );
+        m.step_down();
+        let text = m.render();
+        assert!(
+            !text.contains("copyjob="),
+            "per-job series left after stepping down:\n{text}"
+        );
+        assert!(text.contains("ferry_leader 0"), "{text}");
+        assert!(text.contains("ferry_build_info{"), "{text}");
+        // Leading again exports from the store's totals: counters come back whole.
+        m.observe_job("a", &status, 1);
+        assert!(
+            m.render()
+                .contains(r#"ferry_job_phase{copyjob="a",phase="Pending"} 1"#)
+        );
+    }
+
+    #[test]
+    fn queue_counters_carry_on_across_a_new_terms_queue() {
+        let m = Metrics::new().expect("metrics");
+        let at = |adds, retries| Stats {
+            depth: 0,
+            active: 0,
+            adds,
+            retries,
+        };
+        m.observe_queue(at(5, 1));
+        m.observe_queue(at(7, 2));
+        m.observe_queue(at(1, 0)); // a new term's queue starts from 0
+        let text = m.render();
+        assert!(text.contains("ferry_workqueue_adds_total 8"), "{text}");
+        assert!(text.contains("ferry_workqueue_retries_total 2"), "{text}");
     }
 
     #[test]

@@ -351,6 +351,19 @@ pub fn infra_ready(status: Option<&CopyJobStatus>, generation: u64) -> bool {
 
 /// The next tick of a cron expression, read in time zone `tz` (UTC if `None` or unknown),
 /// strictly after `after_ms`.
+/// The time between a Sync job's next two ticks after `now_ms`, in seconds (`None` for a Once
+/// job): what "no success for two schedule periods" measures against. Pure.
+pub fn schedule_period(run: &crate::model::RunOptions, now_ms: u64) -> Option<u64> {
+    if run.mode != RunMode::Sync {
+        return None;
+    }
+    let expr = run.schedule.as_deref()?;
+    let tz = run.time_zone.as_deref();
+    let first = next_tick(expr, tz, now_ms)?;
+    let second = next_tick(expr, tz, first)?;
+    Some((second - first) / 1000)
+}
+
 pub fn next_tick(expr: &str, tz: Option<&str>, after_ms: u64) -> Option<u64> {
     let cron = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
@@ -913,6 +926,7 @@ fn manage_run(
     if state.complete {
         run.finished_at = Some(now_s.to_string());
         st.phase = Phase::Succeeded;
+        st.last_successful_time = Some(now_s.to_string());
         set_condition(
             &mut st.conditions,
             COMPLETE,
@@ -1311,6 +1325,11 @@ spec:
         });
         let done = plan(&j, Some(&st), &obs, &settings()).status;
         assert_eq!(done.phase, Phase::Succeeded);
+        assert_eq!(
+            done.last_successful_time.as_deref(),
+            Some(rfc3339(T0 + 1000).as_str()),
+            "a success is dated"
+        );
         assert_eq!(cond(&done, COMPLETE).status, "True");
         st = done;
         let again = plan(
@@ -2277,6 +2296,24 @@ spec:
                 resumed.steps
             );
         }
+    }
+
+    #[test]
+    fn the_schedule_period_is_the_time_between_the_next_two_ticks() {
+        let period = |extra: &str| schedule_period(&job(extra).spec.run, T0);
+        assert_eq!(period(""), None, "a Once job has none");
+        assert_eq!(
+            period(", mode: Sync, schedule: \"*/15 * * * *\""),
+            Some(900)
+        );
+        assert_eq!(
+            period(", mode: Sync, schedule: \"0 3 * * *\""),
+            Some(86_400)
+        );
+        assert_eq!(
+            period(", mode: Sync, schedule: \"0 3 * * 1\""),
+            Some(604_800)
+        );
     }
 
     #[test]

@@ -50,6 +50,22 @@ pub struct Queue {
     /// Jobs triggered while active: re-run as soon as they finish.
     dirty: HashSet<String>,
     failures: HashMap<String, u32>,
+    /// Triggers that queued a job not already waiting (collapsed triggers do not count).
+    adds: u64,
+    /// Reconciles that failed and were queued again after a backoff.
+    retries: u64,
+}
+
+/// What the queue exports as metrics (controller-runtime's workqueue set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Jobs due now and not being reconciled.
+    pub depth: usize,
+    /// Reconciles under way.
+    pub active: usize,
+    /// Counters since the queue was made (a new term makes a new queue).
+    pub adds: u64,
+    pub retries: u64,
 }
 
 impl Queue {
@@ -67,7 +83,10 @@ impl Queue {
             self.dirty.insert(job.to_string());
             return;
         }
-        let when = self.due.entry(job.to_string()).or_insert(at);
+        let when = self.due.entry(job.to_string()).or_insert_with(|| {
+            self.adds += 1;
+            at
+        });
         *when = (*when).min(at);
     }
 
@@ -82,15 +101,34 @@ impl Queue {
 
     /// Takes the most overdue job that is due at `now` and not active, marking it active.
     pub fn pop(&mut self, now: Instant) -> Option<String> {
-        let job = self
+        self.pop_waited(now).map(|(job, _)| job)
+    }
+
+    /// As [`Queue::pop`], with how long the job waited past its due time.
+    pub fn pop_waited(&mut self, now: Instant) -> Option<(String, Duration)> {
+        let (job, due) = self
             .due
             .iter()
             .filter(|(j, t)| **t <= now && !self.active.contains(*j))
             .min_by_key(|(j, t)| (**t, (*j).clone()))
-            .map(|(j, _)| j.clone())?;
+            .map(|(j, t)| (j.clone(), *t))?;
         self.due.remove(&job);
         self.active.insert(job.clone());
-        Some(job)
+        Some((job, now.saturating_duration_since(due)))
+    }
+
+    /// The queue's metrics at `now`.
+    pub fn stats(&self, now: Instant) -> Stats {
+        Stats {
+            depth: self
+                .due
+                .iter()
+                .filter(|(j, t)| **t <= now && !self.active.contains(*j))
+                .count(),
+            active: self.active.len(),
+            adds: self.adds,
+            retries: self.retries,
+        }
     }
 
     /// When the next job becomes due, if any is waiting.
@@ -112,6 +150,7 @@ impl Queue {
                 after.map(|d| now + d)
             }
             Outcome::Failed => {
+                self.retries += 1;
                 let n = self.failures.entry(job.to_string()).or_insert(0);
                 *n += 1;
                 let d = self.backoff.delay(*n);
@@ -230,6 +269,38 @@ mod tests {
             q.pop(t0 + secs(10)).as_deref(),
             Some("a"),
             "a spec change is seen at once"
+        );
+    }
+
+    #[test]
+    fn stats_count_adds_retries_depth_and_active_reconciles() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(Backoff::default());
+        q.trigger("a", t0);
+        q.trigger("a", t0);
+        q.trigger("b", t0);
+        q.trigger("c", t0 + secs(60));
+        // (when, stats wanted)
+        let s = q.stats(t0);
+        assert_eq!(
+            (s.depth, s.active, s.adds, s.retries),
+            (2, 0, 3, 0),
+            "a collapsed trigger is not an add; c is not due"
+        );
+        let (job, waited) = q.pop_waited(t0 + secs(2)).expect("due");
+        assert_eq!(
+            (job.as_str(), waited),
+            ("a", secs(2)),
+            "time in queue counts from the due time"
+        );
+        let s = q.stats(t0 + secs(2));
+        assert_eq!((s.depth, s.active), (1, 1));
+        q.finish("a", Outcome::Failed, t0 + secs(3), 0.0);
+        let s = q.stats(t0 + secs(3));
+        assert_eq!(
+            (s.active, s.adds, s.retries),
+            (0, 4, 1),
+            "a retry re-adds the job"
         );
     }
 

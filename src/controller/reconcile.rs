@@ -119,6 +119,10 @@ pub async fn reconcile(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
     }
     let running = running_tasks(&p.status, &obs.tasks);
     ctx.metrics.observe_job(name, &p.status, running);
+    ctx.metrics.observe_schedule(
+        name,
+        plan::schedule_period(&stored.job.spec.run, obs.now_ms),
+    );
     applied.map_err(|f| f.error)?;
     if let Some(problem) = p.blocked {
         if !problem.terminal {

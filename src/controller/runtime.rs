@@ -117,7 +117,7 @@ async fn campaign(ctx: Arc<Context>, shared: Arc<Shared>, holder: String) {
                 ctx.metrics.set_leader(true);
                 lead(Arc::clone(&ctx), Arc::clone(&shared), &holder).await;
                 shared.leading.store(false, Ordering::Relaxed);
-                ctx.metrics.set_leader(false);
+                ctx.metrics.step_down();
                 tracing::warn!(holder = %holder, "lost the leader lease; stopped reconciling");
                 continue;
             }
@@ -214,6 +214,10 @@ async fn resync(ctx: Arc<Context>, shared: Arc<Shared>) {
                 for job in &jobs {
                     if let Some(s) = &job.job.status {
                         ctx.metrics.observe_job(job.name(), s, running_of(s));
+                        ctx.metrics.observe_schedule(
+                            job.name(),
+                            super::plan::schedule_period(&job.job.spec.run, now),
+                        );
                     }
                     if needs_attention(job, ctx.drift_due(job.name()), now) {
                         shared.queue.lock().await.resync(job.name(), Instant::now());
@@ -257,7 +261,12 @@ async fn dispatch(
         };
         let (job, next) = {
             let mut q = shared.queue.lock().await;
-            let job = q.pop(Instant::now());
+            let now = Instant::now();
+            let job = q.pop_waited(now).map(|(job, waited)| {
+                ctx.metrics.queued_for(waited.as_secs_f64());
+                job
+            });
+            ctx.metrics.observe_queue(q.stats(now));
             (job, q.next_due())
         };
         let Some(job) = job else {
@@ -297,6 +306,8 @@ async fn dispatch(
                 .lock()
                 .await
                 .finish(&job, outcome, Instant::now(), jitter);
+            let stats = shared.queue.lock().await.stats(Instant::now());
+            ctx.metrics.observe_queue(stats);
             shared.notify.notify_one();
             drop(permit);
         });

@@ -397,6 +397,10 @@ pub struct CopyJobStatus {
     /// When the schedule starts the next run (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_time: Option<String>,
+    /// When a run last finished successfully (RFC 3339), as CronJob's `lastSuccessfulTime`:
+    /// what an alert on a stale Sync job reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<String>,
     /// Every source bucket policy statement ferry has written for this job and not yet
     /// removed: where a job's source moves, the old grant is removed; the finalizer removes
     /// them all.

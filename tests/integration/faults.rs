@@ -62,6 +62,17 @@ async fn a_leader_frozen_past_its_lease_sends_no_write_after_it_resumes() {
         },
     )
     .await;
+    r.until(
+        "op-a to export a job's series",
+        Duration::from_secs(30),
+        || async {
+            http_get(port_a, "/metrics")
+                .ok()
+                .filter(|m| m.contains("copyjob=\"frozen-"))
+                .map(|_| ())
+        },
+    )
+    .await;
     a.signal("STOP");
     let frozen = Instant::now();
     r.until("op-b to take over", Duration::from_secs(30), || {
@@ -79,6 +90,11 @@ async fn a_leader_frozen_past_its_lease_sends_no_write_after_it_resumes() {
     })
     .await;
     let stepped_down = epoch_now();
+    let metrics = http_get(port_a, "/metrics").expect("op-a's metrics");
+    assert!(
+        !metrics.contains("copyjob="),
+        "a replica that stepped down still exports per-job series, which sum() over replicas would count twice:\n{metrics}"
+    );
     let after = writes_between(&r.emu.strict_requests(), resumed, stepped_down + 1.0);
     assert!(
         after.is_empty(),

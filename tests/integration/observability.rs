@@ -16,6 +16,9 @@ fn dashboard_exprs() -> Vec<String> {
     let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
     let mut out = Vec::new();
     for panel in dash["panels"].as_array().expect("panels") {
+        if panel["type"] == "row" {
+            continue;
+        }
         for t in panel["targets"].as_array().expect("targets") {
             out.push(t["expr"].as_str().expect("expr").to_string());
         }
@@ -23,27 +26,126 @@ fn dashboard_exprs() -> Vec<String> {
     out
 }
 
-/// Metric names an expression uses (histogram series reduced to their family).
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let bytes = expr.as_bytes();
-    let mut i = 0;
-    while let Some(pos) = expr[i..].find("ferry_") {
-        let start = i + pos;
-        let mut end = start;
-        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
-            end += 1;
-        }
-        let name = &expr[start..end];
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .filter(|f| f.ends_with("_seconds"))
-            .unwrap_or(name);
-        names.push(family.to_string());
-        i = end;
+/// (name, expression) of every alerting rule in dashboards/alerts.yaml.
+fn alert_rules() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("dashboards/alerts.yaml")).expect("alerts");
+    let doc: serde_json::Value = serde_yaml_ng::from_str(&text).expect("alerts are YAML");
+    doc["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules").clone())
+        .map(|r| {
+            let name = r["alert"].as_str().expect("alert name").to_string();
+            let expr = r["expr"]
+                .as_str()
+                .expect("expr")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            (name, expr)
+        })
+        .collect()
+}
+
+fn promtool(args: &[&str]) -> (bool, String) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(root().join("dashboards"))
+        .output()
+        .expect("promtool (Debian package `prometheus`) is installed");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let (ok, text) = promtool(&["check", "rules", "alerts.yaml"]);
+    assert!(ok, "promtool check rules: {text}");
+    let (ok, text) = promtool(&["test", "rules", "alerts.test.yaml"]);
+    assert!(ok, "promtool test rules: {text}");
+    let names: Vec<String> = alert_rules().into_iter().map(|(n, _)| n).collect();
+    for wanted in [
+        "FerryJobFailed",
+        "FerrySyncStale",
+        "FerryNoLeader",
+        "FerryTwoLeaders",
+        "FerryReconcileErrors",
+        "FerryFailedObjects",
+        "FerryThroughputDrop",
+    ] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "no {wanted} in {names:?}"
+        );
+        let tests =
+            std::fs::read_to_string(root().join("dashboards/alerts.test.yaml")).expect("tests");
+        assert!(
+            tests.contains(&format!("alertname: {wanted}")),
+            "{wanted} has no promtool test"
+        );
     }
-    names
+}
+
+#[test]
+fn every_alert_names_only_exported_metrics_and_has_a_dashboard_panel() {
+    let text = std::fs::read_to_string(root().join("dashboards/ferry.json")).expect("dashboard");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let panels = dash["panels"].as_array().expect("panels");
+    for (name, expr) in alert_rules() {
+        for n in metric_names(&expr) {
+            assert!(
+                ferry::metrics::NAMES.contains(&n.as_str()),
+                "{name}: {n} is not exported"
+            );
+        }
+        let panel = panels
+            .iter()
+            .find(|p| p["title"] == name.as_str())
+            .unwrap_or_else(|| panic!("no dashboard panel for {name}"));
+        let shown = panel["targets"][0]["expr"]
+            .as_str()
+            .expect("expr")
+            .replace("job=~\"$installation\",", "")
+            .replace("{job=~\"$installation\"}", "");
+        assert_eq!(shown, expr, "the {name} panel shows the alert's expression");
+    }
+    let units: Vec<&str> = panels
+        .iter()
+        .filter(|p| {
+            p["title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Remaining"))
+        })
+        .map(|p| p["fieldConfig"]["defaults"]["unit"].as_str().expect("unit"))
+        .collect();
+    assert_eq!(
+        units,
+        ["short", "bytes"],
+        "objects and bytes have panels of their own units"
+    );
+}
+
+/// Metric names an expression uses: ferry's own and the process collector's (histogram series
+/// reduced to their family).
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|t| t.starts_with("ferry_") || t.starts_with("process_"))
+        .map(|name| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| f.ends_with("_seconds"))
+                .unwrap_or(name)
+                .to_string()
+        })
+        .collect()
 }
 
 #[test]
@@ -71,14 +173,23 @@ fn every_dashboard_expression_names_only_metrics_ferry_exports() {
         "ferry_reconcile_duration_seconds",
         "ferry_reconcile_errors_total",
         "ferry_aws_requests_total",
+        "ferry_workqueue_depth",
+        "ferry_last_success_timestamp_seconds",
     ] {
         assert!(all.contains(needed), "the dashboard shows no {needed}");
+    }
+    for e in &exprs {
+        assert!(
+            e.contains("job=~\"$installation\""),
+            "`{e}` ignores the installation variable"
+        );
     }
 }
 
 /// Grafana's variables replaced by values Prometheus accepts.
 fn concrete(expr: &str) -> String {
     expr.replace("$copyjob", ".*")
+        .replace("$installation", ".*")
         .replace("$__rate_interval", "30s")
         .replace("$__range", "1h")
 }

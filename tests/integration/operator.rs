@@ -373,6 +373,33 @@ async fn a_job_is_copied_end_to_end_and_deleting_it_removes_only_what_ferry_adde
         )
         .await;
     assert_eq!(sample(&metrics, "ferry_leader"), Some(1.0));
+    let success = sample(
+        &metrics,
+        r#"ferry_last_success_timestamp_seconds{copyjob="e2e"}"#,
+    )
+    .expect("the last success is exported");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        (now - 300.0..=now + 5.0).contains(&success),
+        "{success} vs now {now}"
+    );
+    let build = format!(
+        "ferry_build_info{{commit=\"{}\",version=\"{}\"}} 1",
+        env!("FERRY_GIT_COMMIT"),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(metrics.contains(&build), "{build} in {metrics}");
+    assert!(
+        sample(&metrics, "process_resident_memory_bytes").is_some_and(|b| b > 1e6),
+        "process metrics"
+    );
+    assert!(
+        metrics.contains("ferry_workqueue_adds_total")
+            && metrics.contains("ferry_active_reconciles")
+    );
     assert_eq!(
         sample(
             &metrics,
