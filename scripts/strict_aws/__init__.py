@@ -35,6 +35,7 @@ and this one (the middleware and its control endpoints).
 """
 
 
+import io
 import json
 import time
 import urllib.parse
@@ -42,7 +43,7 @@ import urllib.parse
 from . import s3, iam, ecs, dynamodb  # noqa: F401  (registers the rules, in this order)
 from .core import LOCK, RULES, Request, enabled, parse, sessions
 from .ecs import (AGENT_TASKS, FAULTS, RUN_TASK_TOKENS, STOPPING, TASK_STARTED, describe_tasks, params_digest,
-                  placement_failure, set_faults, stop_requested, submit_task_state_change, tasks_started)
+                  placement_failure, propagated_body, set_faults, stop_requested, submit_task_state_change, tasks_started)
 from .iam import DENY_LIST, USED_ACTIONS
 from .s3 import UPLOAD_INITIATORS, name_initiators, record_initiator
 
@@ -121,6 +122,10 @@ class StrictAws:
                 status, headers, body = failed
                 start_response(status, headers + [("Content-Length", str(len(body)))])
                 return [body]
+            propagated = propagated_body(req)
+            if propagated is not None:
+                environ["wsgi.input"] = io.BytesIO(propagated)
+                environ["CONTENT_LENGTH"] = str(len(propagated))
         if req.service == "ecs" and req.target() == "RunTask" and req.json().get("clientToken"):
             return self.remember_run_task(req, environ, start_response)
         if enabled("s3-multipart-initiator") and req.service == "s3" and "uploads" in req.query:

@@ -4,6 +4,7 @@ import hashlib
 import json
 import re
 import time
+from typing import Optional
 
 from .core import LOCK, Request, Response, behaviour, enabled, json_error, rule
 
@@ -96,6 +97,44 @@ def ecs_tags(req: Request):
     return None
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Tag propagation: RunTask `propagateTags: TASK_DEFINITION` gives the task its task definition's
+# tags; moto ignores the parameter.
+
+behaviour(
+    "ecs-propagate-tags",
+    "https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RunTask.html",
+    "RunTask `propagateTags`: \"Specifies whether to propagate the tags from the task definition "
+    "to the task. If no value is specified, the tags aren't propagated.\" With TASK_DEFINITION "
+    "the task carries the task definition's tags besides the request's own (the request's win "
+    "on a shared key). moto ignores the parameter; the strict layer adds the tags to the request.",
+)
+
+
+def propagated_body(req: Request) -> Optional[bytes]:
+    """The RunTask body with the task definition's tags added, if it asks for propagation."""
+    if not enabled("ecs-propagate-tags"):
+        return None
+    doc = req.json()
+    if doc.get("propagateTags") != "TASK_DEFINITION":
+        return None
+    from moto.ecs.models import ecs_backends
+
+    wanted = doc.get("taskDefinition", "")
+    for account in list(ecs_backends.keys()):
+        backend = ecs_backends[account].get(req.region)
+        if backend is None:
+            continue
+        try:
+            td = backend.describe_task_definition(wanted)
+        except Exception:  # not this account's
+            continue
+        own = {t.get("key") for t in doc.get("tags") or []}
+        doc["tags"] = (doc.get("tags") or []) + [t for t in td.tags if t.get("key") not in own]
+        return json.dumps(doc).encode()
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

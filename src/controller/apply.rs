@@ -625,8 +625,9 @@ async fn ensure_task(
         .count(1)
         .started_by(&token)
         .client_token(&token)
+        .propagate_tags(aws_sdk_ecs::types::PropagateTags::TaskDefinition)
         .set_tags(Some(
-            desired::task_tags(name, run)
+            desired::task_tags(run)
                 .into_iter()
                 .map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(k).value(v).build())
                 .collect(),

@@ -273,7 +273,7 @@ pub fn task_id(slot: u32, attempt: u32) -> String {
 /// ECS allows `startedBy` "up to 36 letters (uppercase and lowercase), numbers, hyphens (-),
 /// forward slash (/), and underscores (_)" (RunTask API reference), so the token is `ferry-` and
 /// 30 hex digits of a digest of job, run, slot and attempt, whatever the job's name; the name
-/// travels in the task's `ferry:job` tag instead (see [`task_tags`]).
+/// travels in the task's `ferry:job` tag instead, propagated from the task definition (see [`task_tags`]).
 pub fn attempt_token(job: &str, run: &str, slot: u32, attempt: u32) -> String {
     let (slot, attempt) = (slot.to_string(), attempt.to_string());
     let digest = crate::digest::hex(
@@ -320,11 +320,11 @@ pub const TOKEN_PREFIX: &str = "ferry-";
 
 /// The tags of an attempt's task: which job and run it belongs to (ECS tag values hold up to
 /// 256 characters, so the whole name fits).
-pub fn task_tags(job: &str, run: &str) -> Vec<(String, String)> {
-    vec![
-        ("ferry:job".into(), job.into()),
-        ("ferry:run".into(), run.into()),
-    ]
+/// The tags RunTask gives a task besides those it propagates from the task definition
+/// (`ferry:owner` and `ferry:job`, [`owner_tags`]; RunTask `propagateTags: TASK_DEFINITION`),
+/// so Cost Explorer can split Fargate costs per job and per run.
+pub fn task_tags(run: &str) -> Vec<(String, String)> {
+    vec![("ferry:run".into(), run.into())]
 }
 
 /// The id of the lifecycle rule ferry puts on buckets it creates.

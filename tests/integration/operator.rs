@@ -486,7 +486,14 @@ async fn a_job_named_with_63_characters_starts_tagged_tasks_and_succeeds() {
         .iter()
         .filter_map(|t| Some((t.key()?, t.value()?)))
         .collect();
+    // Propagated from the task definition (RunTask propagateTags), for cost allocation per job.
     assert_eq!(tags.get("ferry:job"), Some(&name.as_str()), "{tags:?}");
+    assert_eq!(
+        tags.get("ferry:owner"),
+        Some(&installation().as_str()),
+        "{tags:?}"
+    );
+    assert!(tags.get("ferry:run").is_some(), "{tags:?}");
     let uid = r
         .store
         .get_job(&name)
