@@ -75,6 +75,12 @@ pub async fn apply(
             Step::PutSourcePolicy => ensure_source_policy(ctx, job)
                 .await
                 .map_err(|e| fail(super::plan::SOURCE_POLICY_READY, e))?,
+            Step::ExpireRuns { keep } => {
+                // History is housekeeping: a failure is logged and taken up at the next run.
+                if let Err(e) = expire_runs(ctx, stored, status, *keep).await {
+                    tracing::warn!(job = %job.metadata.name, error = %e, "cannot expire old runs");
+                }
+            }
             Step::RemoveSourceGrant { grant } => {
                 remove_grant(ctx, grant)
                     .await
@@ -511,6 +517,14 @@ async fn ensure_task_definition(ctx: &Context, job: &CopyJob) -> Result<(), Reco
         .network_mode(NetworkMode::Awsvpc)
         .cpu(&td.cpu)
         .memory(&td.memory)
+        .runtime_platform(
+            aws_sdk_ecs::types::RuntimePlatform::builder()
+                .cpu_architecture(aws_sdk_ecs::types::CpuArchitecture::from(
+                    td.cpu_architecture.as_str(),
+                ))
+                .operating_system_family(aws_sdk_ecs::types::OsFamily::Linux)
+                .build(),
+        )
         .task_role_arn(&td.task_role_arn)
         .container_definitions(container)
         .set_tags(Some(
@@ -525,6 +539,28 @@ async fn ensure_task_definition(ctx: &Context, job: &CopyJob) -> Result<(), Reco
     req.send()
         .await
         .map_err(|e| aws_error("ECS", "RegisterTaskDefinition", e))?;
+    Ok(())
+}
+
+/// Gives the items of the runs beyond the history limit a TTL of now.
+async fn expire_runs(
+    ctx: &Context,
+    stored: &StoredJob,
+    status: &CopyJobStatus,
+    keep: u32,
+) -> Result<(), ReconcileError> {
+    let name = stored.name();
+    let current = status
+        .run
+        .as_ref()
+        .map(|r| r.id.as_str())
+        .unwrap_or_default();
+    let records = ctx.store.run_records(name).await?;
+    let now = crate::store::runs::now_ms() / 1000;
+    for run in super::history::to_expire(&records, current, keep as usize) {
+        let items = ctx.store.expire_run(name, &run, now).await?;
+        tracing::info!(job = %name, run = %run, items, "run history: the run's items expire");
+    }
     Ok(())
 }
 

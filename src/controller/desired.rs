@@ -38,6 +38,8 @@ pub struct Settings {
     /// A RUNNING task whose worker has not written its heartbeat for this long is stopped (and
     /// counts as failed); zero: never.
     pub heartbeat_timeout: std::time::Duration,
+    /// CPU architecture of tasks whose job names none.
+    pub cpu_architecture: crate::model::CpuArchitecture,
 }
 
 /// The id of an installation: 12 hex digits of a digest of the operator's account and table.
@@ -179,6 +181,8 @@ pub struct TaskDefinition {
     pub execution_role_arn: String,
     pub log_group: String,
     pub log_region: String,
+    /// `runtimePlatform.cpuArchitecture` (`X86_64` when a revision names none, as ECS reads it).
+    pub cpu_architecture: String,
 }
 
 /// Name of the worker container.
@@ -201,6 +205,13 @@ pub fn task_definition(job: &CopyJob, s: &Settings) -> TaskDefinition {
         execution_role_arn: s.execution_role_arn.clone(),
         log_group: s.log_group.clone(),
         log_region: s.region.clone(),
+        cpu_architecture: job
+            .spec
+            .ecs
+            .cpu_architecture
+            .unwrap_or(s.cpu_architecture)
+            .as_str()
+            .to_string(),
     }
 }
 
@@ -373,6 +384,41 @@ pub fn worker_environment(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_architecture_is_the_jobs_else_the_operators() {
+        let yaml = |ecs: &str| {
+            format!(
+                r#"apiVersion: ferry.dev/v1alpha1
+kind: CopyJob
+metadata: {{ name: j }}
+spec:
+  source: {{ account: "111111111111", region: eu-west-1, bucket: s, roleArn: "arn:aws:iam::111111111111:role/s" }}
+  destination: {{ account: "222222222222", region: us-east-1, bucket: d, roleArn: "arn:aws:iam::222222222222:role/d" }}
+  ecs: {{ {ecs} }}
+"#
+            )
+        };
+        let job = |ecs: &str| -> CopyJob { serde_yaml_ng::from_str(&yaml(ecs)).expect("job") };
+        let arm = Settings {
+            cpu_architecture: crate::model::CpuArchitecture::Arm64,
+            ..Settings::default()
+        };
+        for (ecs, settings, wanted) in [
+            ("", &Settings::default(), "X86_64"),
+            ("", &arm, "ARM64"),
+            ("cpuArchitecture: X86_64", &arm, "X86_64"),
+            ("cpuArchitecture: ARM64", &Settings::default(), "ARM64"),
+        ] {
+            assert_eq!(
+                task_definition(&job(ecs), settings).cpu_architecture,
+                wanted,
+                "{ecs}"
+            );
+        }
+        let bad: Result<CopyJob, _> = serde_yaml_ng::from_str(&yaml("cpuArchitecture: arm"));
+        assert!(bad.is_err(), "only ECS's names are accepted");
+    }
 
     #[test]
     fn role_names_fit_iam_limits_and_stay_distinct() {

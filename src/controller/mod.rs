@@ -15,6 +15,7 @@ pub mod apply;
 pub mod deletion;
 pub mod desired;
 mod finalizer;
+pub mod history;
 mod http;
 pub mod leader;
 pub mod observe;

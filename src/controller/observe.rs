@@ -572,5 +572,10 @@ async fn task_definition(
         execution_role_arn: td.execution_role_arn().unwrap_or_default().to_string(),
         log_group: opt("awslogs-group"),
         log_region: opt("awslogs-region"),
+        cpu_architecture: td
+            .runtime_platform()
+            .and_then(|p| p.cpu_architecture())
+            .map_or("X86_64", |a| a.as_str())
+            .to_string(),
     })))
 }

@@ -157,6 +157,11 @@ pub enum Step {
         arn: String,
         reason: String,
     },
+    /// Expire the items of runs older than the `keep` most recent earlier ones (a cleanup step
+    /// of a new run; [`super::history`]).
+    ExpireRuns {
+        keep: u32,
+    },
 }
 
 /// What one reconcile does.
@@ -578,6 +583,11 @@ pub fn plan(
                 .collect();
             for slot in 0..spec.run.parallelism {
                 p.steps.push(Step::RunTask { slot, attempt: 1 });
+            }
+            if seq > 1 || generation > 1 {
+                p.cleanup.push(Step::ExpireRuns {
+                    keep: spec.run.history_limit,
+                });
             }
             st.run = Some(RunStatus {
                 id,
@@ -1314,6 +1324,14 @@ spec:
     }
 
     #[test]
+    fn a_first_run_has_no_history_to_expire() {
+        let j = job(", historyLimit: 0");
+        let p = plan(&j, None, &observed(T0, Some(ready_infra(&j))), &settings());
+        assert!(p.steps.iter().any(|s| matches!(s, Step::StartRun { .. })));
+        assert!(p.cleanup.is_empty(), "{:?}", p.cleanup);
+    }
+
+    #[test]
     fn a_finished_job_at_rest_plans_nothing_and_keeps_its_status() {
         let j = job("");
         let mut st = started(&j);
@@ -1407,9 +1425,12 @@ spec:
         assert!(matches!(p.steps[0], Step::PutSourcePolicy), "{:?}", p.steps);
         assert_eq!(
             p.cleanup,
-            [Step::RemoveSourceGrant {
-                grant: first[0].clone()
-            }]
+            [
+                Step::RemoveSourceGrant {
+                    grant: first[0].clone()
+                },
+                Step::ExpireRuns { keep: 3 }
+            ]
         );
         let buckets: Vec<&str> = p
             .status
@@ -1787,6 +1808,12 @@ spec:
                 .filter(|s| matches!(s, Step::StartRun { .. }))
                 .count();
             assert_eq!(starts, usize::from(run == "g1r2"), "{what}");
+            let expires = p.cleanup.contains(&Step::ExpireRuns { keep: 3 });
+            assert_eq!(
+                expires,
+                run == "g1r2",
+                "{what}: a second run expires history beyond the limit"
+            );
         }
         // The new run's record consumes the request: the next pass starts nothing more.
         let mut obs = observed(T0 + 6000, None);

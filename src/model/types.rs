@@ -321,6 +321,11 @@ pub struct RunOptions {
     /// Upper bound on S3 requests per second per task, to protect a hot prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests_per_second: Option<u32>,
+    /// Earlier runs whose items (chunks, progress, failure records) stay in the table; older
+    /// runs' items expire through DynamoDB TTL when a new run starts (CronJob's
+    /// `successfulJobsHistoryLimit`). 0 to 100.
+    #[serde(default = "default_history_limit")]
+    pub history_limit: u32,
 }
 
 impl Default for RunOptions {
@@ -337,6 +342,7 @@ impl Default for RunOptions {
             max_requests_per_second: None,
             time_zone: None,
             starting_deadline_seconds: None,
+            history_limit: default_history_limit(),
         }
     }
 }
@@ -368,6 +374,31 @@ pub struct EcsOptions {
     /// Container image that runs `ferry worker`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// CPU architecture of the tasks (the task definition's `runtimePlatform`): `ARM64`
+    /// (Graviton, about 20% cheaper per vCPU-hour on Fargate) or `X86_64`; default: the
+    /// operator's `--cpu-architecture`. The image must be built for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_architecture: Option<CpuArchitecture>,
+}
+
+/// A Fargate CPU architecture (ECS `RuntimePlatform.cpuArchitecture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum CpuArchitecture {
+    #[default]
+    #[serde(rename = "X86_64")]
+    X86_64,
+    #[serde(rename = "ARM64")]
+    Arm64,
+}
+
+impl CpuArchitecture {
+    /// ECS's name of the architecture.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CpuArchitecture::X86_64 => "X86_64",
+            CpuArchitecture::Arm64 => "ARM64",
+        }
+    }
 }
 
 /// Observed state, written only by the operator.
@@ -615,4 +646,8 @@ fn default_backoff_limit() -> u32 {
 
 fn is_zero_u64(n: &u64) -> bool {
     *n == 0
+}
+
+fn default_history_limit() -> u32 {
+    3
 }

@@ -359,6 +359,12 @@ pub fn validate(job: &CopyJob) -> Vec<Problem> {
             format!("{} is out of range; allowed: 1 to 100", r.parallelism),
         ));
     }
+    if r.history_limit > 100 {
+        p.push(Problem::field(
+            "spec.run.historyLimit",
+            format!("{} is out of range; allowed: 0 to 100", r.history_limit),
+        ));
+    }
     if let Err(m) = check_fargate(r.cpu, r.memory_mib) {
         p.push(Problem::field("spec.run.memoryMiB", m));
     }

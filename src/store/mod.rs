@@ -284,6 +284,7 @@ impl Store {
             Err(e) => return Err(self.aws_err("CreateTable", e)),
         };
         self.wait_active().await?;
+        self.ensure_ttl().await?;
         if outcome == InitOutcome::AlreadyExisted && self.stream_arn().await?.is_none() {
             self.client
                 .update_table()
@@ -296,6 +297,41 @@ impl Store {
             outcome = InitOutcome::StreamEnabled;
         }
         Ok(outcome)
+    }
+
+    /// Turns on DynamoDB TTL on `expiresAt` (run items beyond a job's history limit) unless it is
+    /// on or being turned on.
+    async fn ensure_ttl(&self) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{TimeToLiveSpecification, TimeToLiveStatus};
+        let out = self
+            .client
+            .describe_time_to_live()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| self.aws_err("DescribeTimeToLive", e))?;
+        let status = out
+            .time_to_live_description()
+            .and_then(|d| d.time_to_live_status());
+        if matches!(
+            status,
+            Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+        ) {
+            return Ok(());
+        }
+        let spec = TimeToLiveSpecification::builder()
+            .attribute_name(runs::EXPIRES_AT)
+            .enabled(true)
+            .build()
+            .map_err(|e| self.malformed("(table definition)", e.to_string()))?;
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(spec)
+            .send()
+            .await
+            .map_err(|e| self.aws_err("UpdateTimeToLive", e))?;
+        Ok(())
     }
 
     async fn wait_active(&self) -> Result<(), StoreError> {

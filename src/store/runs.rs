@@ -40,6 +40,19 @@ fn runs_gsi_pk(job: &str) -> String {
     format!("RUNS#{job}")
 }
 
+/// A run as the job's runs index lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub run: String,
+    /// When the operator created it (RFC 3339).
+    pub created_at: String,
+    /// Its items' DynamoDB TTL (Unix seconds), once its history has run out.
+    pub expires_at: Option<u64>,
+}
+
+/// The TTL attribute of run items (the table's TimeToLiveSpecification).
+pub const EXPIRES_AT: &str = "expiresAt";
+
 /// A run's metadata: the spec it copies and the listing partitions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunMeta {
@@ -776,6 +789,16 @@ impl Store {
 
     /// The ids of every run of a job.
     pub async fn list_runs(&self, job: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .run_records(job)
+            .await?
+            .into_iter()
+            .map(|r| r.run)
+            .collect())
+    }
+
+    /// Every run of a job, with its creation time and TTL.
+    pub async fn run_records(&self, job: &str) -> Result<Vec<RunRecord>, StoreError> {
         let mut runs = Vec::new();
         let mut start = None;
         loop {
@@ -790,12 +813,52 @@ impl Store {
                 .send()
                 .await
                 .map_err(|e| self.aws_err("Query", e))?;
-            runs.extend(out.items().iter().filter_map(|i| opt_s(i, "run")));
+            runs.extend(out.items().iter().filter_map(|i| {
+                Some(RunRecord {
+                    run: opt_s(i, "run")?,
+                    created_at: opt_s(i, "createdAt").unwrap_or_default(),
+                    expires_at: super::get_n(i, EXPIRES_AT),
+                })
+            }));
             match out.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
                 _ => return Ok(runs),
             }
         }
+    }
+
+    /// Gives every item of a run the TTL `at` (Unix seconds), its META item last (so a stamping
+    /// cut short is taken up again: the run is listed as not expiring until META has it).
+    /// Returns how many items were stamped. An item gone meanwhile is skipped.
+    pub async fn expire_run(&self, job: &str, run: &str, at: u64) -> Result<usize, StoreError> {
+        let items = self.query_prefix(job, run, "", None, true).await?;
+        let (meta, rest): (Vec<Item>, Vec<Item>) = items
+            .into_iter()
+            .partition(|i| get_s(i, "sk") == Some("META"));
+        let mut stamped = 0;
+        for item in rest.iter().chain(meta.iter()) {
+            let Some(sk) = get_s(item, "sk") else {
+                continue;
+            };
+            let res = self
+                .client()
+                .update_item()
+                .table_name(self.table())
+                .key("pk", s(run_pk(job, run)))
+                .key("sk", s(sk))
+                .update_expression("SET #e = :e")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#e", EXPIRES_AT)
+                .expression_attribute_values(":e", n(at))
+                .send()
+                .await;
+            match res {
+                Ok(_) => stamped += 1,
+                Err(e) if super::condition_failed(&e) => {}
+                Err(e) => return Err(self.aws_err("UpdateItem", e)),
+            }
+        }
+        Ok(stamped)
     }
 
     /// Removes every record of a job: its runs' items, its status and, last, its spec (only if

@@ -69,6 +69,23 @@ async fn init_is_idempotent_and_turns_the_stream_on() {
         store.stream_arn().await.expect("describe").is_some(),
         "stream must be enabled"
     );
+    let ttl = store
+        .client()
+        .describe_time_to_live()
+        .table_name("ferry")
+        .send()
+        .await
+        .expect("describe TTL");
+    let ttl = ttl.time_to_live_description().expect("TTL description");
+    assert_eq!(
+        ttl.attribute_name(),
+        Some("expiresAt"),
+        "run history expires by TTL"
+    );
+    assert_eq!(
+        ttl.time_to_live_status(),
+        Some(&aws_sdk_dynamodb::types::TimeToLiveStatus::Enabled)
+    );
 }
 
 #[tokio::test]

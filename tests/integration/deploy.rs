@@ -375,3 +375,71 @@ fn the_example_trust_policies_name_the_roles_the_template_creates() {
         }
     }
 }
+
+#[test]
+fn the_metrics_collector_option_adds_a_sidecar_that_may_only_remote_write_to_its_workspace() {
+    let t = template();
+    let text = std::fs::read_to_string(root().join("examples/deploy/ferry-operator.yaml"))
+        .expect("template");
+    let r = &t["Resources"];
+    for name in [
+        "MetricsWorkspace",
+        "OperatorRemoteWritePolicy",
+        "CollectorLogGroup",
+    ] {
+        assert_eq!(
+            r[name]["Condition"].as_str(),
+            Some("UseManagedPrometheus"),
+            "{name} exists only with ManagedPrometheus=true"
+        );
+    }
+    assert_eq!(
+        r["MetricsWorkspace"]["Type"].as_str(),
+        Some("AWS::APS::Workspace")
+    );
+    let statements = r["OperatorRemoteWritePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        .as_sequence()
+        .expect("statements");
+    assert_eq!(statements.len(), 1);
+    assert_eq!(strings(&statements[0]["Action"]), ["aps:RemoteWrite"]);
+    assert!(
+        serde_json::to_string(&statements[0]["Resource"])
+            .expect("json")
+            .contains("MetricsWorkspace.Arn"),
+        "the grant names the stack's workspace only: {:?}",
+        statements[0]["Resource"]
+    );
+    assert_eq!(
+        t["Parameters"]["ManagedPrometheus"]["Default"].as_str(),
+        Some("false")
+    );
+    // The collector scrapes the operator where it listens by default, and writes with SigV4.
+    assert!(text.contains(r#"targets: ["127.0.0.1:9090"]"#));
+    assert!(text.contains("authenticator: sigv4auth") && text.contains("service: aps"));
+    assert!(text.contains("api/v1/remote_write"));
+}
+
+#[test]
+fn the_template_defaults_to_graviton_and_expires_run_history_by_ttl() {
+    let t = template();
+    let table = &t["Resources"]["Table"]["Properties"]["TimeToLiveSpecification"];
+    assert_eq!(
+        table["AttributeName"].as_str(),
+        Some(ferry::store::runs::EXPIRES_AT)
+    );
+    assert_eq!(table["Enabled"].as_bool(), Some(true));
+    assert_eq!(
+        t["Parameters"]["CpuArchitecture"]["Default"].as_str(),
+        Some("ARM64")
+    );
+    let text = std::fs::read_to_string(root().join("examples/deploy/ferry-operator.yaml"))
+        .expect("template");
+    assert!(
+        text.contains("CpuArchitecture: !Ref CpuArchitecture"),
+        "the operator's own platform"
+    );
+    assert!(
+        text.contains("{ Name: FERRY_CPU_ARCHITECTURE, Value: !Ref CpuArchitecture }"),
+        "the workers' default"
+    );
+}

@@ -417,7 +417,10 @@ async fn rerun_copies_again_suspend_and_resume_toggle_and_delete_wait_returns_on
     seed(&r.src, SRC_BUCKET, objects(8, "v1")).await;
     let _op = r.operator("op", &[]);
     let _agent = r.agent(None);
-    r.apply("again", &job_yaml("again", "op-dest-again", ""));
+    r.apply(
+        "again",
+        &job_yaml("again", "op-dest-again", ", historyLimit: 0"),
+    );
     let env = r.emu.env();
     let ferry = move |args: Vec<&'static str>| {
         let env = env.clone();
@@ -478,6 +481,43 @@ async fn rerun_copies_again_suspend_and_resume_toggle_and_delete_wait_returns_on
     );
     let copied = crate::worker::listing(&r.dst, "op-dest-again", "late/").await;
     assert_eq!(copied.len(), 1, "the rerun copied the late object");
+
+    // historyLimit 0: the first run's items expire (DynamoDB TTL) once the second started.
+    let items = r
+        .store
+        .client()
+        .query()
+        .table_name("ferry")
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("RUN#again#{first}")),
+        )
+        .send()
+        .await
+        .expect("query the first run");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(items.count() >= 2, "the first run has items: {items:?}");
+    for item in items.items() {
+        let at: u64 = item
+            .get("expiresAt")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("an item of the first run without expiresAt: {item:?}"));
+        assert!(at <= now, "{at} > {now}");
+    }
+    let records = r.store.run_records("again").await.expect("runs");
+    let second_record = records
+        .iter()
+        .find(|x| x.run == second.id)
+        .expect("second run");
+    assert_eq!(
+        second_record.expires_at, None,
+        "the current run never expires"
+    );
 
     let out = ferry(vec!["suspend", "again"]).await.expect("suspend");
     assert_eq!(out.stdout.trim(), "copyjob/again suspended", "{out:?}");

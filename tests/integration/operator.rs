@@ -503,6 +503,20 @@ async fn a_job_named_with_63_characters_starts_tagged_tasks_and_succeeds() {
         .uid;
     let run = format!("{uid}-g1r1");
     assert_eq!(tags.get("ferry:run"), Some(&run.as_str()), "{tags:?}");
+    let td = ecs
+        .describe_task_definition()
+        .task_definition(task.task_definition_arn().expect("revision"))
+        .send()
+        .await
+        .expect("task definition");
+    let platform = td.task_definition().and_then(|t| t.runtime_platform());
+    assert_eq!(
+        platform
+            .and_then(|p| p.cpu_architecture())
+            .map(|a| a.as_str()),
+        Some("X86_64"),
+        "the operator's default architecture is the task definition's runtimePlatform"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
