@@ -204,7 +204,7 @@ spec:
   copy: {{ {copy} }}
 "#
         );
-        serde_yaml_ng::from_str(&yaml).expect("job")
+        serde_saphyr::from_str(&yaml).expect("job")
     }
 
     #[test]

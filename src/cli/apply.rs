@@ -197,7 +197,7 @@ spec:
   destination: {{ account: "222222222222", region: us-east-1, bucket: {bucket}, roleArn: "arn:aws:iam::222222222222:role/d" }}
 "#
         );
-        serde_yaml_ng::from_str(&yaml).expect("test job parses")
+        serde_saphyr::from_str(&yaml).expect("test job parses")
     }
 
     fn stored(

@@ -123,7 +123,7 @@ spec:
 "#
         );
         StoredJob {
-            job: serde_yaml_ng::from_str(&yaml).unwrap(),
+            job: serde_saphyr::from_str(&yaml).unwrap(),
             generation: 1,
             version: 1,
             applyset: None,

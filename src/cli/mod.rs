@@ -883,7 +883,7 @@ pub(crate) fn finish(failures: Vec<String>) -> Result<ExitCode, CliError> {
 }
 
 fn to_yaml(job: &CopyJob) -> Result<String, CliError> {
-    serde_yaml_ng::to_string(job).map_err(|e| CliError::Render {
+    serde_saphyr::to_string(job).map_err(|e| CliError::Render {
         what: format!("copyjob/{}", job.metadata.name),
         message: e.to_string(),
     })
@@ -1150,7 +1150,7 @@ async fn describe(name: &str, store: &Store, out: &mut impl Write) -> Result<Exi
     writeln!(out, "Phase:        {}", shown_phase(&j))?;
     writeln!(out, "Progress:     {}", progress_text(&j))?;
     writeln!(out, "Spec:")?;
-    let spec = serde_yaml_ng::to_string(&j.job.spec).map_err(|e| CliError::Render {
+    let spec = serde_saphyr::to_string(&j.job.spec).map_err(|e| CliError::Render {
         what: format!("copyjob/{name}"),
         message: e.to_string(),
     })?;

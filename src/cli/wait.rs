@@ -200,7 +200,7 @@ spec:
   source: { account: "111111111111", region: eu-west-1, bucket: src, roleArn: "arn:aws:iam::111111111111:role/s" }
   destination: { account: "222222222222", region: us-east-1, bucket: dst, roleArn: "arn:aws:iam::222222222222:role/d" }
 "#;
-        let mut job: crate::model::CopyJob = serde_yaml_ng::from_str(yaml).unwrap();
+        let mut job: crate::model::CopyJob = serde_saphyr::from_str(yaml).unwrap();
         job.status = phase.map(|phase| CopyJobStatus {
             phase,
             observed_generation: observed,

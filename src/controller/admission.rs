@@ -261,7 +261,7 @@ mod tests {
                 .join("examples/jobs/logs-migration.yaml"),
         )
         .expect("example");
-        let value: serde_json::Value = serde_yaml_ng::from_str(&text).expect("yaml");
+        let value: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
         let mut job = validate::parse_value(value).expect("example parses");
         edit(&mut job);
         job

@@ -399,7 +399,7 @@ spec:
 "#
             )
         };
-        let job = |ecs: &str| -> CopyJob { serde_yaml_ng::from_str(&yaml(ecs)).expect("job") };
+        let job = |ecs: &str| -> CopyJob { serde_saphyr::from_str(&yaml(ecs)).expect("job") };
         let arm = Settings {
             cpu_architecture: crate::model::CpuArchitecture::Arm64,
             ..Settings::default()
@@ -416,7 +416,7 @@ spec:
                 "{ecs}"
             );
         }
-        let bad: Result<CopyJob, _> = serde_yaml_ng::from_str(&yaml("cpuArchitecture: arm"));
+        let bad: Result<CopyJob, _> = serde_saphyr::from_str(&yaml("cpuArchitecture: arm"));
         assert!(bad.is_err(), "only ECS's names are accepted");
     }
 

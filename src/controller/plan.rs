@@ -1151,7 +1151,7 @@ spec:
   run: {{ parallelism: 2, backoffLimit: 2 {extra_run} }}
 "#
         );
-        serde_yaml_ng::from_str(&yaml).expect("job")
+        serde_saphyr::from_str(&yaml).expect("job")
     }
 
     fn settings() -> Settings {

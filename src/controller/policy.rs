@@ -172,7 +172,7 @@ spec:
   destination: {{ account: "222222222222", region: us-east-1, bucket: dst, roleArn: "arn:aws:iam::222222222222:role/d" }}
 "#
         );
-        serde_yaml_ng::from_str(&yaml).expect("job")
+        serde_saphyr::from_str(&yaml).expect("job")
     }
 
     const FOREIGN: &str = r#"{"Sid":"KeepMe","Effect":"Deny","Principal":"*","Action":"s3:*","Resource":["arn:aws:s3:::src","arn:aws:s3:::src/*"],"Condition":{"Bool":{"aws:SecureTransport":"false"}}}"#;

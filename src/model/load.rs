@@ -232,25 +232,71 @@ impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
     }
 }
 
+/// One YAML document read under its own node budget (see [`Bounded`]).
+struct Doc(Value);
+
+impl<'de> serde::Deserialize<'de> for Doc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Doc, D::Error> {
+        let budget = std::cell::Cell::new(MAX_NODES);
+        serde::de::DeserializeSeed::deserialize(Bounded(&budget), d).map(Doc)
+    }
+}
+
+/// Every document of a YAML stream (serde-saphyr: pure Rust, no unsafe C parser), or the first
+/// error as `line L, column C: message`. Aliases are limited besides the node budget: a job
+/// needs none.
+fn yaml_documents(text: &str) -> Result<Vec<Value>, String> {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_aliases = 1_000;
+    budget.max_nodes = MAX_NODES;
+    budget.max_documents = 1_000;
+    let options = serde_saphyr::options! {
+        budget: Some(budget),
+        with_snippet: false,
+        // YAML 1.2: only true/false are booleans (`team: y` is the string "y").
+        strict_booleans: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    };
+    match serde_saphyr::from_multiple_with_options::<Doc>(text, options) {
+        Ok(docs) => Ok(docs.into_iter().map(|d| d.0).collect()),
+        Err(e) => {
+            let e = e.without_snippet();
+            let mut message = e.to_string();
+            if message.contains("budget breached") {
+                let at = message
+                    .find(" at line ")
+                    .map(|i| message[i..].to_string())
+                    .unwrap_or_default();
+                message = format!(
+                    "the document expands to more than {MAX_NODES} values (anchors and aliases count every time they are used){at}; allowed: at most {MAX_NODES}, and at most 1000 aliases"
+                );
+            }
+            Err(match e.location() {
+                Some(at) if !message.contains("line ") => {
+                    format!("line {}, column {}: {message}", at.line(), at.column())
+                }
+                _ => message,
+            })
+        }
+    }
+}
+
 /// Parses one file's text (all its documents) and validates each job.
 pub fn parse_text(file: &Path, text: &str, docs: &mut Vec<Document>, problems: &mut Vec<Problem>) {
     let is_json = file.extension().and_then(|e| e.to_str()) == Some("json");
     let values: Vec<Result<Value, String>> = if is_json {
-        vec![serde_json::from_str::<Value>(text).map_err(|e| e.to_string())]
+        vec![
+            serde_json::from_str::<Value>(text)
+                .map_err(|e| format!("line {}, column {}: {e}", e.line(), e.column())),
+        ]
     } else {
-        let mut values = Vec::new();
-        for doc in serde_yaml_ng::Deserializer::from_str(text) {
-            let budget = std::cell::Cell::new(MAX_NODES);
-            let value = serde::de::DeserializeSeed::deserialize(Bounded(&budget), doc);
-            let failed = value.is_err();
-            values.push(value.map_err(|e| e.to_string()));
-            if failed {
-                // After a syntax error the parser cannot find the next document.
-                break;
-            }
+        match yaml_documents(text) {
+            Ok(docs) => docs.into_iter().map(Ok).collect(),
+            // After a syntax error the parser cannot find the next document.
+            Err(e) => vec![Err(e)],
         }
-        values
     };
+    let first_problem = problems.len();
     for (index, value) in values.into_iter().enumerate() {
         match value {
             Err(e) => problems.push(Problem::new(
@@ -275,6 +321,15 @@ pub fn parse_text(file: &Path, text: &str, docs: &mut Vec<Document>, problems: &
                 }
                 Err(found) => problems.extend(found.into_iter().map(|p| p.at(file, index))),
             },
+        }
+    }
+    // Place each field problem of a YAML document at its line and column.
+    if problems.len() > first_problem && !is_json {
+        let positions = super::locate::positions(text);
+        for p in &mut problems[first_problem..] {
+            if let Some(map) = p.index.and_then(|i| positions.get(i)) {
+                p.at = super::locate::find(map, &p.path);
+            }
         }
     }
 }

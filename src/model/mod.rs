@@ -2,6 +2,7 @@
 //! Imports no AWS crate, so an editor plugin or a CI linter can use it without AWS.
 
 pub mod load;
+pub mod locate;
 pub mod types;
 pub mod validate;
 

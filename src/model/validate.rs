@@ -19,6 +19,8 @@ pub struct Problem {
     /// Dotted field path, e.g. `spec.source.bucket` (empty for the whole document).
     pub path: String,
     pub message: String,
+    /// Line and column of the field in its file (YAML), when known.
+    pub at: Option<(u64, u64)>,
 }
 
 impl Problem {
@@ -28,6 +30,7 @@ impl Problem {
             index: None,
             path: path.to_string(),
             message: message.into(),
+            at: None,
         }
     }
 
@@ -38,6 +41,7 @@ impl Problem {
             index: None,
             path: String::new(),
             message: message.into(),
+            at: None,
         }
     }
 
@@ -58,6 +62,9 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(file) = &self.file {
             write!(f, "{}", file.display())?;
+            if let Some((line, column)) = self.at {
+                write!(f, ":{line}:{column}")?;
+            }
             if let Some(i) = self.index {
                 write!(f, " (document {i})")?;
             }

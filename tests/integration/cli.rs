@@ -305,9 +305,9 @@ async fn get_prints_a_table_yaml_and_json_and_describe_shows_spec_and_status() {
     );
 
     let yaml = emu.ferry(&["get", "logs-migration", "-o", "yaml"]);
-    let shown: CopyJob = serde_yaml_ng::from_str(&yaml.stdout).expect("get -o yaml is a CopyJob");
+    let shown: CopyJob = serde_saphyr::from_str(&yaml.stdout).expect("get -o yaml is a CopyJob");
     assert_eq!(shown.metadata.generation, Some(1));
-    let file: CopyJob = serde_yaml_ng::from_str(
+    let file: CopyJob = serde_saphyr::from_str(
         &std::fs::read_to_string(root().join("examples/jobs/logs-migration.yaml")).unwrap(),
     )
     .unwrap();
@@ -447,7 +447,7 @@ async fn racing_applies_are_serialized_and_no_write_is_lost() {
     for i in 0..WRITERS {
         let store = Arc::clone(&store);
         let job: CopyJob =
-            serde_yaml_ng::from_str(&JOB_A.replace("bucket: dst-a", &format!("bucket: dst-{i}")))
+            serde_saphyr::from_str(&JOB_A.replace("bucket: dst-a", &format!("bucket: dst-{i}")))
                 .unwrap();
         tasks.push(tokio::spawn(async move {
             apply_one(&store, &job, "default", Default::default()).await

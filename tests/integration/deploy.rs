@@ -196,21 +196,100 @@ spec:
 }
 
 /// The CloudFormation template as YAML values (short tags such as `!Ref` stay tagged values).
-fn template() -> serde_yaml_ng::Value {
+/// The template as JSON, CloudFormation's short-form tags kept: a tagged node becomes the string
+/// `!Tag <value>` (`!Ref TaskBoundary`, `!GetAtt Table.Arn`, `!Sub ["…", {…}]`), so a check can
+/// tell a reference from a literal.
+fn template() -> serde_json::Value {
     let text = std::fs::read_to_string(root().join("examples/deploy/ferry-operator.yaml"))
         .expect("template");
-    serde_yaml_ng::from_str(&text).expect("template YAML")
+    serde_saphyr::from_str::<Cfn>(&text)
+        .expect("template YAML")
+        .0
+}
+
+/// A YAML node with its tag folded in (see [`template`]).
+struct Cfn(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Cfn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cfn, D::Error> {
+        let serde_saphyr::Tagged(node, tag) = serde_saphyr::Tagged::<CfnNode>::deserialize(d)?;
+        Ok(Cfn(match tag {
+            Some(tag) => {
+                let inner = match &node.0 {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                serde_json::Value::String(format!("{tag} {inner}"))
+            }
+            None => node.0,
+        }))
+    }
+}
+
+/// An untagged node whose children are [`Cfn`] nodes.
+struct CfnNode(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for CfnNode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CfnNode, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CfnNode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a YAML node")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<CfnNode, E> {
+                Ok(CfnNode(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<CfnNode, E> {
+                Ok(CfnNode(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<CfnNode, E> {
+                Ok(CfnNode(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<CfnNode, E> {
+                Ok(CfnNode(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<CfnNode, E> {
+                Ok(CfnNode(v.into()))
+            }
+            fn visit_unit<E>(self) -> Result<CfnNode, E> {
+                Ok(CfnNode(serde_json::Value::Null))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<CfnNode, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Cfn(v)) = a.next_element::<Cfn>()? {
+                    out.push(v);
+                }
+                Ok(CfnNode(serde_json::Value::Array(out)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<CfnNode, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some(k) = a.next_key::<String>()? {
+                    let Cfn(v) = a.next_value::<Cfn>()?;
+                    out.insert(k, v);
+                }
+                Ok(CfnNode(serde_json::Value::Object(out)))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Every statement of the operator role's policies: (Sid, statement).
-fn operator_statements(t: &serde_yaml_ng::Value) -> Vec<(String, serde_yaml_ng::Value)> {
+fn operator_statements(t: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
     let mut out = Vec::new();
     for policy in t["Resources"]["OperatorRole"]["Properties"]["Policies"]
-        .as_sequence()
+        .as_array()
         .expect("operator role policies")
     {
         for st in policy["PolicyDocument"]["Statement"]
-            .as_sequence()
+            .as_array()
             .expect("statements")
         {
             out.push((st["Sid"].as_str().unwrap_or("?").to_string(), st.clone()));
@@ -219,17 +298,20 @@ fn operator_statements(t: &serde_yaml_ng::Value) -> Vec<(String, serde_yaml_ng::
     out
 }
 
-fn strings(v: &serde_yaml_ng::Value) -> Vec<String> {
+fn strings(v: &serde_json::Value) -> Vec<String> {
     match v {
-        serde_yaml_ng::Value::String(s) => vec![s.clone()],
-        serde_yaml_ng::Value::Sequence(items) => items.iter().flat_map(strings).collect(),
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(items) => items.iter().flat_map(strings).collect(),
         _ => Vec::new(),
     }
 }
 
 /// A value as text (tags included), for searching.
-fn text(v: &serde_yaml_ng::Value) -> String {
-    serde_yaml_ng::to_string(v).expect("YAML")
+fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 #[test]
@@ -379,7 +461,7 @@ fn the_example_trust_policies_name_the_roles_the_template_creates() {
 #[test]
 fn the_metrics_collector_option_adds_a_sidecar_that_may_only_remote_write_to_its_workspace() {
     let t = template();
-    let text = std::fs::read_to_string(root().join("examples/deploy/ferry-operator.yaml"))
+    let source = std::fs::read_to_string(root().join("examples/deploy/ferry-operator.yaml"))
         .expect("template");
     let r = &t["Resources"];
     for name in [
@@ -398,14 +480,12 @@ fn the_metrics_collector_option_adds_a_sidecar_that_may_only_remote_write_to_its
         Some("AWS::APS::Workspace")
     );
     let statements = r["OperatorRemoteWritePolicy"]["Properties"]["PolicyDocument"]["Statement"]
-        .as_sequence()
+        .as_array()
         .expect("statements");
     assert_eq!(statements.len(), 1);
     assert_eq!(strings(&statements[0]["Action"]), ["aps:RemoteWrite"]);
     assert!(
-        serde_json::to_string(&statements[0]["Resource"])
-            .expect("json")
-            .contains("MetricsWorkspace.Arn"),
+        text(&statements[0]["Resource"]) == "!GetAtt MetricsWorkspace.Arn",
         "the grant names the stack's workspace only: {:?}",
         statements[0]["Resource"]
     );
@@ -414,9 +494,9 @@ fn the_metrics_collector_option_adds_a_sidecar_that_may_only_remote_write_to_its
         Some("false")
     );
     // The collector scrapes the operator where it listens by default, and writes with SigV4.
-    assert!(text.contains(r#"targets: ["127.0.0.1:9090"]"#));
-    assert!(text.contains("authenticator: sigv4auth") && text.contains("service: aps"));
-    assert!(text.contains("api/v1/remote_write"));
+    assert!(source.contains(r#"targets: ["127.0.0.1:9090"]"#));
+    assert!(source.contains("authenticator: sigv4auth") && source.contains("service: aps"));
+    assert!(source.contains("api/v1/remote_write"));
 }
 
 #[test]

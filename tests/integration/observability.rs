@@ -29,7 +29,7 @@ fn dashboard_exprs() -> Vec<String> {
 /// (name, expression) of every alerting rule in dashboards/alerts.yaml.
 fn alert_rules() -> Vec<(String, String)> {
     let text = std::fs::read_to_string(root().join("dashboards/alerts.yaml")).expect("alerts");
-    let doc: serde_json::Value = serde_yaml_ng::from_str(&text).expect("alerts are YAML");
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).expect("alerts are YAML");
     doc["groups"]
         .as_array()
         .expect("groups")

@@ -12,7 +12,7 @@ use crate::support::{http_get, run_ferry};
 
 /// A job document as `ferry apply` would store it, edited.
 pub fn job_doc(name: &str, edit: impl FnOnce(&mut CopyJob)) -> CopyJob {
-    let mut job: CopyJob = serde_yaml_ng::from_str(&job_yaml(
+    let mut job: CopyJob = serde_saphyr::from_str(&job_yaml(
         name,
         &format!("trust-{}", name.to_lowercase()),
         "",

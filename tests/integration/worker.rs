@@ -73,7 +73,7 @@ spec:
 "#,
             src.0, src.1, dst.2, dst.0, dst.1
         );
-        let job: CopyJob = serde_yaml_ng::from_str(&yaml).expect("job yaml");
+        let job: CopyJob = serde_saphyr::from_str(&yaml).expect("job yaml");
         let problems = ferry::model::validate::validate(&job);
         assert!(problems.is_empty(), "{problems:?}");
         self.store.create_spec(&job, None).await.expect("store job");
@@ -498,7 +498,7 @@ spec:
 "#
     );
     w.store
-        .create_spec(&serde_yaml_ng::from_str(&job).unwrap(), None)
+        .create_spec(&serde_saphyr::from_str(&job).unwrap(), None)
         .await
         .unwrap();
     assert_eq!(w.run_worker("same", "r1", "t1s", &[]).await, 0);
@@ -1433,7 +1433,7 @@ spec:
   copy: { deleteExtraneous: true, overwrite: Always }
 "#;
     w.store
-        .create_spec(&serde_yaml_ng::from_str(yaml).unwrap(), None)
+        .create_spec(&serde_saphyr::from_str(yaml).unwrap(), None)
         .await
         .unwrap();
     w.run_worker_ok("mirror", "r1", "m1", &[]).await;
