@@ -523,3 +523,41 @@ fn the_template_defaults_to_graviton_and_expires_run_history_by_ttl() {
         "the workers' default"
     );
 }
+
+#[test]
+fn every_base_image_is_pinned_by_digest_and_the_release_profile_is_lean() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let lines: Vec<&str> = dockerfile.lines().collect();
+    let froms: Vec<(usize, &str)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("FROM "))
+        .map(|(i, l)| (i, *l))
+        .collect();
+    assert_eq!(froms.len(), 2, "{froms:?}");
+    for (i, from) in froms {
+        let image = from.split_whitespace().nth(1).expect("image");
+        let (name, digest) = image
+            .split_once("@sha256:")
+            .unwrap_or_else(|| panic!("{from} is not pinned by digest"));
+        assert!(
+            digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{from}"
+        );
+        let tag_comment = lines[i - 1];
+        assert!(
+            tag_comment.starts_with("# ")
+                && tag_comment.contains(name)
+                && tag_comment.contains(':'),
+            "the line above `{from}` names the tag: {tag_comment}"
+        );
+    }
+    let manifest: toml::Table = std::fs::read_to_string(root().join("Cargo.toml"))
+        .expect("Cargo.toml")
+        .parse()
+        .expect("TOML");
+    let release = &manifest["profile"]["release"];
+    assert_eq!(release["lto"].as_bool(), Some(true));
+    assert_eq!(release["codegen-units"].as_integer(), Some(1));
+    assert_eq!(release["strip"].as_bool(), Some(true));
+}
