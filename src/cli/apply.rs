@@ -208,16 +208,11 @@ spec:
         deleting: bool,
     ) -> StoredJob {
         StoredJob {
-            job,
             generation,
             version,
             applyset: Some(applyset.into()),
-            created_at: String::new(),
-            updated_at: String::new(),
             deletion_requested_at: deleting.then(|| "now".into()),
-            status_version: 0,
-            uid: String::new(),
-            rerun: 0,
+            ..StoredJob::new(job)
         }
     }
 

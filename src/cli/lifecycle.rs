@@ -68,12 +68,7 @@ pub async fn run(
 
 async fn one(verb: Verb, name: &str, store: &Store) -> Result<String, CliError> {
     for _ in 0..MAX_ATTEMPTS {
-        let job = store
-            .get_job(name)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: format!("copyjob/{name}"),
-            })?;
+        let job = store.require_job(name).await?;
         let written = match decide(verb, &job) {
             Change::Nothing(text) => return Ok(text.to_string()),
             Change::Refused(why) => return Err(CliError::Failed(why)),
@@ -122,18 +117,9 @@ spec:
   run: {{ suspend: {suspend} }}
 "#
         );
-        StoredJob {
-            job: serde_saphyr::from_str(&yaml).unwrap(),
-            generation: 1,
-            version: 1,
-            applyset: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-            deletion_requested_at: deleting.then(|| "now".into()),
-            status_version: 0,
-            uid: String::new(),
-            rerun: 0,
-        }
+        let mut stored = StoredJob::new(serde_saphyr::from_str(&yaml).unwrap());
+        stored.deletion_requested_at = deleting.then(|| "now".into());
+        stored
     }
 
     #[test]

@@ -932,14 +932,7 @@ async fn get(g: &GetArgs, store: &Store, out: &mut impl Write) -> Result<ExitCod
     }
     let jobs = match &g.name {
         Some(name) => {
-            vec![
-                store
-                    .get_job(name)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound {
-                        what: format!("copyjob/{name}"),
-                    })?,
-            ]
+            vec![store.require_job(name).await?]
         }
         None => store.list_jobs().await?,
     };
@@ -1114,12 +1107,7 @@ fn age(since: &str) -> String {
 }
 
 async fn describe(name: &str, store: &Store, out: &mut impl Write) -> Result<ExitCode, CliError> {
-    let j = store
-        .get_job(name)
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
-            what: format!("copyjob/{name}"),
-        })?;
+    let j = store.require_job(name).await?;
     writeln!(out, "Name:         {}", j.name())?;
     let labels: Vec<String> = j
         .job
@@ -1257,12 +1245,7 @@ async fn delete(d: &DeleteArgs, store: &Store, out: &mut impl Write) -> Result<E
 async fn request_deletion(store: &Store, name: &str) -> Result<bool, StoreError> {
     let mut attempts = 0;
     loop {
-        let job = store
-            .get_job(name)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: format!("copyjob/{name}"),
-            })?;
+        let job = store.require_job(name).await?;
         if job.deletion_requested_at.is_some() {
             return Ok(false);
         }

@@ -220,16 +220,8 @@ spec:
             ..CopyJobStatus::default()
         });
         StoredJob {
-            job,
             generation,
-            version: 1,
-            applyset: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-            deletion_requested_at: None,
-            status_version: 1,
-            uid: String::new(),
-            rerun: 0,
+            ..StoredJob::new(job)
         }
     }
 

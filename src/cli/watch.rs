@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{CliError, ExitCode, human_bytes, shown_phase, write_table};
 use crate::model::Progress;
-use crate::store::{Store, StoreError, StoredJob};
+use crate::store::{Store, StoredJob};
 
 /// One earlier reading of a job's progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,14 +104,7 @@ pub async fn watch(
     let mut shown = 0u32;
     loop {
         let jobs: Vec<StoredJob> = match name {
-            Some(n) => vec![
-                store
-                    .get_job(n)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound {
-                        what: format!("copyjob/{n}"),
-                    })?,
-            ],
+            Some(n) => vec![store.require_job(n).await?],
             None => store.list_jobs().await?,
         };
         let now = crate::store::runs::now_ms();

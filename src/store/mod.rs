@@ -109,6 +109,22 @@ pub struct StoredJob {
 }
 
 impl StoredJob {
+    /// A job as it is stored when first created: generation 1, version 1, no status.
+    pub fn new(job: CopyJob) -> StoredJob {
+        StoredJob {
+            job,
+            generation: 1,
+            version: 1,
+            applyset: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            deletion_requested_at: None,
+            status_version: 0,
+            uid: String::new(),
+            rerun: 0,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.job.metadata.name
     }
@@ -393,6 +409,15 @@ impl Store {
             .map_err(|e| self.aws_err("Query", e))?;
         let mut jobs = self.assemble(out.items().to_vec(), true)?;
         Ok(jobs.pop())
+    }
+
+    /// A job that must exist: `NotFound` naming `copyjob/<name>` otherwise.
+    pub async fn require_job(&self, name: &str) -> Result<StoredJob, StoreError> {
+        self.get_job(name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("copyjob/{name}"),
+            })
     }
 
     /// Lists every job (spec and status), sorted by name.
