@@ -3,10 +3,17 @@
 use clap::Parser;
 use ferry::cli::{self, Cli, CliError, LogFormat};
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
-    });
+/// Logs on stderr. The long-running parts log at info; the CLI's verbs keep the SDK's own
+/// warnings (each provider of the credential chain that found nothing, as multi-line debug
+/// structures) to themselves: what failed reaches the user as one error line.
+fn init_logging(format: LogFormat, long_running: bool) {
+    let default = if long_running {
+        "info,aws_config=warn,aws_smithy_runtime=warn"
+    } else {
+        "warn,aws_config=error,aws_smithy_runtime=error"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -18,7 +25,11 @@ fn init_logging(format: LogFormat) {
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(cli.global.log_format);
+    let long_running = matches!(
+        cli.command,
+        cli::Command::Operator(_) | cli::Command::Worker | cli::Command::LocalAgent(_)
+    );
+    init_logging(cli.global.log_format, long_running);
     let mut out = std::io::stdout().lock();
     let result = match cli::run_offline(&cli.command, &cli.global, &mut out) {
         Some(r) => r,

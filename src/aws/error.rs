@@ -230,6 +230,18 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(
     err: &SdkError<E, HttpResponse>,
 ) -> String {
     let hint = err.code().and_then(hint).unwrap_or_default();
+    if let SdkError::DispatchFailure(_) = err {
+        let chain = error_chain(err)
+            .lines()
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join("; ");
+        if chain.contains("loading credentials") || chain.contains("no credentials found") {
+            return format!(
+                "no usable AWS credentials (tried the environment, AWS_PROFILE and SSO, web identity, the ECS container endpoint and IMDS): set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY ({chain})"
+            );
+        }
+    }
     match (err.code(), err.message()) {
         (Some(c), Some(m)) => format!("{c}: {m}{hint}"),
         (Some(c), None) => format!("{c}{hint}"),
@@ -248,6 +260,21 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(
             s
         }
     }
+}
+
+/// An error and its sources, `: `-joined.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut src = err.source();
+    while let Some(e) = src {
+        let text = e.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        src = e.source();
+    }
+    s
 }
 
 /// What to do about an error code a person can fix, appended to its description.

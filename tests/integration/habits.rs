@@ -300,6 +300,28 @@ fn with_no_region_anywhere_a_command_says_so_in_one_line() {
 }
 
 #[test]
+fn with_a_region_but_no_credentials_a_command_says_so_in_one_line() {
+    let env: Vec<(String, String)> = [
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec();
+    let out = run_ferry(&["get"], &env);
+    assert_eq!(out.code, 1, "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, no SDK warnings: {}", out.stderr);
+    assert!(
+        lines[0].contains("no usable AWS credentials") && lines[0].contains("AWS_PROFILE"),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
 fn a_missing_table_is_reported_once_with_what_to_do() {
     let emu = Emulator::start();
     let out = emu.ferry(&["apply", "-f", "examples/jobs/"]);
