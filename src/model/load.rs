@@ -262,6 +262,13 @@ fn yaml_documents(text: &str) -> Result<Vec<Value>, String> {
         Err(e) => {
             let e = e.without_snippet();
             let mut message = e.to_string();
+            // serde-saphyr's advice is for programmers, not for job authors.
+            if message.contains("duplicate mapping key") {
+                message = message.replace(
+                    ", set DuplicateKeyPolicy in Options if acceptable",
+                    " (each key may appear once in a mapping)",
+                );
+            }
             if message.contains("budget breached") {
                 let at = message
                     .find(" at line ")

@@ -87,7 +87,14 @@ pub async fn rig() -> Rig {
     }
 }
 
+/// A job of the rig's source bucket. `run` adds run settings (`, backoffLimit: 1`); one that
+/// names `parallelism` replaces the default 1 (YAML keys are unique: a repeated key is refused).
 pub fn job_yaml(name: &str, dst_bucket: &str, run: &str) -> String {
+    let run = if run.contains("parallelism:") {
+        run.trim_start_matches([',', ' ']).to_string()
+    } else {
+        format!("parallelism: 1{run}")
+    };
     format!(
         r#"apiVersion: ferry.dev/v1alpha1
 kind: CopyJob
@@ -95,7 +102,7 @@ metadata: {{ name: {name} }}
 spec:
   source: {{ account: "111111111111", region: {SRC_REGION}, bucket: {SRC_BUCKET}, roleArn: "arn:aws:iam::111111111111:role/ferry-source" }}
   destination: {{ account: "222222222222", region: {DST_REGION}, bucket: {dst_bucket}, roleArn: "arn:aws:iam::222222222222:role/ferry-destination", create: {{}} }}
-  run: {{ parallelism: 1{run} }}
+  run: {{ {run} }}
 "#
     )
 }

@@ -592,6 +592,67 @@ async fn ecs_refuses_more_than_10_tasks_per_call_overrides_over_8192_characters_
     base().count(11).send().await.expect("moto alone starts 11");
 }
 
+#[tokio::test]
+async fn ecs_tasks_get_their_task_definitions_tags_when_run_task_propagates_them() {
+    let emu = Emulator::start();
+    let (ecs, network) = ecs_setup(&emu).await;
+    ecs.tag_resource()
+        .resource_arn(
+            ecs.describe_task_definition()
+                .task_definition("strict")
+                .send()
+                .await
+                .expect("describe")
+                .task_definition()
+                .and_then(|t| t.task_definition_arn())
+                .expect("arn"),
+        )
+        .tags(Tag::builder().key("ferry:job").value("j").build())
+        .send()
+        .await
+        .expect("tag the task definition");
+    let run = || async {
+        let out = ecs
+            .run_task()
+            .cluster("strict")
+            .task_definition("strict")
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(network.clone())
+            .propagate_tags(aws_sdk_ecs::types::PropagateTags::TaskDefinition)
+            .tags(Tag::builder().key("ferry:run").value("r").build())
+            .send()
+            .await
+            .expect("run task");
+        let arn = out.tasks()[0].task_arn().expect("arn").to_string();
+        let described = ecs
+            .describe_tasks()
+            .cluster("strict")
+            .tasks(arn)
+            .include(aws_sdk_ecs::types::TaskField::Tags)
+            .send()
+            .await
+            .expect("describe tasks");
+        let mut keys: Vec<String> = described.tasks()[0]
+            .tags()
+            .iter()
+            .filter_map(|t| t.key().map(str::to_string))
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        run().await,
+        ["ferry:job", "ferry:run"],
+        "propagated and own tags"
+    );
+    emu.strict_off(&["ecs-propagate-tags"]);
+    assert_eq!(
+        run().await,
+        ["ferry:run"],
+        "moto alone ignores propagateTags"
+    );
+}
+
 /// Creates `name` in `account` with one inline policy.
 pub async fn role_with_policy(emu: &Emulator, account: &str, name: &str, policy: &str) {
     let iam = aws_sdk_iam::Client::new(&emu.account_config(account).await);
