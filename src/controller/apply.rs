@@ -517,6 +517,8 @@ async fn ensure_task_definition(ctx: &Context, job: &CopyJob) -> Result<(), Reco
         .network_mode(NetworkMode::Awsvpc)
         .cpu(&td.cpu)
         .memory(&td.memory)
+        // RuntimePlatform (ECS API reference, data type RuntimePlatform): cpuArchitecture
+        // X86_64 or ARM64, operatingSystemFamily LINUX for Fargate Linux tasks.
         .runtime_platform(
             aws_sdk_ecs::types::RuntimePlatform::builder()
                 .cpu_architecture(aws_sdk_ecs::types::CpuArchitecture::from(
@@ -661,6 +663,8 @@ async fn ensure_task(
         .count(1)
         .started_by(&token)
         .client_token(&token)
+        // RunTask `propagateTags` (ECS API reference, RunTask): the task gets the task
+        // definition's tags; enforced on moto by the strict rule `ecs-propagate-tags`.
         .propagate_tags(aws_sdk_ecs::types::PropagateTags::TaskDefinition)
         .set_tags(Some(
             desired::task_tags(run)

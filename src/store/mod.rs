@@ -621,7 +621,9 @@ impl Store {
         Ok(())
     }
 
-    /// `--dry-run=server`: has DynamoDB evaluate the condition the spec write would carry
+    /// `--dry-run=server` (DynamoDB API reference, TransactWriteItems: a `ConditionCheck` "applies
+    /// a condition to an item that is not being modified by the transaction"): has DynamoDB
+    /// evaluate the condition the spec write would carry
     /// (absent for a create, `version` and no deletion for an update) in a transaction holding
     /// only a ConditionCheck, which writes nothing. `check: false` does nothing.
     pub async fn check_spec_write(
