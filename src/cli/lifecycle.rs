@@ -106,18 +106,9 @@ mod tests {
     use super::*;
 
     fn job(suspend: bool, deleting: bool) -> StoredJob {
-        let yaml = format!(
-            r#"
-apiVersion: ferry.dev/v1alpha1
-kind: CopyJob
-metadata: {{ name: j }}
-spec:
-  source: {{ account: "111111111111", region: eu-west-1, bucket: src, roleArn: "arn:aws:iam::111111111111:role/s" }}
-  destination: {{ account: "222222222222", region: us-east-1, bucket: dst, roleArn: "arn:aws:iam::222222222222:role/d" }}
-  run: {{ suspend: {suspend} }}
-"#
-        );
-        let mut stored = StoredJob::new(serde_saphyr::from_str(&yaml).unwrap());
+        let mut spec = crate::model::test_job();
+        spec.spec.run.suspend = suspend;
+        let mut stored = StoredJob::new(spec);
         stored.deletion_requested_at = deleting.then(|| "now".into());
         stored
     }

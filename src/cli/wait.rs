@@ -192,15 +192,7 @@ mod tests {
     use crate::model::{Condition, CopyJobStatus, RunStatus};
 
     fn stored(phase: Option<Phase>, observed: u64, generation: u64) -> StoredJob {
-        let yaml = r#"
-apiVersion: ferry.dev/v1alpha1
-kind: CopyJob
-metadata: { name: j }
-spec:
-  source: { account: "111111111111", region: eu-west-1, bucket: src, roleArn: "arn:aws:iam::111111111111:role/s" }
-  destination: { account: "222222222222", region: us-east-1, bucket: dst, roleArn: "arn:aws:iam::222222222222:role/d" }
-"#;
-        let mut job: crate::model::CopyJob = serde_saphyr::from_str(yaml).unwrap();
+        let mut job = crate::model::test_job();
         job.status = phase.map(|phase| CopyJobStatus {
             phase,
             observed_generation: observed,

@@ -21,3 +21,20 @@ pub fn schema_json() -> String {
     s.push('\n');
     s
 }
+
+/// A valid job named `j` (source `src` in 111111111111, destination `dst` in 222222222222), for
+/// unit tests.
+#[cfg(test)]
+pub fn test_job() -> CopyJob {
+    serde_saphyr::from_str(
+        r#"
+apiVersion: ferry.dev/v1alpha1
+kind: CopyJob
+metadata: { name: j }
+spec:
+  source: { account: "111111111111", region: eu-west-1, bucket: src, roleArn: "arn:aws:iam::111111111111:role/s" }
+  destination: { account: "222222222222", region: us-east-1, bucket: dst, roleArn: "arn:aws:iam::222222222222:role/d" }
+"#,
+    )
+    .expect("the test job parses")
+}
