@@ -37,12 +37,13 @@ pub fn decide(
     if current.deletion_requested_at.is_some() {
         return Decision::Deleting;
     }
-    if let Some(owner) = current.applyset.as_deref() {
-        if owner != applyset && !force {
-            return Decision::Conflict {
-                owner: owner.to_string(),
-            };
-        }
+    if let Some(owner) = current.applyset.as_deref()
+        && owner != applyset
+        && !force
+    {
+        return Decision::Conflict {
+            owner: owner.to_string(),
+        };
     }
     let stored = current.job.desired();
     let desired = desired.desired();
