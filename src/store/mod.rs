@@ -564,6 +564,24 @@ impl Store {
         Ok(())
     }
 
+    /// An UpdateItem of a job's spec item that moves its version from `expected_version` to the
+    /// next: the key and `:v`/`:nv` are set; the caller adds its update and a condition that
+    /// includes `version = :v`.
+    fn spec_update(
+        &self,
+        name: &str,
+        expected_version: u64,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(job_pk(name)))
+            .key("sk", s("SPEC"))
+            .expression_attribute_values(":v", n(expected_version))
+            .expression_attribute_values(":nv", n(expected_version + 1))
+            .expression_attribute_values(":t", s(now_rfc3339()))
+    }
+
     /// Replaces a job's spec if its version is still `expected_version`; sets the generation.
     pub async fn update_spec(
         &self,
@@ -576,16 +594,9 @@ impl Store {
         let mut set =
             "SET document = :d, generation = :g, version = :nv, updatedAt = :t".to_string();
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(name)))
-            .key("sk", s("SPEC"))
+            .spec_update(name, expected_version)
             .expression_attribute_values(":d", s(spec_document(job)))
             .expression_attribute_values(":g", n(generation))
-            .expression_attribute_values(":nv", n(expected_version + 1))
-            .expression_attribute_values(":v", n(expected_version))
-            .expression_attribute_values(":t", s(now_rfc3339()))
             .condition_expression("version = :v AND attribute_not_exists(deletionRequestedAt)");
         if let Some(a) = applyset {
             set.push_str(", applyset = :a");
@@ -605,16 +616,9 @@ impl Store {
         name: &str,
         expected_version: u64,
     ) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(name)))
-            .key("sk", s("SPEC"))
+        self.spec_update(name, expected_version)
             .update_expression("SET deletionRequestedAt = :t, version = :nv")
             .condition_expression("version = :v")
-            .expression_attribute_values(":t", s(now_rfc3339()))
-            .expression_attribute_values(":v", n(expected_version))
-            .expression_attribute_values(":nv", n(expected_version + 1))
             .send()
             .await
             .map_err(|e| self.write_err("UpdateItem", &format!("copyjob/{name}"), e))?;
@@ -683,16 +687,9 @@ impl Store {
         expected_version: u64,
     ) -> Result<u64, StoreError> {
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(job_pk(name)))
-            .key("sk", s("SPEC"))
+            .spec_update(name, expected_version)
             .update_expression("SET version = :nv, updatedAt = :t ADD rerun :one")
             .condition_expression("version = :v AND attribute_not_exists(deletionRequestedAt)")
-            .expression_attribute_values(":t", s(now_rfc3339()))
-            .expression_attribute_values(":v", n(expected_version))
-            .expression_attribute_values(":nv", n(expected_version + 1))
             .expression_attribute_values(":one", n(1))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
             .send()
