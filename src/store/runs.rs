@@ -827,38 +827,60 @@ impl Store {
         }
     }
 
-    /// Gives every item of a run the TTL `at` (Unix seconds), its META item last (so a stamping
-    /// cut short is taken up again: the run is listed as not expiring until META has it).
-    /// Returns how many items were stamped. An item gone meanwhile is skipped.
+    /// Gives every item of a run the TTL `at` (Unix seconds), 16 items at a time (DynamoDB has
+    /// no batched UpdateItem; each stamp costs what deleting the item would, while the deletion
+    /// TTL then does is free), its META item last (so a stamping cut short is taken up again:
+    /// the run is listed as not expiring until META has it). Returns how many items were
+    /// stamped. An item gone meanwhile is skipped.
     pub async fn expire_run(&self, job: &str, run: &str, at: u64) -> Result<usize, StoreError> {
+        const IN_FLIGHT: usize = 16;
         let items = self.query_prefix(job, run, "", None, true).await?;
         let (meta, rest): (Vec<Item>, Vec<Item>) = items
             .into_iter()
             .partition(|i| get_s(i, "sk") == Some("META"));
+        let sks = |items: &[Item]| -> Vec<String> {
+            items.iter().filter_map(|i| opt_s(i, "sk")).collect()
+        };
         let mut stamped = 0;
-        for item in rest.iter().chain(meta.iter()) {
-            let Some(sk) = get_s(item, "sk") else {
-                continue;
-            };
-            let res = self
-                .client()
-                .update_item()
-                .table_name(self.table())
-                .key("pk", s(run_pk(job, run)))
-                .key("sk", s(sk))
-                .update_expression("SET #e = :e")
-                .condition_expression("attribute_exists(pk)")
-                .expression_attribute_names("#e", EXPIRES_AT)
-                .expression_attribute_values(":e", n(at))
-                .send()
-                .await;
-            match res {
-                Ok(_) => stamped += 1,
-                Err(e) if super::condition_failed(&e) => {}
-                Err(e) => return Err(self.aws_err("UpdateItem", e)),
+        for batch in sks(&rest)
+            .chunks(IN_FLIGHT)
+            .chain(sks(&meta).chunks(IN_FLIGHT))
+        {
+            let mut set = tokio::task::JoinSet::new();
+            for sk in batch {
+                let (store, pk, sk) = (self.clone(), run_pk(job, run), sk.clone());
+                set.spawn(async move { store.stamp_expiry(pk, sk, at).await });
+            }
+            while let Some(done) = set.join_next().await {
+                match done {
+                    Ok(result) => stamped += usize::from(result?),
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => {}
+                }
             }
         }
         Ok(stamped)
+    }
+
+    /// Sets one run item's TTL; `false` if the item is gone.
+    async fn stamp_expiry(&self, pk: String, sk: String, at: u64) -> Result<bool, StoreError> {
+        let res = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression("SET #e = :e")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#e", EXPIRES_AT)
+            .expression_attribute_values(":e", n(at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if super::condition_failed(&e) => Ok(false),
+            Err(e) => Err(self.aws_err("UpdateItem", e)),
+        }
     }
 
     /// Removes every record of a job: its runs' items, its status and, last, its spec (only if
