@@ -301,12 +301,12 @@ async fn dispatch(
                 result.as_ref().err().map(ReconcileError::label),
             );
             let jitter = rand::random::<f64>();
-            shared
-                .queue
-                .lock()
-                .await
-                .finish(&job, outcome, Instant::now(), jitter);
-            let stats = shared.queue.lock().await.stats(Instant::now());
+            let stats = {
+                let mut q = shared.queue.lock().await;
+                let now = Instant::now();
+                q.finish(&job, outcome, now, jitter);
+                q.stats(now)
+            };
             ctx.metrics.observe_queue(stats);
             shared.notify.notify_one();
             drop(permit);
