@@ -1,7 +1,7 @@
 //! The deployment template and the IAM policies: cfn-lint and parliament (from .venv) find
 //! nothing wrong with what users deploy and what ferry writes.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::support::{root, run_ferry};
 
@@ -10,18 +10,9 @@ fn venv(tool: &str) -> std::path::PathBuf {
 }
 
 fn parliament(args: &[&str]) -> (i32, String) {
-    let out = Command::new(venv("parliament"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("parliament in .venv (scripts/emulator.sh install)");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    crate::support::tool_output(
+        Command::new(venv("parliament")).args(args),
+        "parliament in .venv (scripts/emulator.sh install)",
     )
 }
 

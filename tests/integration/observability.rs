@@ -49,19 +49,13 @@ fn alert_rules() -> Vec<(String, String)> {
 }
 
 fn promtool(args: &[&str]) -> (bool, String) {
-    let out = Command::new("promtool")
-        .args(args)
-        .current_dir(root().join("dashboards"))
-        .output()
-        .expect("promtool (Debian package `prometheus`) is installed");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let (code, text) = crate::support::tool_output(
+        Command::new("promtool")
+            .args(args)
+            .current_dir(root().join("dashboards")),
+        "promtool (Debian package `prometheus`) is installed",
+    );
+    (code == 0, text)
 }
 
 #[test]

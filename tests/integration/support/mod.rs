@@ -430,6 +430,22 @@ pub fn s3(config: &SdkConfig, region: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// Runs a tool to completion: its exit code (-1 if killed) and its stdout and stderr together.
+pub fn tool_output(cmd: &mut Command, what: &str) -> (i32, String) {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// Sends a signal by name (`STOP`, `CONT`, `TERM`, `KILL`) to a process.
 pub fn signal_pid(pid: u32, name: &str) {
     use nix::sys::signal::{Signal, kill};
