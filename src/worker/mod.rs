@@ -29,6 +29,7 @@ pub mod copy;
 pub mod credentials;
 pub mod manifest;
 pub mod plan;
+pub mod split;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
