@@ -15,7 +15,8 @@ off only to show what it catches:
     GET  /ferry-strict/sessions               {session ARN: its session policy or null}
     GET  /ferry-strict/requests               every request since the last reset, oldest
                                               first: {"time", "service", "operation",
-                                              "write", "key"} (the last 20,000)
+                                              "write", "key" (a DynamoDB write's pk),
+                                              "bucket" (S3)} (the last 20,000)
     POST /ferry-strict/deny   {"deny": [{"principal": P, "action": "ecs:ListTasks"}]}
                                               explicit denies (P: a role ARN, an account root
                                               ARN, `accesskey:ID` or `*`); [] lifts them
@@ -71,7 +72,8 @@ def log_request(req: Request) -> None:
     if req.service == "dynamodb" and write:
         item = req.json().get("Key") or req.json().get("Item") or {}
         key = (item.get("pk") or {}).get("S", "")
-    entry = {"time": time.time(), "service": req.service, "operation": operation, "write": write, "key": key}
+    bucket = req.bucket() if req.service == "s3" else ""
+    entry = {"time": time.time(), "service": req.service, "operation": operation, "write": write, "key": key, "bucket": bucket}
     with LOCK:
         REQUESTS.append(entry)
         if len(REQUESTS) > MAX_REQUESTS:

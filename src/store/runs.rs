@@ -81,6 +81,17 @@ impl WorkState {
     }
 }
 
+/// Outcome of asking for the run's planner lease.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Planning {
+    /// The partitions are planned: these are their boundaries.
+    Planned(Vec<String>),
+    /// This task plans (the lease is its own).
+    Mine,
+    /// Another task is planning, with its lease until `until` (epoch ms).
+    Held { until: u64 },
+}
+
 /// Outcome of trying to claim a partition.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
@@ -222,6 +233,12 @@ fn opt_s(item: &Item, key: &str) -> Option<String> {
     get_s(item, key).map(str::to_string)
 }
 
+fn boundaries_of(item: &Item) -> Option<Vec<String>> {
+    item.get("boundaries")
+        .and_then(|v| v.as_l().ok())
+        .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+}
+
 fn range_of(item: &Item) -> Range {
     Range {
         after: opt_s(item, "after"),
@@ -251,10 +268,7 @@ impl Store {
                 .ok_or_else(|| self.malformed(&key, "run without generation"))?,
             document: opt_s(item, "document")
                 .ok_or_else(|| self.malformed(&key, "run without document"))?,
-            boundaries: item
-                .get("boundaries")
-                .and_then(|v| v.as_l().ok())
-                .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect()),
+            boundaries: boundaries_of(item),
         }))
     }
 
@@ -293,6 +307,57 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound {
                 what: format!("run {job}/{run}"),
             })
+    }
+
+    /// Takes the run's planner lease unless the partitions are planned already: one task
+    /// probes the source while the others wait for its plan instead of walking the bucket too.
+    /// A planner that dies loses the lease when it expires, and the next task plans.
+    pub async fn claim_planner(
+        &self,
+        job: &str,
+        run: &str,
+        owner: &str,
+        lease_ms: u64,
+    ) -> Result<Planning, StoreError> {
+        let now = now_ms();
+        let res = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(run_pk(job, run)))
+            .key("sk", s("META"))
+            .update_expression("SET planner = :me, plannerExpiry = :e")
+            .condition_expression(
+                "attribute_exists(pk) AND attribute_not_exists(boundaries) \
+                 AND (attribute_not_exists(planner) OR plannerExpiry < :now OR planner = :me)",
+            )
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":e", n(now + lease_ms))
+            .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Planning::Mine),
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    let Some(item) = c.item() else {
+                        return Err(StoreError::NotFound {
+                            what: format!("run {job}/{run}"),
+                        });
+                    };
+                    Ok(match boundaries_of(item) {
+                        Some(b) => Planning::Planned(b),
+                        None => Planning::Held {
+                            until: get_n(item, "plannerExpiry").unwrap_or(0),
+                        },
+                    })
+                }
+                _ => Err(self.aws_err("UpdateItem", e)),
+            },
+        }
     }
 
     /// Records the partition boundaries once: the first writer wins, later ones get its plan.

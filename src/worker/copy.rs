@@ -268,40 +268,30 @@ impl Copier {
         }
     }
 
-    /// The common prefixes (relative, sorted) directly under the source prefix.
-    pub async fn common_prefixes(&self) -> Result<Vec<String>, CopyError> {
+    /// The first source key (relative to the source prefix) after `after`, or the first of
+    /// all: one ListObjectsV2 with `MaxKeys=1`, a probe of the planner (see `worker::split`).
+    pub async fn first_source_key(&self, after: Option<&str>) -> Result<Option<String>, CopyError> {
         let (bucket, prefix) = (&self.spec.source.bucket, &self.spec.source.prefix);
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            self.throttle().await;
-            let resp = self
-                .src
-                .list_objects_v2()
-                .bucket(bucket)
-                .expected_bucket_owner(&self.spec.source.account)
-                .prefix(prefix)
-                .delimiter("/")
-                .encoding_type(EncodingType::Url)
-                .set_continuation_token(token.take())
-                .set_request_payer(self.payer())
-                .send()
-                .await
-                .map_err(|e| s3_err("ListObjectsV2", bucket, e))?;
-            for p in resp.common_prefixes() {
-                let raw = p.prefix().unwrap_or_default();
-                let full = decode_listed_key(raw);
-                out.push(
-                    full.strip_prefix(prefix.as_str())
-                        .unwrap_or(&full)
-                        .to_string(),
-                );
-            }
-            match resp.next_continuation_token() {
-                Some(t) if resp.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => return Ok(out),
-            }
-        }
+        self.throttle().await;
+        let resp = self
+            .src
+            .list_objects_v2()
+            .bucket(bucket)
+            .expected_bucket_owner(&self.spec.source.account)
+            .prefix(prefix)
+            .set_start_after(after.map(|a| format!("{prefix}{a}")))
+            .max_keys(1)
+            .encoding_type(EncodingType::Url)
+            .set_request_payer(self.payer())
+            .send()
+            .await
+            .map_err(|e| s3_err("ListObjectsV2", bucket, e))?;
+        Ok(resp.contents().first().map(|o| {
+            let key = decode_listed_key(o.key().unwrap_or_default());
+            key.strip_prefix(prefix.as_str())
+                .unwrap_or(&key)
+                .to_string()
+        }))
     }
 
     fn keys(&self, rel: &str) -> (String, String) {
@@ -1148,5 +1138,12 @@ mod tests {
             "b/a%20b%2Bc%25/%C3%BC.txt"
         );
         assert_eq!(copy_source("b", "q?x#y"), "b/q%3Fx%23y");
+    }
+}
+
+impl super::split::Keyspace for &Copier {
+    type Error = CopyError;
+    async fn first_after(&mut self, after: Option<&str>) -> Result<Option<String>, CopyError> {
+        self.first_source_key(after).await
     }
 }

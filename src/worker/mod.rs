@@ -322,11 +322,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
     }
     let boundaries = match meta.boundaries {
         Some(b) => b,
-        None => {
-            let prefixes = copier.common_prefixes().await?;
-            let planned = plan::boundaries(&prefixes, plan::partition_limit(spec.run.parallelism));
-            store.set_boundaries(&cfg.job, &cfg.run, &planned).await?
-        }
+        None => plan_partitions(&store, &copier, &cfg, spec.run.parallelism).await?,
     };
     let ranges = plan::ranges_from(&boundaries);
     tracing::info!(job = %cfg.job, run = %cfg.run, task = %cfg.task, partitions = ranges.len(), "worker started");
@@ -383,6 +379,50 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         "worker finished"
     );
     result
+}
+
+/// The run's partition boundaries: planned by this task if it gets the planner lease (probes
+/// of the source, see [`split`]), else awaited from the task that has it. Waiting polls the
+/// run's META item, backing off to the planner's lease expiry at most.
+async fn plan_partitions(
+    store: &Store,
+    copier: &Copier,
+    cfg: &WorkerConfig,
+    parallelism: u32,
+) -> Result<Vec<String>, WorkerError> {
+    use crate::store::runs::Planning;
+    let lease_ms = u64::try_from(cfg.lease.as_millis()).unwrap_or(60_000);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match store
+            .claim_planner(&cfg.job, &cfg.run, &cfg.task, lease_ms)
+            .await?
+        {
+            Planning::Planned(b) => return Ok(b),
+            Planning::Mine => {
+                let whole = Range {
+                    after: None,
+                    upto: None,
+                };
+                let target = plan::partition_limit(parallelism);
+                let mut keys = copier;
+                let s = split::split(&mut keys, &whole, target, split::PLAN_PROBES).await?;
+                tracing::info!(
+                    probes = s.probes,
+                    partitions = s.boundaries.len() + 1,
+                    "planned the run's listing partitions"
+                );
+                return Ok(store
+                    .set_boundaries(&cfg.job, &cfg.run, &s.boundaries)
+                    .await?);
+            }
+            Planning::Held { until } => {
+                let left = Duration::from_millis(until.saturating_sub(now_ms()));
+                tokio::time::sleep(pause.min(left.max(Duration::from_millis(50)))).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 /// What this task knows about partitions it did not get, to avoid claiming them in vain.

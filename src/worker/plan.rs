@@ -54,24 +54,6 @@ pub fn partition_limit(parallelism: u32) -> usize {
     (4 * parallelism as usize).clamp(4, 64)
 }
 
-/// Picks at most `max - 1` boundaries for splitting the keyspace under the source prefix, from
-/// the (relative, sorted) common prefixes of a delimited listing. The boundary of a prefix `p/`
-/// is `p`: keys `<= p` go to the range before it, everything after (`p.x`, `p/…`) to the next.
-pub fn boundaries(common_prefixes: &[String], max: usize) -> Vec<String> {
-    let max = max.max(1);
-    let all: Vec<&str> = common_prefixes
-        .iter()
-        .map(|p| p.strip_suffix('/').unwrap_or(p))
-        .filter(|b| !b.is_empty())
-        .collect();
-    let take = all.len().min(max - 1);
-    let mut chosen: Vec<String> = (0..take)
-        .map(|i| all[(i + 1) * all.len() / (take + 1)].to_string())
-        .collect();
-    chosen.dedup();
-    chosen
-}
-
 /// The ranges `(after, upto]` that sorted `boundaries` cut the keyspace into; they tile it
 /// exactly, so each key belongs to exactly one range.
 pub fn ranges_from(boundaries: &[String]) -> Vec<Range> {
@@ -86,11 +68,6 @@ pub fn ranges_from(boundaries: &[String]) -> Vec<Range> {
     }
     ranges.push(Range { after, upto: None });
     ranges
-}
-
-/// Splits the keyspace into at most `max` ranges at the given common prefixes.
-pub fn partitions(common_prefixes: &[String], max: usize) -> Vec<Range> {
-    ranges_from(&boundaries(common_prefixes, max))
 }
 
 /// Part size for a multipart copy of `size` bytes: within S3's limits (5 MiB–5 GiB, at most
@@ -255,11 +232,8 @@ mod tests {
 
     #[test]
     fn partitions_tile_the_keyspace_so_every_key_lands_in_exactly_one() {
-        let prefixes: Vec<String> = ["a/", "b/", "c/", "d/", "e/"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let ranges = partitions(&prefixes, 3);
+        let boundaries: Vec<String> = ["a", "c"].iter().map(|s| s.to_string()).collect();
+        let ranges = ranges_from(&boundaries);
         assert_eq!(ranges.len(), 3);
         assert_eq!(ranges[0].after, None);
         assert_eq!(ranges.last().unwrap().upto, None);
@@ -272,9 +246,9 @@ mod tests {
     }
 
     #[test]
-    fn no_common_prefixes_means_one_open_range() {
+    fn no_boundaries_means_one_open_range() {
         assert_eq!(
-            partitions(&[], 16),
+            ranges_from(&[]),
             vec![Range {
                 after: None,
                 upto: None

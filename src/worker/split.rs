@@ -37,7 +37,7 @@ use super::plan::Range;
 const MAX_CHAR: char = char::MAX;
 
 /// Probes the planner spends at most: the first LIST requests of a run.
-pub const PLAN_PROBES: usize = 48;
+pub const PLAN_PROBES: usize = 40;
 
 /// The answer to one probe: the first key of the range after a given key.
 pub trait Keyspace {
@@ -440,7 +440,9 @@ mod tests {
             .collect()
     }
 
-    fn layouts() -> Vec<(&'static str, BTreeSet<String>)> {
+    /// Layouts, each with the share of its keys the largest of 32 ranges may hold (1/32 would
+    /// be perfect; dates guess their alphabets worst).
+    fn layouts() -> Vec<(&'static str, BTreeSet<String>, usize)> {
         let many = (0..20_000u64)
             .map(|i| format!("p{:04}/obj-{:05}", i % 1000, i))
             .collect();
@@ -464,11 +466,11 @@ mod tests {
             })
             .collect();
         vec![
-            ("flat hex", hex_keys(100_000, "")),
-            ("one prefix", hex_keys(100_000, "data/")),
-            ("many prefixes", many),
-            ("dates", dates),
-            ("flat base62", b62),
+            ("flat hex", hex_keys(100_000, ""), 16),
+            ("one prefix", hex_keys(100_000, "data/"), 16),
+            ("many prefixes", many, 16),
+            ("dates", dates, 3),
+            ("flat base62", b62, 8),
         ]
     }
 
@@ -496,7 +498,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_layout_is_split_into_balanced_ranges_within_the_probe_budget() {
-        for (name, keys) in layouts() {
+        for (name, keys, share) in layouts() {
             let (s, counts, total) = split_all(keys, 32).await;
             assert!(s.probes <= PLAN_PROBES, "{name}: {} probes", s.probes);
             assert!(
@@ -517,7 +519,7 @@ mod tests {
             );
             let largest = *counts.iter().max().unwrap();
             assert!(
-                largest * 8 <= total,
+                largest * share <= total,
                 "{name}: the largest range holds {largest} of {total} keys: {counts:?}"
             );
         }

@@ -686,6 +686,81 @@ async fn a_worker_killed_mid_run_is_resumed_by_another_and_nothing_is_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flat_bucket_is_split_by_one_planner_without_a_delimiter_and_copied_once() {
+    // Hash-named keys with no `/`: a delimited listing finds no common prefix, so before the
+    // planner this run had a single partition, and every task walked the bucket to find that.
+    let w = World::new().await;
+    create_bucket(&w.src, "src-flat", SRC_REGION).await;
+    create_bucket(&w.dst("us-east-1"), "dst-flat", "us-east-1").await;
+    enable_versioning(&w.dst("us-east-1"), "dst-flat").await;
+    let names: Vec<String> = (0..600u64)
+        .map(|i| format!("{:012x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16))
+        .collect();
+    seed(
+        &w.src,
+        "src-flat",
+        names.iter().map(|k| Obj::new(k, b"x")).collect(),
+    )
+    .await;
+    w.job(
+        "flat",
+        ("src-flat", ""),
+        ("dst-flat", "", "us-east-1"),
+        "",
+        "parallelism: 4",
+    )
+    .await;
+    let tasks = ["fa", "fb", "fc"];
+    let mut children: Vec<_> = tasks
+        .iter()
+        .map(|t| spawn_ferry(&["worker"], &w.emu.worker_env("flat", "r1", t), &w.log(t)))
+        .collect();
+    for (t, child) in tasks.iter().zip(children.iter_mut()) {
+        let code = wait_child(child, Duration::from_secs(600), &w.log(t)).await;
+        assert_eq!(
+            code,
+            0,
+            "{t}: {}",
+            std::fs::read_to_string(w.log(t)).unwrap()
+        );
+    }
+    let planners: Vec<&str> = tasks
+        .iter()
+        .copied()
+        .filter(|t| {
+            std::fs::read_to_string(w.log(t))
+                .unwrap()
+                .contains("planned the run's listing partitions")
+        })
+        .collect();
+    assert_eq!(planners.len(), 1, "exactly one task plans: {planners:?}");
+    let lists: Vec<String> = w
+        .emu
+        .strict_requests()
+        .iter()
+        .filter(|q| {
+            q["bucket"] == "src-flat" && q["operation"].as_str().unwrap_or("").contains("list-type")
+        })
+        .map(|q| q["operation"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        lists.iter().all(|op| !op.contains("delimiter")),
+        "no listing of the source uses a delimiter: {lists:?}"
+    );
+    let s = w.store.run_summary("flat", "r1").await.unwrap();
+    assert!(s.complete());
+    assert!(
+        s.partitions_total.unwrap() >= 8,
+        "a flat keyspace is split into several partitions (4 per task asked, 16): {:?}",
+        s.partitions_total
+    );
+    assert_eq!(s.progress.objects_copied, 600);
+    let dst = w.dst("us-east-1");
+    assert_eq!(listing(&dst, "dst-flat", "").await.len(), 600);
+    assert_eq!(copied_twice(&dst, "dst-flat").await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_on_one_run_share_the_chunks_and_copy_no_object_twice() {
     // Lease claims are atomic conditional writes (the strict layer's dynamodb-atomic-writes).
     let w = World::new().await;

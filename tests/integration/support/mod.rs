@@ -171,7 +171,8 @@ impl Emulator {
     }
 
     /// Every request the emulator received since the rig started (the strict layer's log):
-    /// `time` (epoch seconds, the server's clock), `service`, `operation`, `write`, `key`.
+    /// `time` (epoch seconds, the server's clock), `service`, `operation`, `write`, `key` (a
+    /// DynamoDB write's partition key), `bucket` (S3).
     pub fn strict_requests(&self) -> Vec<serde_json::Value> {
         let body = http(self.port, "GET", "/ferry-strict/requests", "", "")
             .unwrap_or_else(|e| panic!("reading the request log: {e}"));
