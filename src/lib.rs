@@ -6,6 +6,7 @@ pub mod aws;
 pub mod cli;
 pub mod controller;
 pub mod digest;
+pub mod keyrange;
 pub mod metrics;
 pub mod model;
 pub mod permissions;

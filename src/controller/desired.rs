@@ -130,8 +130,8 @@ pub fn trust_policy(s: &Settings) -> Value {
     })
 }
 
-/// Permissions of the task role: assume this job's destination role; read this job's spec and
-/// write this job's run items, nothing else in the table.
+/// Permissions of the task role: assume this job's destination role; read this job's spec,
+/// write this job's run items and read its runs' claim index, nothing else in the table.
 pub fn task_policy(job: &CopyJob, s: &Settings) -> Value {
     let name = &job.metadata.name;
     let table = format!(
@@ -163,6 +163,15 @@ pub fn task_policy(job: &CopyJob, s: &Settings) -> Value {
                 "Resource": table,
                 "Condition": {
                     "ForAllValues:StringLike": { "dynamodb:LeadingKeys": [format!("RUN#{name}#*")] }
+                }
+            },
+            {
+                "Sid": "ClaimChunks",
+                "Effect": "Allow",
+                "Action": "dynamodb:Query",
+                "Resource": format!("{table}/index/gsi2"),
+                "Condition": {
+                    "ForAllValues:StringLike": { "dynamodb:LeadingKeys": [format!("OPEN#{name}#*")] }
                 }
             }
         ]

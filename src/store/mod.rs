@@ -1,14 +1,16 @@
 //! The job store: the only module that speaks DynamoDB. One table holds the job specs, their
 //! statuses, the worker's run items (chunks, leases, progress) and the operator's lease.
 //!
-//! Keys (single-table design; `pk`/`sk` strings, sparse GSI `gsi1` on `gsi1pk`/`gsi1sk`):
+//! Keys (single-table design; `pk`/`sk` strings, sparse GSI `gsi1` on `gsi1pk`/`gsi1sk`
+//! projecting every attribute, and sparse GSI `gsi2` on `gsi2pk`/`gsi2sk` projecting keys only,
+//! the claim index of chunks; see [`runs`]):
 //!
 //! | item              | pk                  | sk              | gsi1pk / gsi1sk   | written by |
 //! |-------------------|---------------------|-----------------|-------------------|------------|
 //! | job spec          | `JOB#<name>`        | `SPEC`          | `JOB` / `<name>`  | CLI        |
 //! | job status        | `JOB#<name>`        | `STATUS`        | `JOB` / `<name>`  | operator   |
-//! | run metadata      | `RUN#<job>#<run>`   | `META`          |                   | worker     |
-//! | chunk + lease     | `RUN#<job>#<run>`   | `CHUNK#<n>`     |                   | worker     |
+//! | run metadata      | `RUN#<job>#<run>`   | `META`          | `RUNS#<job>` / run| worker     |
+//! | chunk + lease     | `RUN#<job>#<run>`   | `CHUNK#<n>`     | (gsi2: `OPEN#…`)  | worker     |
 //! | task progress     | `RUN#<job>#<run>`   | `TASK#<task>`   |                   | worker     |
 //! | first failures    | `RUN#<job>#<run>`   | `FAIL#<key>`    |                   | worker     |
 //! | operator lease    | `LEASE#operator`    | `LEASE`         |                   | operator   |
@@ -32,6 +34,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
 pub mod lease;
+pub mod meter;
 pub mod runs;
 
 use crate::aws::{ErrorKind, describe, kind};
@@ -40,6 +43,8 @@ use crate::model::{CopyJob, CopyJobStatus};
 /// Default table name.
 pub const DEFAULT_TABLE: &str = "ferry";
 const GSI: &str = "gsi1";
+/// The claim index (keys only): chunks not done, by the time they become claimable.
+const CLAIM_INDEX: &str = "gsi2";
 const JOBS_PARTITION: &str = "JOB";
 
 type Item = HashMap<String, AttributeValue>;
@@ -160,6 +165,7 @@ pub fn new_uid() -> String {
 pub struct Store {
     client: Client,
     table: String,
+    meter: meter::Meter,
 }
 
 pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
@@ -179,15 +185,31 @@ fn job_pk(name: &str) -> String {
 }
 
 impl Store {
+    /// A store on `client` as it is (its calls are not metered).
     pub fn new(client: Client, table: impl Into<String>) -> Store {
         Store {
             client,
             table: table.into(),
+            meter: meter::Meter::default(),
         }
     }
 
+    /// A store whose client meters every call's capacity (see [`Store::meter`]).
     pub fn from_config(config: &aws_config::SdkConfig, table: impl Into<String>) -> Store {
-        Store::new(Client::new(config), table)
+        let meter = meter::Meter::default();
+        let conf = aws_sdk_dynamodb::config::Builder::from(config)
+            .interceptor(meter.interceptor())
+            .build();
+        Store {
+            client: Client::from_conf(conf),
+            table: table.into(),
+            meter,
+        }
+    }
+
+    /// The read and write units this store's calls consumed so far.
+    pub fn meter(&self) -> &meter::Meter {
+        &self.meter
     }
 
     pub fn table(&self) -> &str {
@@ -279,6 +301,17 @@ impl Store {
             )
             .build()
             .map_err(build_err)?;
+        let claims = GlobalSecondaryIndex::builder()
+            .index_name(CLAIM_INDEX)
+            .key_schema(key("gsi2pk", KeyType::Hash).map_err(build_err)?)
+            .key_schema(key("gsi2sk", KeyType::Range).map_err(build_err)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
+            .build()
+            .map_err(build_err)?;
         let created = self
             .client
             .create_table()
@@ -288,9 +321,12 @@ impl Store {
             .attribute_definitions(attr("sk").map_err(build_err)?)
             .attribute_definitions(attr("gsi1pk").map_err(build_err)?)
             .attribute_definitions(attr("gsi1sk").map_err(build_err)?)
+            .attribute_definitions(attr("gsi2pk").map_err(build_err)?)
+            .attribute_definitions(attr("gsi2sk").map_err(build_err)?)
             .key_schema(key("pk", KeyType::Hash).map_err(build_err)?)
             .key_schema(key("sk", KeyType::Range).map_err(build_err)?)
             .global_secondary_indexes(gsi)
+            .global_secondary_indexes(claims.clone())
             .stream_specification(stream.clone())
             .send()
             .await;
@@ -301,6 +337,30 @@ impl Store {
         };
         self.wait_active().await?;
         self.ensure_ttl().await?;
+        if outcome == InitOutcome::AlreadyExisted && !self.has_index(CLAIM_INDEX).await? {
+            // A table from before the claim index: add it (online; the table stays usable).
+            use aws_sdk_dynamodb::types::{
+                CreateGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate,
+            };
+            let create = CreateGlobalSecondaryIndexAction::builder()
+                .index_name(CLAIM_INDEX)
+                .set_key_schema(Some(claims.key_schema().to_vec()))
+                .set_projection(claims.projection().cloned())
+                .build()
+                .map_err(build_err)?;
+            self.client
+                .update_table()
+                .table_name(&self.table)
+                .attribute_definitions(attr("gsi2pk").map_err(build_err)?)
+                .attribute_definitions(attr("gsi2sk").map_err(build_err)?)
+                .global_secondary_index_updates(
+                    GlobalSecondaryIndexUpdate::builder().create(create).build(),
+                )
+                .send()
+                .await
+                .map_err(|e| self.aws_err("UpdateTable", e))?;
+            self.wait_active().await?;
+        }
         if outcome == InitOutcome::AlreadyExisted && self.stream_arn().await?.is_none() {
             self.client
                 .update_table()
@@ -350,6 +410,23 @@ impl Store {
         Ok(())
     }
 
+    async fn has_index(&self, name: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| self.aws_err("DescribeTable", e))?;
+        Ok(out
+            .table()
+            .map(|t| t.global_secondary_indexes())
+            .unwrap_or_default()
+            .iter()
+            .any(|g| g.index_name() == Some(name)))
+    }
+
+    /// Waits until the table and its indexes are ACTIVE.
     async fn wait_active(&self) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
         loop {
@@ -360,7 +437,17 @@ impl Store {
                 .send()
                 .await
                 .map_err(|e| self.aws_err("DescribeTable", e))?;
-            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            let table = out.table();
+            let indexes_active = table
+                .map(|t| t.global_secondary_indexes())
+                .unwrap_or_default()
+                .iter()
+                .all(|g| {
+                    g.index_status()
+                        .is_none_or(|s| *s == aws_sdk_dynamodb::types::IndexStatus::Active)
+                });
+            if table.and_then(|t| t.table_status()) == Some(&TableStatus::Active) && indexes_active
+            {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {

@@ -5,6 +5,16 @@
 //! that succeeds only if the item is free, expired or already ours; renewals and releases are
 //! conditional on still being the owner, so a worker that lost its lease can never overwrite the
 //! work of the one that took it over.
+//!
+//! # The claim index
+//! A chunk not done carries `gsi2pk = OPEN#<job>#<run>#<shard>` (one of [`CLAIM_SHARDS`]) and
+//! `gsi2sk = <ready>#<id>`, `ready` being the epoch millisecond from which it may be claimed: its
+//! `notBefore` while pending, the expiry its lease was taken with while leased. A claimer reads a
+//! few entries of one shard with `gsi2sk < now` (keys only, eventually consistent), then claims
+//! one with a conditional write on the chunk item itself, which alone decides. Renewals move
+//! only `leaseExpiry`, not the index key, so they cost one write unit; an index entry left behind
+//! by a renewal costs one failed claim, which puts the entry right. Completion removes the entry.
+//! Nothing scans the run to find work.
 
 use std::collections::HashMap;
 
@@ -15,14 +25,37 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
 use super::{Store, StoreError, get_n, get_s, n, now_rfc3339, s};
+use crate::keyrange::Range;
 use crate::model::Progress;
-use crate::worker::plan::Range;
 
 type Item = HashMap<String, AttributeValue>;
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+/// Shards of the claim index per run: claims spread over this many index partitions.
+pub const CLAIM_SHARDS: u32 = 8;
+
+/// The claim index partition of shard `shard` of a run.
+pub fn claim_pk(job: &str, run: &str, shard: u32) -> String {
+    format!("OPEN#{job}#{run}#{shard:02}")
+}
+
+/// The claim index sort key of a chunk claimable from `ready` (epoch ms).
+fn ready_sk(ready: u64, id: &str) -> String {
+    format!("{ready:013}#{id}")
+}
+
+/// The sort key of listing partition `index`.
+pub fn partition_sk(index: u32) -> String {
+    format!("PART#{index:04}")
+}
+
+/// Whether a sort key names a chunk (else a partition).
+pub fn is_chunk(sk: &str) -> bool {
+    sk.starts_with("CHUNK#")
 }
 
 /// The partition key of a run's items.
@@ -126,9 +159,6 @@ pub struct Chunk {
     pub owner: Option<String>,
     pub lease_expiry: u64,
     pub attempts: u64,
-    /// The chunk's source listing as the lister saw it (see `worker::manifest`); `None` when it
-    /// did not fit in the item or was not asked for, and the copier lists the range itself.
-    pub manifest: Option<Vec<u8>>,
 }
 
 impl Chunk {
@@ -140,16 +170,11 @@ impl Chunk {
             owner: opt_s(item, "owner"),
             lease_expiry: get_n(item, "leaseExpiry").unwrap_or(0),
             attempts: get_n(item, "attempts").unwrap_or(0),
-            manifest: match item.get("manifest") {
-                Some(AttributeValue::B(b)) => Some(b.clone().into_inner()),
-                _ => None,
-            },
         }
     }
 }
 
-/// Attributes read by queries over a run's items: everything but chunk manifests, which only
-/// the task that claims a chunk needs (and which are far larger than the rest).
+/// Attributes read by queries over a run's items (what summaries need).
 const SUMMARY_ATTRIBUTES: [(&str, &str); 19] = [
     ("#a0", "pk"),
     ("#a1", "sk"),
@@ -180,7 +205,6 @@ pub struct NewChunk<'a> {
     pub bytes: u64,
     /// The partition's last chunk.
     pub last: bool,
-    pub manifest: Option<&'a [u8]>,
     /// Lease the chunk to its lister at once.
     pub keep: bool,
 }
@@ -420,7 +444,7 @@ impl Store {
             .update_item()
             .table_name(self.table())
             .key("pk", s(run_pk(job, run)))
-            .key("sk", s(format!("PART#{index:04}")))
+            .key("sk", s(partition_sk(index)))
             .update_expression(update)
             .condition_expression(
                 "attribute_not_exists(pk) OR (#st <> :done AND (leaseExpiry < :now OR #o = :o))",
@@ -486,12 +510,13 @@ impl Store {
             objects,
             bytes,
             last,
-            manifest,
             keep,
         } = new;
         let pk = run_pk(job, run);
         let id = format!("CHUNK#{:04}#{:08}", part.index, part.next_seq);
         let lease_expiry = now_ms() + lease_ms;
+        let shard = (part.index + part.next_seq as u32) % CLAIM_SHARDS;
+        let ready = if keep { lease_expiry } else { 0 };
         let mut put = self
             .client()
             .put_item()
@@ -499,6 +524,8 @@ impl Store {
             .item("pk", s(pk.as_str()))
             .item("sk", s(id.as_str()))
             .item("objects", n(objects))
+            .item("gsi2pk", s(claim_pk(job, run, shard)))
+            .item("gsi2sk", s(ready_sk(ready, &id)))
             .condition_expression("attribute_not_exists(pk)");
         put = if keep {
             put.item("state", s("leased"))
@@ -514,9 +541,6 @@ impl Store {
         if let Some(u) = &range.upto {
             put = put.item("upto", s(u.as_str()));
         }
-        if let Some(m) = manifest {
-            put = put.item("manifest", AttributeValue::B(m.to_vec().into()));
-        }
         let (range, objects, bytes, kept) = match put.send().await {
             Ok(_) => {
                 let kept = keep.then(|| Chunk {
@@ -526,7 +550,6 @@ impl Store {
                     owner: Some(owner.to_string()),
                     lease_expiry,
                     attempts: 1,
-                    manifest: manifest.map(<[u8]>::to_vec),
                 });
                 (range.clone(), objects, bytes, kept)
             }
@@ -548,7 +571,7 @@ impl Store {
             .update_item()
             .table_name(self.table())
             .key("pk", s(pk.as_str()))
-            .key("sk", s(format!("PART#{:04}", part.index)))
+            .key("sk", s(partition_sk(part.index)))
             .condition_expression("#o = :me")
             .expression_attribute_names("#o", "owner")
             .expression_attribute_values(":me", s(owner))
@@ -600,7 +623,32 @@ impl Store {
         Ok(out.item().cloned())
     }
 
-    /// Every chunk of a run that is not done, without manifests (the claim returns those).
+    /// Up to `limit` chunk ids of claim shard `shard` that are claimable now by the index
+    /// (keys only, eventually consistent: the claim's condition decides).
+    pub async fn claimable(
+        &self,
+        job: &str,
+        run: &str,
+        shard: u32,
+        limit: i32,
+    ) -> Result<Vec<String>, StoreError> {
+        let out = self
+            .client()
+            .query()
+            .table_name(self.table())
+            .index_name(super::CLAIM_INDEX)
+            .key_condition_expression("gsi2pk = :p AND gsi2sk < :now")
+            .expression_attribute_values(":p", s(claim_pk(job, run, shard)))
+            .expression_attribute_values(":now", s(ready_sk(now_ms(), "")))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| self.aws_err("Query", e))?;
+        Ok(out.items().iter().filter_map(|i| opt_s(i, "sk")).collect())
+    }
+
+    /// Every chunk of a run that is not done: a read of the whole run, for people and tests
+    /// (`ferry describe`, assertions). Workers find work through the claim index instead.
     pub async fn open_chunks(&self, job: &str, run: &str) -> Result<Vec<Chunk>, StoreError> {
         let items = self
             .query_prefix(job, run, "CHUNK#", Some("#st <> :done"), true)
@@ -657,8 +705,9 @@ impl Store {
         }
     }
 
-    /// Takes a chunk's lease if it is pending or its lease expired, and returns the chunk as
-    /// claimed (manifest included). `None`: someone else got it.
+    /// Takes a chunk's lease if it is pending (and past its `notBefore`) or its lease expired,
+    /// and returns the chunk as claimed. `None`: someone else has it, or it is done. A claim that
+    /// fails on a live lease puts the chunk's stale index entry right (see the module docs).
     pub async fn claim_chunk(
         &self,
         job: &str,
@@ -674,22 +723,69 @@ impl Store {
             .table_name(self.table())
             .key("pk", s(run_pk(job, run)))
             .key("sk", s(id))
-            .update_expression("SET #o = :me, leaseExpiry = :e, #st = :leased ADD attempts :one")
-            .condition_expression("attribute_exists(pk) AND (#st = :pending OR (#st = :leased AND leaseExpiry < :now))")
+            .update_expression(
+                "SET #o = :me, leaseExpiry = :e, #st = :leased, gsi2sk = :ready ADD attempts :one",
+            )
+            .condition_expression(
+                "attribute_exists(gsi2pk) AND ((#st = :pending AND (attribute_not_exists(notBefore) OR notBefore < :now)) \
+                 OR (#st = :leased AND leaseExpiry < :now))",
+            )
             .expression_attribute_names("#o", "owner")
             .expression_attribute_names("#st", "state")
             .expression_attribute_values(":me", s(owner))
             .expression_attribute_values(":e", n(now + lease_ms))
+            .expression_attribute_values(":ready", s(ready_sk(now + lease_ms, id)))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":leased", s("leased"))
             .expression_attribute_values(":pending", s("pending"))
             .expression_attribute_values(":one", n(1))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
             .send()
             .await;
-        Ok(self
-            .updated(res)?
-            .map(|out| Chunk::from_item(out.attributes().unwrap_or(&HashMap::new()))))
+        match res {
+            Ok(out) => Ok(Some(Chunk::from_item(
+                out.attributes().unwrap_or(&HashMap::new()),
+            ))),
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    if let Some(item) = c.item() {
+                        self.reindex(job, run, id, item).await?;
+                    }
+                    Ok(None)
+                }
+                _ => Err(self.aws_err("UpdateItem", e)),
+            },
+        }
+    }
+
+    /// Moves a chunk's claim index entry to when it can really be claimed, after a claim found
+    /// it early: a renewed lease, or a `notBefore` ahead. Best effort: a lost race is harmless.
+    async fn reindex(&self, job: &str, run: &str, id: &str, item: &Item) -> Result<(), StoreError> {
+        let ready = match get_s(item, "state") {
+            Some("leased") => get_n(item, "leaseExpiry").unwrap_or(0),
+            Some("pending") => get_n(item, "notBefore").unwrap_or(0),
+            _ => return Ok(()),
+        };
+        let want = ready_sk(ready, id);
+        if get_s(item, "gsi2pk").is_none() || get_s(item, "gsi2sk") == Some(want.as_str()) {
+            return Ok(());
+        }
+        let res = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(run_pk(job, run)))
+            .key("sk", s(id))
+            .update_expression("SET gsi2sk = :want")
+            .condition_expression("attribute_exists(gsi2pk) AND gsi2sk = :seen")
+            .expression_attribute_values(":want", s(want))
+            .expression_attribute_values(":seen", s(get_s(item, "gsi2sk").unwrap_or_default()))
+            .send()
+            .await;
+        self.applied(res).map(|_| ())
     }
 
     /// An update of `sk` conditional on `owner` holding its lease.
@@ -744,7 +840,31 @@ impl Store {
         self.applied(res)
     }
 
-    /// Gives a lease back (on shutdown) so another task can take the work at once.
+    /// Gives a chunk back, claimable again from `not_before` (epoch ms; now on shutdown, later
+    /// after a failure so that a failing chunk does not spin). `false`: it was not ours.
+    pub async fn release_chunk(
+        &self,
+        job: &str,
+        run: &str,
+        id: &str,
+        owner: &str,
+        not_before: u64,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .held_by(job, run, id, owner)
+            .update_expression(
+                "SET leaseExpiry = :zero, #st = :pending, notBefore = :nb, gsi2sk = :ready REMOVE #o",
+            )
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":nb", n(not_before))
+            .expression_attribute_values(":ready", s(ready_sk(not_before, id)))
+            .send()
+            .await;
+        self.applied(res)
+    }
+
+    /// Gives a partition's lease back (on shutdown) so another task can take the work at once.
     pub async fn release_lease(
         &self,
         job: &str,
@@ -776,7 +896,7 @@ impl Store {
             .held_by(job, run, id, owner)
             .update_expression(
                 "SET #st = :done, copied = :c, copiedBytes = :cb, skipped = :s, skippedBytes = :sb, \
-                 failed = :f, deleted = :d, doneAt = :t REMOVE manifest",
+                 failed = :f, deleted = :d, doneAt = :t REMOVE gsi2pk, gsi2sk, notBefore",
             )
             .expression_attribute_values(":done", s("done"))
             .expression_attribute_values(":c", n(c.copied))

@@ -346,18 +346,16 @@ impl Copier {
         }
     }
 
-    /// Copies a listed object. With `aged` (the listing was written earlier, e.g. a chunk's
-    /// manifest), an object rewritten since fails the copy's `x-amz-copy-source-if-match`; it is
-    /// then looked up again and its current version copied, and one deleted since is recorded
-    /// as not found. Returns the entry actually copied.
+    /// Copies a listed object. An object rewritten since it was listed fails the copy's
+    /// `x-amz-copy-source-if-match`; it is then looked up again and its current version copied,
+    /// and one deleted since is recorded as not found. Returns the entry actually copied.
     pub async fn copy_listed(
         &self,
         src: Entry,
-        aged: bool,
         stop: &AtomicBool,
     ) -> Result<(Entry, Copied), CopyError> {
         match self.copy(&src, stop).await? {
-            Copied::Failed(f) if aged && f.code == "PreconditionFailed" => {
+            Copied::Failed(f) if f.code == "PreconditionFailed" => {
                 match self.current(&src).await? {
                     Some(now) => {
                         let copied = self.copy(&now, stop).await?;
@@ -1094,6 +1092,13 @@ struct SourceHeaders {
     tagging: Option<String>,
 }
 
+impl super::split::Keyspace for &Copier {
+    type Error = CopyError;
+    async fn first_after(&mut self, after: Option<&str>) -> Result<Option<String>, CopyError> {
+        self.first_source_key(after).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1138,12 +1143,5 @@ mod tests {
             "b/a%20b%2Bc%25/%C3%BC.txt"
         );
         assert_eq!(copy_source("b", "q?x#y"), "b/q%3Fx%23y");
-    }
-}
-
-impl super::split::Keyspace for &Copier {
-    type Error = CopyError;
-    async fn first_after(&mut self, after: Option<&str>) -> Result<Option<String>, CopyError> {
-        self.first_source_key(after).await
     }
 }

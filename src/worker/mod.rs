@@ -27,8 +27,8 @@
 
 pub mod copy;
 pub mod credentials;
-pub mod manifest;
 pub mod plan;
+pub mod queue;
 pub mod split;
 
 use std::collections::{HashSet, VecDeque};
@@ -44,7 +44,7 @@ use self::copy::{Copied, Copier, CopyError, ObjectFailure, RateLimiter, Side};
 use self::plan::{Action, Filter, Range};
 use crate::aws::ErrorKind;
 use crate::model::CopyJob;
-use crate::store::runs::{Chunk, ChunkCounts, Claim, NewChunk, TaskProgress, now_ms};
+use crate::store::runs::{CLAIM_SHARDS, Chunk, ChunkCounts, Claim, NewChunk, TaskProgress, now_ms};
 use crate::store::{Store, StoreError, spec_document};
 
 /// Keys per chunk (one ListObjectsV2 page).
@@ -57,6 +57,9 @@ const MAX_READY: usize = 2;
 /// Of those, at most this many list partitions, so copying starts as soon as the first chunk
 /// exists instead of after the whole bucket is listed.
 const MAX_LISTERS: usize = 4;
+/// Claim index entries read per query: a few, so that tasks claiming at once find different
+/// chunks, and reading them costs half a read unit.
+const CLAIM_BATCH: i32 = 8;
 /// First failures kept in the store per task.
 const MAX_STORED_FAILURES: usize = 100;
 
@@ -190,13 +193,13 @@ struct Worker {
     copier: Copier,
     filter: Filter,
     ranges: Vec<Range>,
-    /// Leases this task holds (sort keys), renewed by the heartbeat.
-    held: Mutex<HashSet<String>>,
+    /// Leases this task holds, renewed by the heartbeat at half life.
+    held: Mutex<queue::Leases>,
     /// Chunks this task's listers wrote already leased to it, waiting for a free slot (at most
     /// [`MAX_READY`]); they need no claim.
     ready: Mutex<VecDeque<Chunk>>,
-    /// Open chunks seen by the last query, tried in turn before the next query.
-    candidates: Mutex<Candidates>,
+    /// When this task may next ask the claim index for work.
+    idle: std::sync::Mutex<queue::Idle>,
     /// Signalled when a chunk lands in `ready`.
     wake: Notify,
     /// Partitions this task finished listing (so it does not try to claim them again).
@@ -333,12 +336,9 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         store,
         copier,
         ranges,
-        held: Mutex::new(HashSet::new()),
+        held: Mutex::new(queue::Leases::default()),
         ready: Mutex::new(VecDeque::new()),
-        candidates: Mutex::new(Candidates {
-            chunks: Vec::new(),
-            next_query: std::time::Instant::now(),
-        }),
+        idle: std::sync::Mutex::new(queue::Idle::default()),
         wake: Notify::new(),
         listed: std::sync::Mutex::new(Vec::new()),
         live: Live {
@@ -376,6 +376,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
     tracing::info!(
         state,
         copied = worker.live.copied.load(Ordering::Relaxed),
+        capacity = %worker.store.meter().reading().to_json(),
         "worker finished"
     );
     result
@@ -434,17 +435,6 @@ struct PartitionView {
     busy_until: std::collections::HashMap<u32, u64>,
 }
 
-/// Open chunks from the last query of the store, and when the next query is worth it: a query
-/// that found nothing to claim is not repeated for [`QUIET_QUERY`] (this task's own chunks
-/// reach it through `ready`, not through queries).
-struct Candidates {
-    chunks: Vec<Chunk>,
-    next_query: std::time::Instant,
-}
-
-/// Pause after a query of open chunks that found nothing to claim.
-const QUIET_QUERY: Duration = Duration::from_secs(1);
-
 /// One unit of claimed work.
 enum Work {
     List(crate::store::runs::Partition),
@@ -462,10 +452,16 @@ impl Worker {
         let result = Arc::clone(&self).schedule_units().await;
         let unstarted: Vec<Chunk> = self.ready.lock().await.drain(..).collect();
         for c in unstarted {
-            self.held.lock().await.remove(&c.id);
+            self.held.lock().await.release(&c.id);
             let _ = self
                 .store
-                .release_lease(&self.cfg.job, &self.cfg.run, &c.id, &self.cfg.task)
+                .release_chunk(
+                    &self.cfg.job,
+                    &self.cfg.run,
+                    &c.id,
+                    &self.cfg.task,
+                    now_ms(),
+                )
                 .await;
         }
         result
@@ -481,13 +477,21 @@ impl Worker {
                 && !self.stopping.load(Ordering::Relaxed)
                 && first_error.is_none()
             {
-                match self.claim(&mut partitions).await? {
-                    Some(work) => {
+                match self.claim(&mut partitions).await {
+                    Ok(Some(work)) => {
                         claimed_any = true;
                         let this = Arc::clone(&self);
                         set.spawn(async move { this.perform(work).await });
                     }
-                    None => break,
+                    Ok(None) => break,
+                    // A throttled or failed store call is retried after a pause; it never
+                    // ends the task.
+                    Err(e) if !e.kind().fails_again() => {
+                        tracing::warn!(error = %e, "could not claim work; trying again later");
+                        self.idle_for_now();
+                        break;
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             if set.is_empty() {
@@ -497,12 +501,18 @@ impl Worker {
                 if self.stopping.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-                let summary = self.store.run_summary(&self.cfg.job, &self.cfg.run).await?;
-                if summary.complete() {
-                    return Ok(());
+                match self.store.run_summary(&self.cfg.job, &self.cfg.run).await {
+                    Ok(summary) if summary.complete() => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) if !e.kind().fails_again() => {
+                        tracing::warn!(error = %e, "could not read the run's state; trying again later");
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                // Others hold the remaining leases; take over if they expire.
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Others hold the remaining leases; take over when they expire. The idle
+                // backoff spaces these reads out.
+                self.idle_for_now();
+                tokio::time::sleep(self.idle_left()).await;
                 continue;
             }
             let wait = if claimed_any {
@@ -548,6 +558,7 @@ impl Worker {
             partitions.done.extend(listed.drain(..));
         }
         let held = self.held.lock().await.clone();
+        let now = now_ms();
         let n = if self.listing.load(Ordering::Relaxed) < MAX_LISTERS {
             self.ranges.len() as u32
         } else {
@@ -556,12 +567,12 @@ impl Worker {
         let start = rand::random_range(0..n.max(1));
         for k in 0..n {
             let i = (start + k) % n;
-            let sk = format!("PART#{i:04}");
+            let sk = crate::store::runs::partition_sk(i);
             let busy = partitions
                 .busy_until
                 .get(&i)
                 .is_some_and(|until| *until >= now_ms());
-            if partitions.done.contains(&i) || busy || held.contains(&sk) {
+            if partitions.done.contains(&i) || busy || held.holds(&sk) {
                 continue;
             }
             match self
@@ -570,7 +581,7 @@ impl Worker {
                 .await?
             {
                 Claim::Claimed(p) => {
-                    self.held.lock().await.insert(sk);
+                    self.held.lock().await.hold(sk, now + lease);
                     self.listing.fetch_add(1, Ordering::Relaxed);
                     return Ok(Some(Work::List(p)));
                 }
@@ -584,36 +595,53 @@ impl Worker {
                 }
             }
         }
-        let mut candidates = self.candidates.lock().await;
-        if candidates.chunks.is_empty() {
-            if std::time::Instant::now() < candidates.next_query {
-                return Ok(None);
-            }
-            let mut open = self.store.open_chunks(job, run).await?;
-            // Tasks sharing a run start their claims at different chunks.
-            let offset = rand::random_range(0..open.len().max(1));
-            open.rotate_left(offset);
-            open.reverse();
-            candidates.chunks = open;
+        if !self.idle.lock().is_ok_and(|i| i.may_claim(now_ms())) {
+            return Ok(None);
         }
-        let now = now_ms();
-        while let Some(c) = candidates.chunks.pop() {
-            if held.contains(&c.id) || (c.owner.is_some() && c.lease_expiry >= now) {
-                continue;
-            }
-            if let Some(claimed) = self.store.claim_chunk(job, run, &c.id, me, lease).await? {
-                self.held.lock().await.insert(claimed.id.clone());
-                return Ok(Some(Work::Copy(claimed)));
+        // Shards of the claim index in a random rotation: tasks start at different ones.
+        let first = rand::random_range(0..CLAIM_SHARDS);
+        for k in 0..CLAIM_SHARDS {
+            let shard = (first + k) % CLAIM_SHARDS;
+            let mut ids = self.store.claimable(job, run, shard, CLAIM_BATCH).await?;
+            // Claimers reading the same entries try them in different orders.
+            let offset = rand::random_range(0..ids.len().max(1));
+            ids.rotate_left(offset);
+            for id in ids {
+                if held.holds(&id) {
+                    continue;
+                }
+                if let Some(claimed) = self.store.claim_chunk(job, run, &id, me, lease).await? {
+                    self.held
+                        .lock()
+                        .await
+                        .hold(claimed.id.clone(), claimed.lease_expiry);
+                    if let Ok(mut idle) = self.idle.lock() {
+                        idle.found_work();
+                    }
+                    return Ok(Some(Work::Copy(claimed)));
+                }
             }
         }
-        candidates.next_query = std::time::Instant::now() + QUIET_QUERY;
+        self.idle_for_now();
         Ok(None)
     }
 
+    /// Found no work: the next claim waits (see [`queue::Idle`]).
+    fn idle_for_now(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.found_nothing(now_ms());
+        }
+    }
+
+    fn idle_left(&self) -> Duration {
+        let until = self.idle.lock().map_or(0, |i| i.until);
+        Duration::from_millis(until.saturating_sub(now_ms()))
+    }
+
     async fn perform(self: Arc<Self>, work: Work) -> Result<(), WorkerError> {
-        let sk = match &work {
-            Work::List(p) => format!("PART#{:04}", p.index),
-            Work::Copy(c) => c.id.clone(),
+        let (sk, attempts) = match &work {
+            Work::List(p) => (crate::store::runs::partition_sk(p.index), None),
+            Work::Copy(c) => (c.id.clone(), Some(c.attempts)),
         };
         let started = std::time::Instant::now();
         self.live.alive_ms.fetch_max(now_ms(), Ordering::Relaxed);
@@ -632,13 +660,21 @@ impl Worker {
             Work::Copy(c) => self.copy_chunk(&c).await,
         };
         tracing::debug!(unit = %sk, ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "work unit finished");
-        self.held.lock().await.remove(&sk);
+        self.held.lock().await.release(&sk);
         if result.is_err() || self.abandon.load(Ordering::Relaxed) {
-            // Give the work back at once rather than waiting for the lease to expire.
-            let _ = self
-                .store
-                .release_lease(&self.cfg.job, &self.cfg.run, &sk, &self.cfg.task)
-                .await;
+            // Give the work back rather than let its lease run out: at once on shutdown, after
+            // a pause that grows with its attempts when it failed.
+            let (job, run, me) = (&self.cfg.job, &self.cfg.run, &self.cfg.task);
+            let _ = match &attempts {
+                None => self.store.release_lease(job, run, &sk, me).await,
+                Some(_) if result.is_ok() => {
+                    self.store.release_chunk(job, run, &sk, me, now_ms()).await
+                }
+                Some(n) => {
+                    let at = queue::not_before(now_ms(), *n, rand::random::<f64>());
+                    self.store.release_chunk(job, run, &sk, me, at).await
+                }
+            };
         }
         match result {
             Err(WorkerError::Copy(CopyError::Cancelled)) => Ok(()),
@@ -681,7 +717,6 @@ impl Worker {
                 after: from.after.clone(),
                 upto,
             };
-            let encoded = manifest::encode(&entries, manifest::MAX_BYTES);
             // Keep the chunk for this task if it has a slot for it soon; else leave it to all.
             let keep =
                 self.ready.lock().await.len() < MAX_READY && !self.stopping.load(Ordering::Relaxed);
@@ -690,7 +725,6 @@ impl Worker {
                 objects: entries.len() as u64,
                 bytes,
                 last,
-                manifest: encoded.as_deref(),
                 keep,
             };
             let (next, kept) = self
@@ -699,7 +733,7 @@ impl Worker {
                 .await?;
             part = next;
             if let Some(c) = kept {
-                self.held.lock().await.insert(c.id.clone());
+                self.held.lock().await.hold(c.id.clone(), c.lease_expiry);
                 self.ready.lock().await.push_back(c);
                 self.wake.notify_one();
             }
@@ -709,8 +743,8 @@ impl Worker {
         }
     }
 
-    /// Copies one chunk: merge-join of the source listing (the chunk's manifest, or a fresh
-    /// listing without one) and the destination listing, then the actions, bounded in
+    /// Copies one chunk: merge-join of the source and destination listings of its range (listed
+    /// again here: the lister kept no copy, see ARCHITECTURE.md), then the actions, bounded in
     /// concurrency.
     async fn copy_chunk(self: &Arc<Self>, chunk: &Chunk) -> Result<(), WorkerError> {
         if self.cfg.hang {
@@ -718,27 +752,9 @@ impl Worker {
             std::future::pending::<()>().await;
         }
         let (id, range) = (chunk.id.as_str(), &chunk.range);
-        let listed = match chunk.manifest.as_deref().map(manifest::decode) {
-            Some(Ok(entries)) => Some(entries),
-            Some(Err(e)) => {
-                tracing::warn!(chunk = id, error = %e, "unreadable manifest; listing the source");
-                None
-            }
-            None => None,
-        };
-        let from_manifest = listed.is_some();
-        let (src, dst) = match listed {
-            Some(entries) => (
-                entries,
-                self.copier.list(Side::Destination, range, None).await?.0,
-            ),
-            None => {
-                let src_fut = self.copier.list(Side::Source, range, None);
-                let dst_fut = self.copier.list(Side::Destination, range, None);
-                let (src, dst) = tokio::try_join!(src_fut, dst_fut)?;
-                (src.0, dst.0)
-            }
-        };
+        let src_fut = self.copier.list(Side::Source, range, None);
+        let dst_fut = self.copier.list(Side::Destination, range, None);
+        let ((src, _), (dst, _)) = tokio::try_join!(src_fut, dst_fut)?;
         let actions = plan::merge(&src, &dst, &self.copier.spec.copy, &self.filter);
         let mut counts = ChunkCounts::default();
         let mut failures: Vec<ObjectFailure> = Vec::new();
@@ -751,12 +767,8 @@ impl Worker {
                     counts.skipped_bytes += src.size;
                 }
                 Action::Delete { dst } => to_delete.push(dst.rel),
-                Action::Copy { src, .. } => {
-                    self.spawn_copy(&mut set, src, false, from_manifest).await?
-                }
-                Action::Verify { src, .. } => {
-                    self.spawn_copy(&mut set, src, true, from_manifest).await?
-                }
+                Action::Copy { src, .. } => self.spawn_copy(&mut set, src, false).await?,
+                Action::Verify { src, .. } => self.spawn_copy(&mut set, src, true).await?,
             }
             while let Some(done) = set.try_join_next() {
                 self.account(done, &mut counts, &mut failures)?;
@@ -787,14 +799,12 @@ impl Worker {
     }
 
     /// Starts one object's copy once a copy slot is free. With `verify`, the destination's
-    /// recorded source ETag is checked first and a match is a skip. `aged`: the entry comes
-    /// from a manifest written earlier (see [`Copier::copy_listed`]).
+    /// recorded source ETag is checked first and a match is a skip.
     async fn spawn_copy(
         self: &Arc<Self>,
         set: &mut JoinSet<Result<(plan::Entry, Option<Copied>), CopyError>>,
         src: plan::Entry,
         verify: bool,
-        aged: bool,
     ) -> Result<(), WorkerError> {
         if self.abandon.load(Ordering::Relaxed) {
             return Err(CopyError::Cancelled.into());
@@ -813,7 +823,7 @@ impl Worker {
                     Err(refused) => return Ok((src, Some(Copied::Failed(refused)))),
                 }
             }
-            let (src, copied) = this.copier.copy_listed(src, aged, &this.abandon).await?;
+            let (src, copied) = this.copier.copy_listed(src, &this.abandon).await?;
             Ok((src, Some(copied)))
         });
         Ok(())
@@ -889,8 +899,9 @@ impl Worker {
         let period = (self.cfg.lease / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             tokio::time::sleep(period).await;
-            let held: Vec<String> = self.held.lock().await.iter().cloned().collect();
-            for sk in held {
+            let at = now_ms();
+            let due = self.held.lock().await.due(at, self.lease_ms());
+            for sk in due {
                 match self
                     .store
                     .renew_lease(
@@ -902,9 +913,9 @@ impl Worker {
                     )
                     .await
                 {
-                    Ok(true) => {}
+                    Ok(true) => self.held.lock().await.renewed(&sk, at + self.lease_ms()),
                     // A unit that finished between the snapshot and the renewal is not a loss.
-                    Ok(false) if !self.held.lock().await.contains(&sk) => {}
+                    Ok(false) if !self.held.lock().await.holds(&sk) => {}
                     Ok(false) => tracing::warn!(lease = %sk, "lease lost to another task"),
                     Err(e) => tracing::warn!(lease = %sk, error = %e, "could not renew lease"),
                 }
@@ -920,7 +931,7 @@ impl Worker {
     /// for the other tasks, its state is written as failed, and the process exits
     /// [`WATCHDOG_EXIT`]; the operator counts the task as failed and replaces it.
     async fn watchdog(&self) {
-        let held: Vec<String> = self.held.lock().await.iter().cloned().collect();
+        let held: Vec<String> = self.held.lock().await.keys();
         let quiet = now_ms().saturating_sub(self.live.alive_ms.load(Ordering::Relaxed));
         if held.is_empty() || u128::from(quiet) < self.cfg.watchdog.as_millis() {
             return;
@@ -930,11 +941,13 @@ impl Worker {
             units = held.len(),
             "watchdog: no progress while holding work; releasing it and exiting"
         );
+        let (job, run, me) = (&self.cfg.job, &self.cfg.run, &self.cfg.task);
         for sk in held {
-            let _ = self
-                .store
-                .release_lease(&self.cfg.job, &self.cfg.run, &sk, &self.cfg.task)
-                .await;
+            let _ = if crate::store::runs::is_chunk(&sk) {
+                self.store.release_chunk(job, run, &sk, me, now_ms()).await
+            } else {
+                self.store.release_lease(job, run, &sk, me).await
+            };
         }
         self.write_progress("failed").await;
         std::process::exit(WATCHDOG_EXIT);

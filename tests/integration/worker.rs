@@ -1214,106 +1214,46 @@ async fn archived_objects_are_reported_per_object_and_do_not_fail_the_run() {
 
 #[tokio::test]
 async fn objects_changed_or_deleted_after_listing_are_copied_as_they_are_now() {
-    use ferry::store::runs::{Claim, NewChunk};
-    use ferry::worker::manifest;
-    use ferry::worker::plan::{Entry, Range};
+    use ferry::worker::copy::{Copied, Copier, Side};
+    use ferry::worker::plan::Range;
 
     let w = World::new().await;
     create_bucket(&w.src, "src-aged", SRC_REGION).await;
     let dst = w.dst("us-east-1");
     create_bucket(&dst, "dst-aged", "us-east-1").await;
     seed(&w.src, "src-aged", bulk(20)).await;
-    w.job(
-        "aged",
-        ("src-aged", ""),
-        ("dst-aged", "", "us-east-1"),
-        "",
-        "",
-    )
-    .await;
-
-    // List the run's only partition as a worker would, into two chunks: the first with its
-    // manifest, the second without (as when a listing does not fit in an item).
-    let stored = w.store.get_job("aged").await.unwrap().unwrap();
-    let doc = ferry::store::spec_document(&stored.job);
-    w.store
-        .ensure_run("aged", "r1", stored.generation, &doc)
-        .await
-        .unwrap();
-    w.store.set_boundaries("aged", "r1", &[]).await.unwrap();
+    let job = w
+        .job(
+            "aged",
+            ("src-aged", ""),
+            ("dst-aged", "", "us-east-1"),
+            "",
+            "",
+        )
+        .await;
+    // The copier a worker builds: the destination role's clients in both regions.
+    let role = w
+        .emu
+        .role_config(&format!("arn:aws:iam::{DST_ACCOUNT}:role/dst"))
+        .await;
+    let copier = Copier {
+        src: s3(&role, SRC_REGION),
+        dst: s3(&role, "us-east-1"),
+        report: s3(&role, "us-east-1"),
+        spec: std::sync::Arc::new(job.spec.clone()),
+        limiter: None,
+        part_concurrency: 8,
+        etags_diverge: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
     let all = Range {
         after: None,
         upto: None,
     };
-    let Claim::Claimed(part) = w
-        .store
-        .claim_partition("aged", "r1", 0, &all, "lister", 60_000)
-        .await
-        .unwrap()
-    else {
-        panic!("partition not claimable");
-    };
-    let listed = w
-        .src
-        .list_objects_v2()
-        .bucket("src-aged")
-        .send()
-        .await
-        .unwrap();
-    let entries: Vec<Entry> = listed
-        .contents()
-        .iter()
-        .map(|o| Entry {
-            rel: o.key().unwrap().to_string(),
-            size: o.size().unwrap() as u64,
-            etag: o.e_tag().unwrap().to_string(),
-            storage_class: None,
-        })
-        .collect();
-    let (first, rest) = entries.split_at(10);
-    let first_range = Range {
-        after: None,
-        upto: Some(first[9].rel.clone()),
-    };
-    let encoded = manifest::encode(first, manifest::MAX_BYTES).unwrap();
-    let chunk = |range, entries: &[Entry], last, manifest| NewChunk {
-        range,
-        objects: entries.len() as u64,
-        bytes: entries.iter().map(|e| e.size).sum(),
-        last,
-        manifest,
-        keep: false,
-    };
-    let (part, _) = w
-        .store
-        .add_chunk(
-            "aged",
-            "r1",
-            &part,
-            chunk(&first_range, first, false, Some(&encoded)),
-            "lister",
-            60_000,
-        )
-        .await
-        .unwrap();
-    let rest_range = Range {
-        after: first_range.upto.clone(),
-        upto: None,
-    };
-    w.store
-        .add_chunk(
-            "aged",
-            "r1",
-            &part,
-            chunk(&rest_range, rest, true, None),
-            "lister",
-            60_000,
-        )
-        .await
-        .unwrap();
+    let (entries, more) = copier.list(Side::Source, &all, None).await.unwrap();
+    assert_eq!((entries.len(), more), (20, false));
 
     // The source moves on after the listing: one object rewritten, one deleted.
-    let (changed, deleted) = (first[3].rel.clone(), first[7].rel.clone());
+    let (changed, deleted) = (entries[3].rel.clone(), entries[7].rel.clone());
     seed(
         &w.src,
         "src-aged",
@@ -1328,23 +1268,28 @@ async fn objects_changed_or_deleted_after_listing_are_copied_as_they_are_now() {
         .await
         .unwrap();
 
-    w.run_worker_ok("aged", "r1", "ta", &[]).await;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut failed = Vec::new();
+    for entry in entries {
+        match copier.copy_listed(entry, &stop).await.unwrap() {
+            (_, Copied::Done { .. }) => {}
+            (e, Copied::Failed(f)) => failed.push((e.rel, f.code, f.reason)),
+            (e, other) => panic!("{}: {other:?}", e.rel),
+        }
+    }
     let (body, ..) = head_of(&dst, "dst-aged", &changed).await;
     assert_eq!(&body[..], b"rewritten after the listing");
-    let mut expected = listing(&w.src, "src-aged", "").await;
-    assert_eq!(listing(&dst, "dst-aged", "").await, expected);
-    expected.insert(deleted.clone(), 0);
-    assert_eq!(expected.len(), 20);
-    let s = w.store.run_summary("aged", "r1").await.unwrap();
-    assert!(s.complete());
     assert_eq!(
-        (s.progress.objects_copied, s.progress.objects_failed),
-        (19, 1)
+        listing(&dst, "dst-aged", "").await,
+        listing(&w.src, "src-aged", "").await
     );
-    let failures = w.store.failures("aged", "r1").await.unwrap();
-    assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].0, deleted);
-    assert!(failures[0].1.starts_with("NoSuchKey"), "{failures:?}");
+    // A deleted source answers CopyObject with 404 NoSuchKey (CopyObject API reference): a
+    // failure of that object alone.
+    let codes: Vec<(&str, &str)> = failed
+        .iter()
+        .map(|(k, code, _)| (k.as_str(), code.as_str()))
+        .collect();
+    assert_eq!(codes, vec![(deleted.as_str(), "NoSuchKey")], "{failed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,167 @@
+//! The worker's scheduling decisions as plain data, time passed in: which leases are due for
+//! renewal, how long a task that found no work waits before it asks again, and when a chunk
+//! given back after a failure may be claimed again. No IO; table-tested.
+
+use std::collections::HashMap;
+
+/// The leases a task holds (sort key → the expiry it last wrote, epoch ms).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Leases {
+    held: HashMap<String, u64>,
+}
+
+impl Leases {
+    pub fn hold(&mut self, sk: impl Into<String>, expiry: u64) {
+        self.held.insert(sk.into(), expiry);
+    }
+
+    pub fn release(&mut self, sk: &str) -> bool {
+        self.held.remove(sk).is_some()
+    }
+
+    pub fn holds(&self, sk: &str) -> bool {
+        self.held.contains_key(sk)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.held.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Leases to renew at `now`: those with less than half of `lease_ms` left. Renewing at half
+    /// life instead of on every heartbeat costs a chunk one write per half lease it is held
+    /// (none for most chunks, copied in less), and still leaves half a lease for retries.
+    pub fn due(&self, now: u64, lease_ms: u64) -> Vec<String> {
+        let mut due: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, expiry)| expiry.saturating_sub(now) < lease_ms / 2)
+            .map(|(sk, _)| sk.clone())
+            .collect();
+        due.sort();
+        due
+    }
+
+    /// Records a renewal (if the lease is still held: a unit may have finished meanwhile).
+    pub fn renewed(&mut self, sk: &str, expiry: u64) {
+        if let Some(e) = self.held.get_mut(sk) {
+            *e = expiry;
+        }
+    }
+}
+
+/// How long a task that found nothing to claim waits before asking the store again: doubling
+/// from [`IDLE_FIRST_MS`] to [`IDLE_MAX_MS`], back to nothing as soon as a claim succeeds. An idle
+/// task thus costs a few reads a second at first and one every few seconds after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Idle {
+    /// No claim before this time (epoch ms).
+    pub until: u64,
+    /// The current pause (0: not idle).
+    pub pause: u64,
+}
+
+pub const IDLE_FIRST_MS: u64 = 250;
+pub const IDLE_MAX_MS: u64 = 5_000;
+
+impl Idle {
+    pub fn may_claim(&self, now: u64) -> bool {
+        now >= self.until
+    }
+
+    /// A claim found nothing (or the store asked to slow down) at `now`.
+    pub fn found_nothing(&mut self, now: u64) {
+        self.pause = (self.pause * 2).clamp(IDLE_FIRST_MS, IDLE_MAX_MS);
+        self.until = now + self.pause;
+    }
+
+    /// A claim succeeded.
+    pub fn found_work(&mut self) {
+        *self = Idle::default();
+    }
+}
+
+/// When a chunk given back after its `attempts`-th failed attempt may be claimed again:
+/// exponential from 1 s to 5 minutes, with `jitter` (0.0–1.0) taking off up to half, so that a
+/// chunk failing on every task does not spin through them and tasks do not retry in step.
+pub fn not_before(now: u64, attempts: u64, jitter: f64) -> u64 {
+    let base = 1_000u64
+        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(300_000);
+    let off = (base as f64 * jitter.clamp(0.0, 1.0) / 2.0) as u64;
+    now + base - off
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_are_renewed_once_half_of_them_has_passed() {
+        let mut l = Leases::default();
+        l.hold("CHUNK#a", 60_000);
+        l.hold("CHUNK#b", 40_000);
+        l.hold("PART#0001", 100_000);
+        let cases = [
+            (0, vec![]),
+            (10_001, vec!["CHUNK#b"]),
+            (30_001, vec!["CHUNK#a", "CHUNK#b"]),
+            (70_001, vec!["CHUNK#a", "CHUNK#b", "PART#0001"]),
+        ];
+        for (now, want) in cases {
+            assert_eq!(l.due(now, 60_000), want, "at {now}");
+        }
+        l.renewed("CHUNK#b", 70_001 + 60_000);
+        assert_eq!(l.due(70_001, 60_000), vec!["CHUNK#a", "PART#0001"]);
+        l.release("CHUNK#a");
+        l.renewed("CHUNK#a", 999_999);
+        assert!(
+            !l.holds("CHUNK#a"),
+            "a renewal does not bring back a dropped lease"
+        );
+    }
+
+    #[test]
+    fn an_idle_task_backs_off_to_a_ceiling_and_resets_on_work() {
+        let mut idle = Idle::default();
+        assert!(idle.may_claim(0));
+        let mut pauses = Vec::new();
+        let mut now = 1_000;
+        for _ in 0..8 {
+            idle.found_nothing(now);
+            assert!(!idle.may_claim(now));
+            pauses.push(idle.pause);
+            now = idle.until;
+            assert!(idle.may_claim(now));
+        }
+        assert_eq!(pauses, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
+        idle.found_work();
+        assert_eq!(idle, Idle::default());
+    }
+
+    #[test]
+    fn a_failed_chunk_waits_longer_after_each_attempt_within_bounds() {
+        let cases = [
+            (1, 0.0, 1_000),
+            (2, 0.0, 2_000),
+            (3, 0.0, 4_000),
+            (3, 1.0, 2_000),
+            (9, 0.0, 256_000),
+            (10, 0.0, 300_000),
+            (60, 0.5, 225_000),
+            (0, 0.0, 1_000),
+        ];
+        for (attempts, jitter, wait) in cases {
+            assert_eq!(
+                not_before(7, attempts, jitter) - 7,
+                wait,
+                "attempt {attempts}, jitter {jitter}"
+            );
+        }
+    }
+}
