@@ -1,0 +1,202 @@
+"""The scale benchmark (run by scripts/bench-scale.sh, which builds and starts what it needs).
+
+Figures, each measured in this run:
+- planning: LIST requests the virtual S3 served before the first copy, and the planner's probes;
+- throughput with N worker processes sharing one run, over a steady-state window, against
+  min(N x the one-task rate, the prefix budget);
+- complete runs over FULL_KEYS keys: every key copied exactly once; the same with one task
+  SIGKILLed mid-way (keys missing, keys copied twice); a SlowDown storm (a prefix budget below
+  the requested rate): completion and the 503 rate.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Vs3:
+    def __init__(self, binary, keys, latency_ms, copy_rate, layout="flat", log=None):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--keys", str(keys), "--layout", layout,
+             "--latency-ms", str(latency_ms), "--copy-rate", str(copy_rate)],
+            stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while True:
+            try:
+                self.stats()
+                break
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise SystemExit("vs3 did not start")
+                time.sleep(0.1)
+
+    def stats(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/vs3/stats", timeout=5) as r:
+            return json.loads(r.read())
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.dir = tempfile.mkdtemp(prefix="ferry-scale-")
+        self.env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+                        AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+                        AWS_ENDPOINT_URL=args.endpoint, FERRY_TABLE="scale")
+        self.ferry(["init"])
+
+    def ferry(self, argv, env=None):
+        subprocess.run([self.a.ferry, *argv], env=env or self.env, check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def job(self, name, parallelism, run_extra=""):
+        path = os.path.join(self.dir, f"{name}.yaml")
+        with open(path, "w") as f:
+            f.write(f"""apiVersion: ferry.dev/v1alpha1
+kind: CopyJob
+metadata: {{name: {name}}}
+spec:
+  source: {{account: "111111111111", region: us-east-1, bucket: src, roleArn: "arn:aws:iam::111111111111:role/s"}}
+  destination: {{account: "222222222222", region: us-east-1, bucket: dst, roleArn: "arn:aws:iam::222222222222:role/d"}}
+  run: {{parallelism: {parallelism}{run_extra}}}
+""")
+        self.ferry(["apply", "-f", path])
+
+    def workers(self, vs3, job, n, concurrency, lease=60):
+        env = dict(self.env, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{vs3.port}",
+                   FERRY_S3_FORCE_PATH_STYLE="true", FERRY_ASSUME_DESTINATION_ROLE="false",
+                   FERRY_JOB=job, FERRY_RUN="r1", FERRY_COPY_CONCURRENCY=str(concurrency),
+                   FERRY_LEASE_SECONDS=str(lease), FERRY_LOG="info")
+        procs = []
+        for t in range(n):
+            log = open(os.path.join(self.dir, f"{job}-t{t}.log"), "w")
+            procs.append(subprocess.Popen([self.a.ferry, "worker"], env=dict(env, FERRY_TASK=f"t{t}"),
+                                          stdout=log, stderr=subprocess.STDOUT))
+        return procs
+
+    def probes(self, job, n):
+        for t in range(n):
+            with open(os.path.join(self.dir, f"{job}-t{t}.log")) as f:
+                m = re.search(r"probes\W+(\d+)", f.read())
+                if m:
+                    return int(m.group(1))
+        return None
+
+    def wait_for(self, what, limit, check):
+        deadline = time.time() + limit
+        while time.time() < deadline:
+            v = check()
+            if v:
+                return v
+            time.sleep(0.2)
+        raise SystemExit(f"timed out waiting for {what} (logs in {self.dir})")
+
+    def window(self, n):
+        """Steady-state throughput of n tasks; returns (copies/s, LISTs before the first copy, probes)."""
+        a = self.a
+        vs3 = Vs3(a.vs3, a.keys, a.latency_ms, a.copy_rate)
+        job = f"scale-{n}"
+        self.job(job, n)
+        procs = self.workers(vs3, job, n, a.concurrency)
+        first = self.wait_for("the first copy", 300, lambda: (s := vs3.stats())["copies"] > 0 and s)
+        time.sleep(a.warmup)
+        s0, t0 = vs3.stats(), time.time()
+        time.sleep(a.window)
+        s1, t1 = vs3.stats(), time.time()
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait()
+        vs3.stop()
+        rate = (s1["copies"] - s0["copies"]) / (t1 - t0)
+        slow = (s1["slowdowns"] - s0["slowdowns"]) / (t1 - t0)
+        return rate, first["lists_before_first_copy"], self.probes(job, n), slow
+
+    def full(self, label, n, keys, copy_rate, kill=False):
+        a = self.a
+        vs3 = Vs3(a.vs3, keys, a.latency_ms, copy_rate)
+        job = f"full-{label}"
+        self.job(job, n)
+        procs = self.workers(vs3, job, n, a.concurrency, lease=10)
+        t0 = time.time()
+        if kill:
+            self.wait_for("a third of the copies", 600, lambda: vs3.stats()["distinct"] > keys // 3)
+            procs[0].send_signal(signal.SIGKILL)
+        codes = []
+        for p in procs:
+            try:
+                codes.append(p.wait(timeout=1800))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes.append("timeout")
+        took = time.time() - t0
+        s = vs3.stats()
+        vs3.stop()
+        return s, took, codes
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--vs3", required=True)
+    ap.add_argument("--ferry", required=True)
+    env = os.environ.get
+    ap.add_argument("--keys", type=int, default=int(env("KEYS", 10_000_000)))
+    ap.add_argument("--full-keys", type=int, default=int(env("FULL_KEYS", 100_000)))
+    ap.add_argument("--latency-ms", type=int, default=int(env("LATENCY_MS", 20)))
+    ap.add_argument("--copy-rate", type=int, default=3500)
+    ap.add_argument("--concurrency", type=int, default=int(env("CONCURRENCY", 8)))
+    ap.add_argument("--window", type=float, default=float(env("WINDOW", 30)))
+    ap.add_argument("--warmup", type=float, default=5)
+    ap.add_argument("--tasks", default=env("TASKS", "1 2 4 8"))
+    ap.add_argument("--skip-full", action="store_true")
+    a = ap.parse_args()
+    b = Bench(a)
+    print(f"virtual S3: flat bucket of {a.keys:,} keys, {a.latency_ms} ms per request, "
+          f"prefix budget {a.copy_rate:,} copies/s; {a.concurrency} copies in flight per task")
+    one = None
+    for n in [int(x) for x in a.tasks.split()]:
+        rate, lists, probes, slow = b.window(n)
+        one = one or rate
+        ceiling = min(n * one, a.copy_rate)
+        print(f"N={n}: {rate:8.1f} copies/s  ({rate / ceiling:.2f} of min(N x one-task, budget) = {ceiling:.0f}); "
+              f"LISTs before the first copy {lists} (planner probes {probes}); 503s {slow:.1f}/s", flush=True)
+    if a.skip_full:
+        return
+    k = a.full_keys
+    s, took, codes = b.full("once", 4, k, a.copy_rate)
+    print(f"complete run, 4 tasks, {k:,} keys: {took:.1f} s, exit codes {codes}; "
+          f"missing {k - s['distinct']}, copied twice {s['copied_twice']}", flush=True)
+    s, took, codes = b.full("kill", 4, k, a.copy_rate, kill=True)
+    print(f"one of 4 tasks SIGKILLed at a third: {took:.1f} s, exit codes {codes}; "
+          f"missing {k - s['distinct']}, copied twice {s['copied_twice']} (a chunk is 1,000 keys)", flush=True)
+    storm = max(a.copy_rate // 4, 50)
+    s, took, codes = b.full("storm", 4, k, storm)
+    total = s["copies"] + s["slowdowns"]
+    print(f"SlowDown storm, prefix budget {storm} copies/s under 4 x {a.concurrency} in flight: "
+          f"{took:.1f} s ({s['distinct'] / took:.0f} copies/s), exit codes {codes}; missing {k - s['distinct']}; "
+          f"503s {s['slowdowns']:,} of {total:,} copy requests ({s['slowdowns'] / max(total, 1):.1%})", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
