@@ -94,13 +94,31 @@ spec:
                                           stdout=log, stderr=subprocess.STDOUT))
         return procs
 
+    def log(self, job, t):
+        with open(os.path.join(self.dir, f"{job}-t{t}.log")) as f:
+            return re.sub(r"\x1b\[[0-9;]*m", "", f.read())
+
     def probes(self, job, n):
         for t in range(n):
-            with open(os.path.join(self.dir, f"{job}-t{t}.log")) as f:
-                m = re.search(r"probes\W+(\d+)", f.read())
-                if m:
-                    return int(m.group(1))
+            m = re.search(r"probes=(\d+)", self.log(job, t))
+            if m:
+                return int(m.group(1))
         return None
+
+    def capacity(self, job, n):
+        """The capacity meters of a run's tasks summed: (rru, wru, {key: rru + wru})."""
+        rru = wru = 0.0
+        keys = {}
+        for t in range(n):
+            m = re.search(r"capacity=(\{.*\})", self.log(job, t))
+            if not m:
+                continue
+            c = json.loads(m.group(1))
+            rru += c["rru"]
+            wru += c["wru"]
+            for k, u in c["keys"].items():
+                keys[k] = keys.get(k, 0.0) + u["rru"] + u["wru"]
+        return rru, wru, keys
 
     def wait_for(self, what, limit, check):
         deadline = time.time() + limit
@@ -133,11 +151,12 @@ spec:
         return rate, first["lists_before_first_copy"], self.probes(job, n), slow
 
     def full(self, label, n, keys, copy_rate, kill=False):
+        """A complete run of n tasks; returns (vs3 stats, seconds, exit codes, job)."""
         a = self.a
         vs3 = Vs3(a.vs3, keys, a.latency_ms, copy_rate)
         job = f"full-{label}"
         self.job(job, n)
-        procs = self.workers(vs3, job, n, a.concurrency, lease=10)
+        procs = self.workers(vs3, job, n, a.concurrency, lease=30)
         t0 = time.time()
         if kill:
             self.wait_for("a third of the copies", 600, lambda: vs3.stats()["distinct"] > keys // 3)
@@ -152,7 +171,7 @@ spec:
         took = time.time() - t0
         s = vs3.stats()
         vs3.stop()
-        return s, took, codes
+        return s, took, codes, job
 
 
 def main():
@@ -180,18 +199,25 @@ def main():
         one = one or rate
         ceiling = min(n * one, a.copy_rate)
         print(f"N={n}: {rate:8.1f} copies/s  ({rate / ceiling:.2f} of min(N x one-task, budget) = {ceiling:.0f}); "
-              f"LISTs before the first copy {lists} (planner probes {probes}); 503s {slow:.1f}/s", flush=True)
+              f"planner probes {probes}, LISTs before the first copy {lists} (probes, first pages, first chunks' listings); "
+              f"503s {slow:.1f}/s", flush=True)
     if a.skip_full:
         return
     k = a.full_keys
-    s, took, codes = b.full("once", 4, k, a.copy_rate)
+    s, took, codes, job = b.full("once", 4, k, a.copy_rate)
     print(f"complete run, 4 tasks, {k:,} keys: {took:.1f} s, exit codes {codes}; "
           f"missing {k - s['distinct']}, copied twice {s['copied_twice']}", flush=True)
-    s, took, codes = b.full("kill", 4, k, a.copy_rate, kill=True)
+    rru, wru, keys = b.capacity(job, 4)
+    hot, units = max(keys.items(), key=lambda kv: kv[1]) if keys else ("-", 0.0)
+    rate = k / took
+    print(f"coordination (capacity meter, DynamoDB size rules): {wru / k * 1000:.2f} WRU and "
+          f"{rru / k * 1000:.2f} RRU per 1,000 objects; hottest key {hot}: {units / took:.1f} units/s "
+          f"at {rate:.0f} objects/s, {units / took * 3500 / rate:.0f} units/s scaled to 3,500 objects/s", flush=True)
+    s, took, codes, _ = b.full("kill", 4, k, a.copy_rate, kill=True)
     print(f"one of 4 tasks SIGKILLed at a third: {took:.1f} s, exit codes {codes}; "
           f"missing {k - s['distinct']}, copied twice {s['copied_twice']} (a chunk is 1,000 keys)", flush=True)
     storm = max(a.copy_rate // 4, 50)
-    s, took, codes = b.full("storm", 4, k, storm)
+    s, took, codes, _ = b.full("storm", 4, k, storm)
     total = s["copies"] + s["slowdowns"]
     print(f"SlowDown storm, prefix budget {storm} copies/s under 4 x {a.concurrency} in flight: "
           f"{took:.1f} s ({s['distinct'] / took:.0f} copies/s), exit codes {codes}; missing {k - s['distinct']}; "

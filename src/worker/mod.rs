@@ -60,6 +60,8 @@ const MAX_LISTERS: usize = 4;
 /// Claim index entries read per query: a few, so that tasks claiming at once find different
 /// chunks, and reading them costs half a read unit.
 const CLAIM_BATCH: i32 = 8;
+/// Empty claim index shards a claim reads before the task idles.
+const EMPTY_SHARDS_BEFORE_IDLE: u32 = 3;
 /// First failures kept in the store per task.
 const MAX_STORED_FAILURES: usize = 100;
 
@@ -209,6 +211,8 @@ struct Worker {
     copies: Arc<Semaphore>,
     /// Partitions this task is listing now.
     listing: std::sync::atomic::AtomicUsize,
+    /// Chunks this task is copying now.
+    copying: std::sync::atomic::AtomicUsize,
     /// Set on SIGTERM: claim nothing new.
     stopping: AtomicBool,
     /// Set when the grace period is over: abandon in-flight work and release it.
@@ -347,6 +351,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         },
         refreshes,
         listing: std::sync::atomic::AtomicUsize::new(0),
+        copying: std::sync::atomic::AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
         abandon: AtomicBool::new(false),
     });
@@ -418,9 +423,22 @@ async fn plan_partitions(
                     .await?);
             }
             Planning::Held { until } => {
-                let left = Duration::from_millis(until.saturating_sub(now_ms()));
-                tokio::time::sleep(pause.min(left.max(Duration::from_millis(50)))).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
+                // Read (half a unit) until the plan is there; ask for the lease (a write)
+                // again only once the planner's has run out.
+                loop {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    if let Some(b) = store
+                        .get_run(&cfg.job, &cfg.run)
+                        .await?
+                        .and_then(|m| m.boundaries)
+                    {
+                        return Ok(b);
+                    }
+                    if now_ms() > until {
+                        break;
+                    }
+                }
             }
         }
     }
@@ -515,7 +533,9 @@ impl Worker {
                 tokio::time::sleep(self.idle_left()).await;
                 continue;
             }
-            let wait = if claimed_any {
+            // While copying, look again soon: the next chunk is claimed as soon as copy slots
+            // free up, so copies go on without a gap between chunks.
+            let wait = if claimed_any || self.copying.load(Ordering::Relaxed) > 0 {
                 Duration::from_millis(50)
             } else {
                 Duration::from_millis(500)
@@ -551,7 +571,12 @@ impl Worker {
             &self.cfg.task,
             self.lease_ms(),
         );
-        if let Some(c) = self.ready.lock().await.pop_front() {
+        // Another chunk only when the ones being copied leave copy slots free: a chunk
+        // waiting for slots is held longer (and renewed) for nothing, and its objects are not
+        // copied sooner.
+        let may_copy =
+            self.copying.load(Ordering::Relaxed) == 0 || self.copies.available_permits() > 0;
+        if may_copy && let Some(c) = self.ready.lock().await.pop_front() {
             return Ok(Some(Work::Copy(c)));
         }
         if let Ok(mut listed) = self.listed.lock() {
@@ -595,14 +620,23 @@ impl Worker {
                 }
             }
         }
-        if !self.idle.lock().is_ok_and(|i| i.may_claim(now_ms())) {
+        if !may_copy || !self.idle.lock().is_ok_and(|i| i.may_claim(now_ms())) {
             return Ok(None);
         }
-        // Shards of the claim index in a random rotation: tasks start at different ones.
+        // Shards of the claim index in a random rotation: tasks start at different ones. Chunks
+        // are spread over every shard, so a few empty ones mean little or no work: the task
+        // then idles rather than read them all.
         let first = rand::random_range(0..CLAIM_SHARDS);
+        let mut empty = 0;
         for k in 0..CLAIM_SHARDS {
+            if empty == EMPTY_SHARDS_BEFORE_IDLE {
+                break;
+            }
             let shard = (first + k) % CLAIM_SHARDS;
             let mut ids = self.store.claimable(job, run, shard, CLAIM_BATCH).await?;
+            if ids.is_empty() {
+                empty += 1;
+            }
             // Claimers reading the same entries try them in different orders.
             let offset = rand::random_range(0..ids.len().max(1));
             ids.rotate_left(offset);
@@ -657,7 +691,12 @@ impl Worker {
                 }
                 r
             }
-            Work::Copy(c) => self.copy_chunk(&c).await,
+            Work::Copy(c) => {
+                self.copying.fetch_add(1, Ordering::Relaxed);
+                let r = self.copy_chunk(&c).await;
+                self.copying.fetch_sub(1, Ordering::Relaxed);
+                r
+            }
         };
         tracing::debug!(unit = %sk, ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "work unit finished");
         self.held.lock().await.release(&sk);
