@@ -86,7 +86,8 @@ spec:
         env = dict(self.env, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{vs3.port}",
                    FERRY_S3_FORCE_PATH_STYLE="true", FERRY_ASSUME_DESTINATION_ROLE="false",
                    FERRY_JOB=job, FERRY_RUN="r1", FERRY_COPY_CONCURRENCY=str(concurrency),
-                   FERRY_LEASE_SECONDS=str(lease), FERRY_LOG="info")
+                   FERRY_LEASE_SECONDS=str(lease), FERRY_LOG="info",
+                   FERRY_SHUTDOWN_GRACE_SECONDS="2")
         procs = []
         for t in range(n):
             log = open(os.path.join(self.dir, f"{job}-t{t}.log"), "w")
@@ -129,11 +130,12 @@ spec:
             time.sleep(0.2)
         raise SystemExit(f"timed out waiting for {what} (logs in {self.dir})")
 
-    def window(self, n):
-        """Steady-state throughput of n tasks; returns (copies/s, LISTs before the first copy, probes)."""
+    def window(self, n, keys=None):
+        """Steady-state throughput of n tasks: (copies/s, LISTs before the first copy, probes,
+        503s/s, the tasks' peak RSS in MiB)."""
         a = self.a
-        vs3 = Vs3(a.vs3, a.keys, a.latency_ms, a.copy_rate)
-        job = f"scale-{n}"
+        vs3 = Vs3(a.vs3, keys or a.keys, a.latency_ms, a.copy_rate)
+        job = f"scale-{n}-{keys or a.keys}"
         self.job(job, n)
         procs = self.workers(vs3, job, n, a.concurrency)
         first = self.wait_for("the first copy", 300, lambda: (s := vs3.stats())["copies"] > 0 and s)
@@ -141,6 +143,7 @@ spec:
         s0, t0 = vs3.stats(), time.time()
         time.sleep(a.window)
         s1, t1 = vs3.stats(), time.time()
+        rss = max(peak_rss_mib(p.pid) for p in procs)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
@@ -148,7 +151,7 @@ spec:
         vs3.stop()
         rate = (s1["copies"] - s0["copies"]) / (t1 - t0)
         slow = (s1["slowdowns"] - s0["slowdowns"]) / (t1 - t0)
-        return rate, first["lists_before_first_copy"], self.probes(job, n), slow
+        return rate, first["lists_before_first_copy"], self.probes(job, n), slow, rss
 
     def full(self, label, n, keys, copy_rate, kill=False):
         """A complete run of n tasks; returns (vs3 stats, seconds, exit codes, job)."""
@@ -174,6 +177,14 @@ spec:
         return s, took, codes, job
 
 
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--endpoint", required=True)
@@ -189,13 +200,21 @@ def main():
     ap.add_argument("--warmup", type=float, default=5)
     ap.add_argument("--tasks", default=env("TASKS", "1 2 4 8"))
     ap.add_argument("--skip-full", action="store_true")
+    ap.add_argument("--rss", action="store_true",
+                    help="only the worker's peak RSS, one task, at 10^5 keys and at KEYS")
     a = ap.parse_args()
     b = Bench(a)
     print(f"virtual S3: flat bucket of {a.keys:,} keys, {a.latency_ms} ms per request, "
           f"prefix budget {a.copy_rate:,} copies/s; {a.concurrency} copies in flight per task")
+    if a.rss:
+        for keys in (100_000, a.keys):
+            rate, *_, rss = b.window(1, keys)
+            print(f"one task, bucket of {keys:,} keys: peak RSS {rss:.1f} MiB after {a.warmup + a.window:.0f} s "
+                  f"at {rate:.0f} copies/s (its listers listing ahead all the while)", flush=True)
+        return
     one = None
     for n in [int(x) for x in a.tasks.split()]:
-        rate, lists, probes, slow = b.window(n)
+        rate, lists, probes, slow, _ = b.window(n)
         one = one or rate
         ceiling = min(n * one, a.copy_rate)
         print(f"N={n}: {rate:8.1f} copies/s  ({rate / ceiling:.2f} of min(N x one-task, budget) = {ceiling:.0f}); "

@@ -5,8 +5,9 @@
 # moto (DynamoDB) behind the strict layer. Prints figures; asserts nothing (these machines are
 # shared and noisy: compare the ratios, measured in the same run).
 #
-#   scripts/bench-scale.sh                       # the figures in the README (about 25 minutes)
+#   scripts/bench-scale.sh                       # the figures in the README (about 20 minutes)
 #   KEYS=1000000 WINDOW=20 scripts/bench-scale.sh   # smaller
+#   scripts/bench-scale.sh --rss                 # only the worker's peak RSS at 10^5 and KEYS keys
 #
 # Environment: KEYS (flat bucket for planning and throughput, default 10^7), LATENCY_MS (20),
 # CONCURRENCY (copies in flight per task, 8: one task then stays well under the prefix budget,

@@ -385,6 +385,16 @@ impl S3 for Vs3 {
     }
 }
 
+/// Every request may do everything: the server holds no data worth guarding.
+struct AllowAll;
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for AllowAll {
+    async fn check(&self, _cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let cfg = parse_args();
@@ -403,7 +413,11 @@ async fn main() {
         cfg,
     };
     println!("vs3 listening on 127.0.0.1:{port} with {n} keys");
-    let service = s3s::service::S3ServiceBuilder::new(vs3).build();
+    let mut builder = s3s::service::S3ServiceBuilder::new(vs3);
+    // Requests are signed with the benchmark's test credentials; the stats are read unsigned.
+    builder.set_auth(s3s::auth::SimpleAuth::from_single("test", "test"));
+    builder.set_access(AllowAll);
+    let service = builder.build();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
