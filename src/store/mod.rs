@@ -290,28 +290,17 @@ impl Store {
             .stream_view_type(StreamViewType::NewAndOldImages)
             .build()
             .map_err(build_err)?;
-        let gsi = GlobalSecondaryIndex::builder()
-            .index_name(GSI)
-            .key_schema(key("gsi1pk", KeyType::Hash).map_err(build_err)?)
-            .key_schema(key("gsi1sk", KeyType::Range).map_err(build_err)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
-            .build()
-            .map_err(build_err)?;
-        let claims = GlobalSecondaryIndex::builder()
-            .index_name(CLAIM_INDEX)
-            .key_schema(key("gsi2pk", KeyType::Hash).map_err(build_err)?)
-            .key_schema(key("gsi2sk", KeyType::Range).map_err(build_err)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::KeysOnly)
-                    .build(),
-            )
-            .build()
-            .map_err(build_err)?;
+        let index = |name: &str, pk: &str, sk: &str, projection: ProjectionType| {
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(key(pk, KeyType::Hash).map_err(build_err)?)
+                .key_schema(key(sk, KeyType::Range).map_err(build_err)?)
+                .projection(Projection::builder().projection_type(projection).build())
+                .build()
+                .map_err(build_err)
+        };
+        let gsi = index(GSI, "gsi1pk", "gsi1sk", ProjectionType::All)?;
+        let claims = index(CLAIM_INDEX, "gsi2pk", "gsi2sk", ProjectionType::KeysOnly)?;
         let created = self
             .client
             .create_table()

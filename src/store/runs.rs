@@ -333,6 +333,15 @@ impl Store {
             })
     }
 
+    /// An update of a run's META item.
+    fn meta_update(&self, job: &str, run: &str) -> UpdateItemFluentBuilder {
+        self.client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", s(run_pk(job, run)))
+            .key("sk", s("META"))
+    }
+
     /// Takes the run's planner lease unless the partitions are planned already: one task
     /// probes the source while the others wait for its plan instead of walking the bucket too.
     /// A planner that dies loses the lease when it expires, and the next task plans.
@@ -345,11 +354,7 @@ impl Store {
     ) -> Result<Planning, StoreError> {
         let now = now_ms();
         let res = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .key("pk", s(run_pk(job, run)))
-            .key("sk", s("META"))
+            .meta_update(job, run)
             .update_expression("SET planner = :me, plannerExpiry = :e")
             .condition_expression(
                 "attribute_exists(pk) AND attribute_not_exists(boundaries) \
@@ -393,11 +398,7 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let list = AttributeValue::L(boundaries.iter().map(|b| s(b.as_str())).collect());
         let res = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .key("pk", s(run_pk(job, run)))
-            .key("sk", s("META"))
+            .meta_update(job, run)
             .update_expression("SET boundaries = :b")
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(boundaries)")
             .expression_attribute_values(":b", list)

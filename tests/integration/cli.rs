@@ -89,6 +89,83 @@ async fn init_is_idempotent_and_turns_the_stream_on() {
 }
 
 #[tokio::test]
+async fn init_adds_the_claim_index_to_a_table_made_before_it() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType,
+    };
+    let emu = Emulator::start();
+    let store = Store::from_config(&emu.sdk_config().await, "ferry");
+    let attr = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |n: &str, t| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    // The table as `ferry init` made it before the claim index existed.
+    store
+        .client()
+        .create_table()
+        .table_name("ferry")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk"))
+        .attribute_definitions(attr("sk"))
+        .attribute_definitions(attr("gsi1pk"))
+        .attribute_definitions(attr("gsi1sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("gsi1")
+                .key_schema(key("gsi1pk", KeyType::Hash))
+                .key_schema(key("gsi1sk", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("old table");
+    let out = emu.ferry(&["init"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let table = store
+        .client()
+        .describe_table()
+        .table_name("ferry")
+        .send()
+        .await
+        .expect("describe");
+    let indexes: Vec<(String, Option<ProjectionType>)> = table
+        .table()
+        .unwrap()
+        .global_secondary_indexes()
+        .iter()
+        .map(|g| {
+            (
+                g.index_name().unwrap_or_default().to_string(),
+                g.projection().and_then(|p| p.projection_type()).cloned(),
+            )
+        })
+        .collect();
+    assert!(
+        indexes.contains(&("gsi2".to_string(), Some(ProjectionType::KeysOnly))),
+        "the claim index is added, keys only: {indexes:?}"
+    );
+}
+
+#[tokio::test]
 async fn applying_the_same_files_twice_is_unchanged_and_keeps_generations() {
     let emu = Emulator::start();
     let store = store(&emu).await;
