@@ -399,14 +399,19 @@ impl Store {
         Ok(())
     }
 
-    async fn has_index(&self, name: &str) -> Result<bool, StoreError> {
-        let out = self
-            .client
+    async fn describe(
+        &self,
+    ) -> Result<aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput, StoreError> {
+        self.client
             .describe_table()
             .table_name(&self.table)
             .send()
             .await
-            .map_err(|e| self.aws_err("DescribeTable", e))?;
+            .map_err(|e| self.aws_err("DescribeTable", e))
+    }
+
+    async fn has_index(&self, name: &str) -> Result<bool, StoreError> {
+        let out = self.describe().await?;
         Ok(out
             .table()
             .map(|t| t.global_secondary_indexes())
@@ -419,13 +424,7 @@ impl Store {
     async fn wait_active(&self) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
         loop {
-            let out = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|e| self.aws_err("DescribeTable", e))?;
+            let out = self.describe().await?;
             let table = out.table();
             let indexes_active = table
                 .map(|t| t.global_secondary_indexes())
@@ -451,13 +450,7 @@ impl Store {
 
     /// The ARN of the table's stream, if streams are on.
     pub async fn stream_arn(&self) -> Result<Option<String>, StoreError> {
-        let out = self
-            .client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-            .map_err(|e| self.aws_err("DescribeTable", e))?;
+        let out = self.describe().await?;
         let table = out.table();
         let enabled = table
             .and_then(|t| t.stream_specification())
