@@ -23,6 +23,9 @@ off only to show what it catches:
     POST /ferry-strict/rules  {"off": [name], "on": [name]}
     POST /ferry-strict/ecs    {"describeLagMs": N, "placementFailures": K, "placementReason": R}
                                               ECS faults moto never produces (see ecs.py)
+    POST /ferry-strict/s3     {"writesPerSecond": N, "readsPerSecond": M}
+                                              a bucket's request grant before SlowDown
+                                              (s3.py, s3-prefix-request-rate)
     POST /ferry-strict/reset                  every rule on, counters and token memory cleared
 
 `rejected` counts the requests each rule refused, so a test can prove a rule fired.
@@ -46,7 +49,7 @@ from .core import LOCK, RULES, Request, enabled, parse, sessions
 from .ecs import (AGENT_TASKS, FAULTS, RUN_TASK_TOKENS, STOPPING, TASK_STARTED, describe_tasks, params_digest,
                   placement_failure, propagated_body, set_faults, stop_requested, submit_task_state_change, tasks_started)
 from .iam import DENY_LIST, USED_ACTIONS
-from .s3 import UPLOAD_INITIATORS, name_initiators, record_initiator
+from .s3 import UPLOAD_INITIATORS, name_initiators, record_initiator, set_rates
 
 # ---------------------------------------------------------------------------------------------
 # The request log: what reached the emulator and when, so a test can tell which calls a
@@ -189,7 +192,7 @@ class StrictAws:
                     STOPPING.clear()
                     TASK_STARTED.clear()
                     set_faults({"describeLagMs": 0, "placementFailures": 0, "placementReason": "RESOURCE:ENI"})
-                elif path == "/ferry-strict/ecs":
+                elif path in ("/ferry-strict/ecs", "/ferry-strict/s3"):
                     pass  # below, outside the lock
                 elif path == "/ferry-strict/deny":
                     DENY_LIST[:] = json.loads(data or b"{}").get("deny", [])
@@ -206,7 +209,11 @@ class StrictAws:
                         RULES[n].enabled = True
         if method == "POST" and path == "/ferry-strict/ecs":
             set_faults(json.loads(data or b"{}"))
-        if path == "/ferry-strict/ecs":
+        if method == "POST" and path == "/ferry-strict/reset":
+            set_rates({"reset": True})
+        if path == "/ferry-strict/s3":
+            body = json.dumps(set_rates(json.loads(data or b"{}") if method == "POST" else {})).encode()
+        elif path == "/ferry-strict/ecs":
             with LOCK:
                 body = json.dumps(FAULTS).encode()
         elif path == "/ferry-strict/permissions":

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import re
+import time
 
 from moto.s3.models import FakeKey
 
@@ -138,6 +139,49 @@ def region_redirect(req: Request):
                     "The bucket you are attempting to access must be addressed using the specified endpoint.",
                     extra_headers=[("x-amz-bucket-region", bucket.region_name)],
                     head=req.method == "HEAD", Bucket=req.bucket())
+
+
+# Request rates. S3 serves at least 3,500 PUT/COPY/POST/DELETE and 5,500 GET/HEAD requests per
+# second per partitioned prefix and answers 503 SlowDown beyond what the prefix is scaled to;
+# it scales a prefix up gradually, so a new or cold prefix grants less. moto never refuses, so
+# this rule keeps a token bucket per bucket (one prefix partition) for writes and for reads.
+# At AWS's rates it never fires in a test; `POST /ferry-strict/s3 {"writesPerSecond": N,
+# "readsPerSecond": M}` lowers the grant to model a prefix S3 has not scaled up yet.
+RATE_DEFAULTS = {"writesPerSecond": 3500, "readsPerSecond": 5500}
+RATES = dict(RATE_DEFAULTS)
+BUCKETS_OF_TOKENS: dict = {}  # (bucket, "writes" | "reads") -> [tokens, last refill time]
+
+
+def set_rates(change: dict) -> dict:
+    with LOCK:
+        if change.get("reset"):
+            RATES.update(RATE_DEFAULTS)
+            BUCKETS_OF_TOKENS.clear()
+        for name in RATE_DEFAULTS:
+            if name in change:
+                RATES[name] = float(change[name])
+                BUCKETS_OF_TOKENS.clear()
+        return dict(RATES)
+
+
+@rule("s3-prefix-request-rate", "https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance.html")
+def prefix_request_rate(req: Request):
+    """Beyond the requests per second a prefix partition grants (3,500 PUT/COPY/POST/DELETE,
+    5,500 GET/HEAD), S3 answers 503 SlowDown ("Please reduce your request rate.")."""
+    if req.service != "s3" or not req.bucket():
+        return None
+    kind, per_s = ("writes", RATES["writesPerSecond"]) if req.method in ("PUT", "POST", "DELETE") \
+        else ("reads", RATES["readsPerSecond"])
+    now = time.monotonic()
+    with LOCK:
+        tokens, last = BUCKETS_OF_TOKENS.get((req.bucket(), kind), (per_s, now))
+        # A burst of at most one second's grant.
+        tokens = min(max(per_s, 1.0), tokens + (now - last) * per_s)
+        if tokens >= 1.0:
+            BUCKETS_OF_TOKENS[(req.bucket(), kind)] = (tokens - 1.0, now)
+            return None
+        BUCKETS_OF_TOKENS[(req.bucket(), kind)] = (tokens, now)
+    return s3_error("503 Slow Down", "SlowDown", "Please reduce your request rate.", head=req.method == "HEAD")
 
 
 # SSE-KMS ETags. This rule changes what moto stores rather than refusing a request: an object

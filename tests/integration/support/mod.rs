@@ -121,6 +121,20 @@ impl Emulator {
         .unwrap_or_else(|e| panic!("setting ECS faults {faults}: {e}"));
     }
 
+    /// Lowers the requests per second each bucket grants before S3's 503 SlowDown
+    /// (`scripts/strict_aws/s3.py`, `s3-prefix-request-rate`): `writesPerSecond`,
+    /// `readsPerSecond`.
+    pub fn strict_s3_rates(&self, rates: serde_json::Value) {
+        http(
+            self.port,
+            "POST",
+            "/ferry-strict/s3",
+            "application/json",
+            &rates.to_string(),
+        )
+        .unwrap_or_else(|e| panic!("setting S3 request rates {rates}: {e}"));
+    }
+
     /// Switches rules of the strict AWS layer (scripts/strict_aws/) off, to show what they
     /// catch. Every rule is on when the emulator starts.
     pub fn strict_off(&self, rules: &[&str]) {
