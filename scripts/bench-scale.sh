@@ -8,6 +8,7 @@
 #   scripts/bench-scale.sh                       # the figures in the README (about 20 minutes)
 #   KEYS=1000000 WINDOW=20 scripts/bench-scale.sh   # smaller
 #   scripts/bench-scale.sh --rss                 # only the worker's peak RSS at 10^5 and KEYS keys
+#   scripts/bench-scale.sh --storm               # only the SlowDown storm (FULL_KEYS keys, 4 tasks)
 #
 # Environment: KEYS (flat bucket for planning and throughput, default 10^7), LATENCY_MS (20),
 # CONCURRENCY (copies in flight per task, 8: one task then stays well under the prefix budget,

@@ -105,7 +105,7 @@ pub async fn load_config(opts: &AwsOptions) -> Result<SdkConfig, &'static str> {
     Ok(loader.region(region).load().await)
 }
 
-/// The retry policy of S3 clients: the SDK's adaptive mode, which adds a client-side rate
+/// The retry policy of the operator's S3 clients: the SDK's adaptive mode, which adds a client-side rate
 /// limiter that slows every request of the client down once S3 answers SlowDown or 503 (S3
 /// scales a prefix up gradually), with the configuration's attempts and backoff. Still the one
 /// retry layer of each call.
@@ -186,6 +186,86 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for OnAnswer {
             (self.0)();
         }
         Ok(())
+    }
+}
+
+/// The response header [`PaceThrottled`] writes on a throttled answer: the milliseconds its
+/// retry waits for a slot of the pacer. Internal to the client; never sent anywhere.
+const PACED_RETRY_HEADER: &str = "x-ferry-paced-retry-ms";
+
+/// Paces the SDK's retries of throttled S3 calls with the worker's request budget, so a retry,
+/// like a first attempt, waits for a send slot and the SDK stays the one retry layer.
+///
+/// Two halves, because retry classifiers must be free of side effects (the SDK runs them more
+/// than once per attempt: its connection-poisoning interceptor classifies too):
+/// - as an interceptor it runs once per attempt and calls its function with whether S3
+///   throttled the attempt: with `false` for any answer but 503 and 429 (the budget counts
+///   what S3 accepts), with `true` for a 503 (`SlowDown`) or 429 (the budget cuts its rate and
+///   returns the wait for a send slot for the retry), a wait it writes on the response as
+///   [`PACED_RETRY_HEADER`];
+/// - as a retry classifier (after the SDK's own) it reads that header back and classifies the
+///   answer as a throttling error retried after exactly that wait.
+#[derive(Clone)]
+pub struct PaceThrottled(pub std::sync::Arc<dyn Fn(bool) -> Duration + Send + Sync>);
+
+impl std::fmt::Debug for PaceThrottled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PaceThrottled")
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for PaceThrottled {
+    fn name(&self) -> &'static str {
+        "ferry-pace-throttled"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut<'_>,
+        _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let response = context.response_mut();
+        if !matches!(response.status().as_u16(), 429 | 503) {
+            (self.0)(false);
+        } else {
+            let wait = (self.0)(true);
+            response
+                .headers_mut()
+                .insert(PACED_RETRY_HEADER, wait.as_millis().to_string());
+        }
+        Ok(())
+    }
+}
+
+impl aws_smithy_runtime_api::client::retries::classifiers::ClassifyRetry for PaceThrottled {
+    fn classify_retry(
+        &self,
+        ctx: &aws_smithy_runtime_api::client::interceptors::context::InterceptorContext,
+    ) -> aws_smithy_runtime_api::client::retries::classifiers::RetryAction {
+        use aws_smithy_runtime_api::client::retries::classifiers::RetryAction;
+        let wait = ctx
+            .response()
+            .and_then(|r| r.headers().get(PACED_RETRY_HEADER))
+            .and_then(|v| v.parse::<u64>().ok());
+        match wait {
+            Some(ms) => RetryAction::retryable_error_with_explicit_delay(
+                aws_smithy_types::retry::ErrorKind::ThrottlingError,
+                Duration::from_millis(ms),
+            ),
+            None => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "ferry-pace-throttled"
+    }
+
+    fn priority(
+        &self,
+    ) -> aws_smithy_runtime_api::client::retries::classifiers::RetryClassifierPriority {
+        use aws_smithy_runtime_api::client::retries::classifiers::RetryClassifierPriority;
+        RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
     }
 }
 

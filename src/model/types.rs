@@ -318,7 +318,9 @@ pub struct RunOptions {
     /// Fail a run that has been active for longer than this many seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_deadline_seconds: Option<u64>,
-    /// Upper bound on S3 requests per second per task, to protect a hot prefix.
+    /// Upper bound on the job's S3 requests per second, to protect a hot prefix: each of its
+    /// `parallelism` tasks gets an equal share (rounded up). Whatever it says, a task slows down
+    /// when S3 answers SlowDown and speeds up again gradually.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests_per_second: Option<u32>,
     /// Earlier runs whose items (chunks, progress, failure records) stay in the table; older

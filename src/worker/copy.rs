@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
@@ -16,8 +15,9 @@ use aws_sdk_s3::types::{
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 
+use super::budget::RateLimiter;
 use super::plan::{self, Entry, Range};
 use crate::aws::{ErrorKind, describe, error_code, kind};
 use crate::model::CopyJobSpec;
@@ -76,32 +76,6 @@ pub enum Copied {
     Diverged {
         bytes: u64,
     },
-}
-
-/// A token bucket shared by all of a task's S3 requests (`run.maxRequestsPerSecond`).
-#[derive(Debug)]
-pub struct RateLimiter {
-    interval: Duration,
-    next: Mutex<Instant>,
-}
-
-impl RateLimiter {
-    pub fn new(per_second: u32) -> RateLimiter {
-        RateLimiter {
-            interval: Duration::from_secs(1) / per_second.max(1),
-            next: Mutex::new(Instant::now()),
-        }
-    }
-
-    pub async fn acquire(&self) {
-        let slot = {
-            let mut next = self.next.lock().await;
-            let slot = (*next).max(Instant::now());
-            *next = slot + self.interval;
-            slot
-        };
-        tokio::time::sleep_until(slot.into()).await;
-    }
 }
 
 /// Copies objects of one job with the destination role's credentials.

@@ -25,6 +25,7 @@
 //! AccessDenied on the table or the role); 5 the watchdog found the task hung (its work is
 //! released).
 
+pub mod budget;
 pub mod copy;
 pub mod credentials;
 pub mod plan;
@@ -40,7 +41,8 @@ use aws_config::SdkConfig;
 use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use self::copy::{Copied, Copier, CopyError, ObjectFailure, RateLimiter, Side};
+use self::budget::RateLimiter;
+use self::copy::{Copied, Copier, CopyError, ObjectFailure, Side};
 use self::plan::{Action, Filter, Range};
 use crate::aws::ErrorKind;
 use crate::model::CopyJob;
@@ -293,14 +295,31 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
     let on_answer = crate::aws::OnAnswer(Arc::new(move || {
         alive.fetch_max(now_ms(), Ordering::Relaxed);
     }));
+    // The task's share of the job's request budget, cut on SlowDown (see `budget`); it paces
+    // every S3 request, so the clients keep the standard retry mode rather than the SDK's
+    // adaptive one (a second rate controller).
+    let limiter = Arc::new(RateLimiter::new(budget::share(
+        spec.run.max_requests_per_second,
+        spec.run.parallelism,
+    )));
+    let slowed = Arc::clone(&limiter);
+    let pace = crate::aws::PaceThrottled(Arc::new(move |throttled| {
+        if throttled {
+            slowed.throttled()
+        } else {
+            slowed.accepted();
+            Duration::ZERO
+        }
+    }));
     let client = |region: &str| {
         let conf = aws_sdk_s3::config::Builder::from(base)
             .credentials_provider(provider.clone())
             .region(aws_config::Region::new(region.to_string()))
-            .retry_config(crate::aws::s3_retry(base))
             .timeout_config(crate::aws::s3_data_timeouts())
             .force_path_style(cfg.force_path_style)
             .interceptor(on_answer.clone())
+            .interceptor(pace.clone())
+            .retry_classifier(pace.clone())
             .build();
         aws_sdk_s3::Client::from_conf(conf)
     };
@@ -308,10 +327,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         src: client(&spec.source.region),
         dst: client(&spec.destination.region),
         report: client(&spec.destination.region),
-        limiter: spec
-            .run
-            .max_requests_per_second
-            .map(|r| Arc::new(RateLimiter::new(r))),
+        limiter: Some(Arc::clone(&limiter)),
         part_concurrency: 8,
         etags_diverge: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         spec: Arc::clone(&spec),
@@ -382,6 +398,8 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         state,
         copied = worker.live.copied.load(Ordering::Relaxed),
         capacity = %worker.store.meter().reading().to_json(),
+        slowdowns = limiter.summary().0,
+        rate_cuts = limiter.summary().1,
         "worker finished"
     );
     result

@@ -775,7 +775,7 @@ async fn two_workers_on_one_run_share_the_chunks_and_copy_no_object_twice() {
             .collect(),
     )
     .await;
-    // At 50 requests/s a task alone needs at least 16 s for 800 copies, so the second task
+    // At 50 requests/s (800 for the job, shared by parallelism 16) a task alone needs at least 16 s for 800 copies, so the second task
     // joins a run with most of its work unclaimed, however fast or loaded the machine is. 64
     // prefixes and parallelism 16 make 64 small chunks: a task holds at most 10 of them at once
     // (8 in work, 2 ready), so most are still open when the second task joins (with 16 chunks
@@ -786,7 +786,7 @@ async fn two_workers_on_one_run_share_the_chunks_and_copy_no_object_twice() {
         ("src-two", ""),
         ("dst-two", "", "us-east-1"),
         "",
-        "parallelism: 16, maxRequestsPerSecond: 50",
+        "parallelism: 16, maxRequestsPerSecond: 800",
     )
     .await;
     let env = |task: &str| w.emu.worker_env("two", "r1", task);
@@ -1329,6 +1329,70 @@ async fn destination_credentials_are_refreshed_while_a_long_copy_goes_on() {
         "AssumeRole happened again during the copy (calls: {refreshes})"
     );
     assert_eq!(s.progress.objects_copied, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_s3_slows_down_cuts_its_request_rate_and_still_copies_everything() {
+    // The destination bucket grants 10 writes a second (a prefix S3 has not scaled up yet);
+    // the job sets no maxRequestsPerSecond, so the task starts unpaced with 8 copies in flight.
+    let w = World::new().await;
+    create_bucket(&w.src, "src-slow", SRC_REGION).await;
+    create_bucket(&w.dst("us-east-1"), "dst-slow", "us-east-1").await;
+    seed(&w.src, "src-slow", bulk(150)).await;
+    w.emu
+        .strict_s3_rates(serde_json::json!({"writesPerSecond": 10}));
+    w.job(
+        "slow",
+        ("src-slow", ""),
+        ("dst-slow", "", "us-east-1"),
+        "",
+        "",
+    )
+    .await;
+    let code = w
+        .run_worker(
+            "slow",
+            "r1",
+            "ts",
+            &[("FERRY_LOG", "info,ferry::worker::budget=debug")],
+        )
+        .await;
+    let log = std::fs::read_to_string(w.log("ts")).unwrap();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(
+        listing(&w.dst("us-east-1"), "dst-slow", "").await,
+        listing(&w.src, "src-slow", "").await
+    );
+    let s = w.store.run_summary("slow", "r1").await.unwrap();
+    assert_eq!(s.progress.objects_failed, 0, "{log}");
+    let field = |name: &str| -> u64 {
+        let line = log
+            .lines()
+            .rfind(|l| l.contains("worker finished"))
+            .unwrap_or_default();
+        let at = line
+            .find(&format!("{name}="))
+            .unwrap_or_else(|| panic!("{name} in {line}"));
+        line[at + name.len() + 1..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {line}"))
+    };
+    let refused = w.emu.strict_rejections("s3-prefix-request-rate");
+    assert!(refused > 0, "S3 refused some requests");
+    // Every refused attempt was retried by the SDK after a paced wait, and no object ran out
+    // of attempts: no chunk failed and went back to the queue.
+    assert!(
+        !log.contains("work unit failed"),
+        "no chunk gave up on SlowDown:\n{log}"
+    );
+    assert!(
+        refused * 2 < 150,
+        "fewer refusals than half the copies: {refused} SlowDowns for 150 copies\n{log}"
+    );
+    assert_eq!(field("slowdowns"), refused, "the task saw every SlowDown");
+    assert!(field("rate_cuts") >= 1, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
