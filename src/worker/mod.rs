@@ -200,8 +200,9 @@ struct Worker {
     /// Leases this task holds, renewed by the heartbeat at half life.
     held: Mutex<queue::Leases>,
     /// Chunks this task's listers wrote already leased to it, waiting for a free slot (at most
-    /// [`MAX_READY`]); they need no claim.
-    ready: Mutex<VecDeque<Chunk>>,
+    /// [`MAX_READY`]), each with the source listing its lister just read; they need no claim,
+    /// and their copier lists only the destination.
+    ready: Mutex<VecDeque<(Chunk, Vec<plan::Entry>)>>,
     /// When this task may next ask the claim index for work.
     idle: std::sync::Mutex<queue::Idle>,
     /// Signalled when a chunk lands in `ready`.
@@ -474,7 +475,8 @@ struct PartitionView {
 /// One unit of claimed work.
 enum Work {
     List(crate::store::runs::Partition),
-    Copy(crate::store::runs::Chunk),
+    /// A chunk, with its source listing when this task's lister kept it.
+    Copy(crate::store::runs::Chunk, Option<Vec<plan::Entry>>),
 }
 
 impl Worker {
@@ -486,7 +488,7 @@ impl Worker {
     /// the task is told to stop; chunks leased but not started are then given back.
     async fn schedule(self: Arc<Self>) -> Result<(), WorkerError> {
         let result = Arc::clone(&self).schedule_units().await;
-        let unstarted: Vec<Chunk> = self.ready.lock().await.drain(..).collect();
+        let unstarted: Vec<Chunk> = self.ready.lock().await.drain(..).map(|(c, _)| c).collect();
         for c in unstarted {
             self.held.lock().await.release(&c.id);
             let _ = self
@@ -594,8 +596,8 @@ impl Worker {
         // copied sooner.
         let may_copy =
             self.copying.load(Ordering::Relaxed) == 0 || self.copies.available_permits() > 0;
-        if may_copy && let Some(c) = self.ready.lock().await.pop_front() {
-            return Ok(Some(Work::Copy(c)));
+        if may_copy && let Some((c, listing)) = self.ready.lock().await.pop_front() {
+            return Ok(Some(Work::Copy(c, Some(listing))));
         }
         if let Ok(mut listed) = self.listed.lock() {
             partitions.done.extend(listed.drain(..));
@@ -670,7 +672,7 @@ impl Worker {
                     if let Ok(mut idle) = self.idle.lock() {
                         idle.found_work();
                     }
-                    return Ok(Some(Work::Copy(claimed)));
+                    return Ok(Some(Work::Copy(claimed, None)));
                 }
             }
         }
@@ -693,7 +695,7 @@ impl Worker {
     async fn perform(self: Arc<Self>, work: Work) -> Result<(), WorkerError> {
         let (sk, attempts) = match &work {
             Work::List(p) => (crate::store::runs::partition_sk(p.index), None),
-            Work::Copy(c) => (c.id.clone(), Some(c.attempts)),
+            Work::Copy(c, _) => (c.id.clone(), Some(c.attempts)),
         };
         let started = std::time::Instant::now();
         self.live.alive_ms.fetch_max(now_ms(), Ordering::Relaxed);
@@ -709,9 +711,9 @@ impl Worker {
                 }
                 r
             }
-            Work::Copy(c) => {
+            Work::Copy(c, listing) => {
                 self.copying.fetch_add(1, Ordering::Relaxed);
-                let r = self.copy_chunk(&c).await;
+                let r = self.copy_chunk(&c, listing).await;
                 self.copying.fetch_sub(1, Ordering::Relaxed);
                 r
             }
@@ -791,7 +793,7 @@ impl Worker {
             part = next;
             if let Some(c) = kept {
                 self.held.lock().await.hold(c.id.clone(), c.lease_expiry);
-                self.ready.lock().await.push_back(c);
+                self.ready.lock().await.push_back((c, entries));
                 self.wake.notify_one();
             }
             if last || part.cursor == part.range.upto {
@@ -800,18 +802,33 @@ impl Worker {
         }
     }
 
-    /// Copies one chunk: merge-join of the source and destination listings of its range (listed
-    /// again here: the lister kept no copy, see ARCHITECTURE.md), then the actions, bounded in
-    /// concurrency.
-    async fn copy_chunk(self: &Arc<Self>, chunk: &Chunk) -> Result<(), WorkerError> {
+    /// Copies one chunk: merge-join of the source and destination listings of its range, then
+    /// the actions, bounded in concurrency. The source listing is the one this task's lister
+    /// read moments ago when it kept the chunk, else (a claimed chunk: the store keeps no
+    /// listing, see ARCHITECTURE.md) listed again here. Either way every copy is guarded by the
+    /// listed ETag.
+    async fn copy_chunk(
+        self: &Arc<Self>,
+        chunk: &Chunk,
+        listing: Option<Vec<plan::Entry>>,
+    ) -> Result<(), WorkerError> {
         if self.cfg.hang {
             tracing::warn!("FERRY_TEST_HANG_TASK: hanging in this copy unit");
             std::future::pending::<()>().await;
         }
         let (id, range) = (chunk.id.as_str(), &chunk.range);
-        let src_fut = self.copier.list(Side::Source, range, None);
-        let dst_fut = self.copier.list(Side::Destination, range, None);
-        let ((src, _), (dst, _)) = tokio::try_join!(src_fut, dst_fut)?;
+        let (src, dst) = match listing {
+            Some(src) => (
+                src,
+                self.copier.list(Side::Destination, range, None).await?.0,
+            ),
+            None => {
+                let src_fut = self.copier.list(Side::Source, range, None);
+                let dst_fut = self.copier.list(Side::Destination, range, None);
+                let ((src, _), (dst, _)) = tokio::try_join!(src_fut, dst_fut)?;
+                (src, dst)
+            }
+        };
         let actions = plan::merge(&src, &dst, &self.copier.spec.copy, &self.filter);
         let mut counts = ChunkCounts::default();
         let mut failures: Vec<ObjectFailure> = Vec::new();

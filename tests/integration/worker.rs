@@ -686,6 +686,50 @@ async fn a_worker_killed_mid_run_is_resumed_by_another_and_nothing_is_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_kept_by_its_own_lister_is_copied_without_listing_the_source_again() {
+    // One task: its listers write the chunks and keep the first ones (up to two waiting) with
+    // the page they just read; only chunks it claims back from the index are listed again.
+    let w = World::new().await;
+    create_bucket(&w.src, "src-kept", SRC_REGION).await;
+    create_bucket(&w.dst("us-east-1"), "dst-kept", "us-east-1").await;
+    seed(&w.src, "src-kept", bulk(300)).await;
+    w.job(
+        "kept",
+        ("src-kept", ""),
+        ("dst-kept", "", "us-east-1"),
+        "",
+        "",
+    )
+    .await;
+    w.run_worker_ok("kept", "r1", "tk", &[]).await;
+    let log = std::fs::read_to_string(w.log("tk")).unwrap();
+    let probes: usize = log
+        .lines()
+        .find_map(|l| l.split("probes=").nth(1))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("the planner's probes in {log}"));
+    let source_lists = w
+        .emu
+        .strict_requests()
+        .iter()
+        .filter(|q| {
+            q["bucket"] == "src-kept" && q["operation"].as_str().unwrap_or("").contains("list-type")
+        })
+        .count();
+    let s = w.store.run_summary("kept", "r1").await.unwrap();
+    assert!(s.complete());
+    assert_eq!(s.progress.objects_copied, 300);
+    // Each chunk's page was read once by a lister; the rest are copiers' listings.
+    let relisted = source_lists - probes - s.chunks_total;
+    assert!(
+        relisted < s.chunks_total,
+        "{relisted} of {} chunks listed again ({source_lists} source LISTs, {probes} probes)",
+        s.chunks_total
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flat_bucket_is_split_by_one_planner_without_a_delimiter_and_copied_once() {
     // Hash-named keys with no `/`: a delimited listing finds no common prefix, so before the
     // planner this run had a single partition, and every task walked the bucket to find that.
