@@ -32,7 +32,7 @@ pub mod plan;
 pub mod queue;
 pub mod split;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -463,15 +463,6 @@ async fn plan_partitions(
     }
 }
 
-/// What this task knows about partitions it did not get, to avoid claiming them in vain.
-#[derive(Debug, Default)]
-struct PartitionView {
-    /// Listed completely: never claimable again.
-    done: HashSet<u32>,
-    /// Held by another task until (epoch ms).
-    busy_until: std::collections::HashMap<u32, u64>,
-}
-
 /// One unit of claimed work.
 enum Work {
     List(crate::store::runs::Partition),
@@ -507,7 +498,7 @@ impl Worker {
 
     async fn schedule_units(self: Arc<Self>) -> Result<(), WorkerError> {
         let mut set: JoinSet<Result<(), WorkerError>> = JoinSet::new();
-        let mut partitions = PartitionView::default();
+        let mut partitions = queue::Partitions::default();
         let mut first_error = None;
         loop {
             let mut claimed_any = false;
@@ -583,66 +574,86 @@ impl Worker {
         }
     }
 
-    /// Finds a partition to list or a chunk to copy and takes its lease.
-    async fn claim(&self, partitions: &mut PartitionView) -> Result<Option<Work>, WorkerError> {
+    /// Fills a free work slot: the steps [`queue::steps`] gives for what the task knows now,
+    /// tried in order until one finds work.
+    async fn claim(&self, partitions: &mut queue::Partitions) -> Result<Option<Work>, WorkerError> {
+        let slot = queue::Slot {
+            copying: self.copying.load(Ordering::Relaxed),
+            free_copies: self.copies.available_permits(),
+            kept: self.ready.lock().await.len(),
+            listing: self.listing.load(Ordering::Relaxed),
+            max_listers: MAX_LISTERS,
+            index_open: self.idle.lock().is_ok_and(|i| i.may_claim(now_ms())),
+        };
+        for step in queue::steps(&slot) {
+            let found = match step {
+                queue::Step::CopyKept => self
+                    .ready
+                    .lock()
+                    .await
+                    .pop_front()
+                    .map(|(c, listing)| Work::Copy(c, Some(listing))),
+                queue::Step::ClaimPartition => self.claim_partition(partitions).await?,
+                queue::Step::ClaimChunk => self.claim_chunk().await?,
+            };
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Claims a listing partition not known to be listed or held by another task.
+    async fn claim_partition(
+        &self,
+        partitions: &mut queue::Partitions,
+    ) -> Result<Option<Work>, WorkerError> {
         let (job, run, me, lease) = (
             &self.cfg.job,
             &self.cfg.run,
             &self.cfg.task,
             self.lease_ms(),
         );
-        // Another chunk only when the ones being copied leave copy slots free: a chunk
-        // waiting for slots is held longer (and renewed) for nothing, and its objects are not
-        // copied sooner.
-        let may_copy =
-            self.copying.load(Ordering::Relaxed) == 0 || self.copies.available_permits() > 0;
-        if may_copy && let Some((c, listing)) = self.ready.lock().await.pop_front() {
-            return Ok(Some(Work::Copy(c, Some(listing))));
-        }
         if let Ok(mut listed) = self.listed.lock() {
-            partitions.done.extend(listed.drain(..));
+            for i in listed.drain(..) {
+                partitions.done(i);
+            }
         }
         let held = self.held.lock().await.clone();
         let now = now_ms();
-        let n = if self.listing.load(Ordering::Relaxed) < MAX_LISTERS {
-            self.ranges.len() as u32
-        } else {
-            0
-        };
-        let start = rand::random_range(0..n.max(1));
-        for k in 0..n {
-            let i = (start + k) % n;
-            let sk = crate::store::runs::partition_sk(i);
-            let busy = partitions
-                .busy_until
-                .get(&i)
-                .is_some_and(|until| *until >= now_ms());
-            if partitions.done.contains(&i) || busy || held.holds(&sk) {
-                continue;
-            }
+        let count = self.ranges.len() as u32;
+        let start = rand::random_range(0..count.max(1));
+        let mine = |i: u32| held.holds(&crate::store::runs::partition_sk(i));
+        for i in partitions.candidates(count, start, now, mine) {
             match self
                 .store
                 .claim_partition(job, run, i, &self.ranges[i as usize], me, lease)
                 .await?
             {
                 Claim::Claimed(p) => {
+                    let sk = crate::store::runs::partition_sk(i);
                     self.held.lock().await.hold(sk, now + lease);
                     self.listing.fetch_add(1, Ordering::Relaxed);
                     return Ok(Some(Work::List(p)));
                 }
                 // A listed partition is never claimable again.
-                Claim::Done => {
-                    partitions.done.insert(i);
-                }
+                Claim::Done => partitions.done(i),
                 // Not worth another conditional write until that lease could have expired.
-                Claim::Held { until } => {
-                    partitions.busy_until.insert(i, until);
-                }
+                Claim::Held { until } => partitions.held_until(i, until),
             }
         }
-        if !may_copy || !self.idle.lock().is_ok_and(|i| i.may_claim(now_ms())) {
-            return Ok(None);
-        }
+        Ok(None)
+    }
+
+    /// Claims a chunk from the claim index; idles the task when it finds none.
+    async fn claim_chunk(&self) -> Result<Option<Work>, WorkerError> {
+        let (job, run, me, lease) = (
+            &self.cfg.job,
+            &self.cfg.run,
+            &self.cfg.task,
+            self.lease_ms(),
+        );
+        let held = self.held.lock().await.clone();
         // Shards of the claim index in a random rotation: tasks start at different ones. Chunks
         // are spread over every shard, so a few empty ones mean little or no work: the task
         // then idles rather than read them all.

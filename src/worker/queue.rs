@@ -1,8 +1,103 @@
-//! The worker's scheduling decisions as plain data, time passed in: which leases are due for
+//! The worker's scheduling decisions as plain data, time passed in: what to try next for a
+//! free work slot, which listing partitions are worth a claim, which leases are due for
 //! renewal, how long a task that found no work waits before it asks again, and when a chunk
-//! given back after a failure may be claimed again. No IO; table-tested.
+//! given back after a failure may be claimed again. No IO; table-tested. (The request budget's
+//! AIMD state is in `budget.rs`.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// What a task knows when a work slot is free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// Chunks being copied, and copy permits free.
+    pub copying: usize,
+    pub free_copies: usize,
+    /// Chunks its listers kept for it, waiting.
+    pub kept: usize,
+    /// Partitions it is listing, and the most it lists at once.
+    pub listing: usize,
+    pub max_listers: usize,
+    /// Whether the idle backoff lets it query the claim index now.
+    pub index_open: bool,
+}
+
+/// One way to fill a free work slot, tried in the order [`steps`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Copy a chunk this task's lister kept (no claim needed).
+    CopyKept,
+    /// Claim a listing partition.
+    ClaimPartition,
+    /// Claim a chunk from the claim index.
+    ClaimChunk,
+}
+
+/// Whether the task should take on another chunk: only when none is being copied or copy
+/// permits are free. A chunk waiting for permits is held (and renewed) for nothing, and its
+/// objects are not copied sooner.
+pub fn may_copy(s: &Slot) -> bool {
+    s.copying == 0 || s.free_copies > 0
+}
+
+/// The ways to fill a free slot, in order: a kept chunk first (it is already leased), then a
+/// partition to list (listing makes the work that keeps every task busy), then the claim index.
+/// A kept chunk, when there is one and copying may take it, is the only step: the claim of
+/// anything else waits for the next slot.
+pub fn steps(s: &Slot) -> Vec<Step> {
+    let copy = may_copy(s);
+    if copy && s.kept > 0 {
+        return vec![Step::CopyKept];
+    }
+    let mut steps = Vec::new();
+    if s.listing < s.max_listers {
+        steps.push(Step::ClaimPartition);
+    }
+    if copy && s.index_open {
+        steps.push(Step::ClaimChunk);
+    }
+    steps
+}
+
+/// What a task knows about the run's listing partitions it did not get: listed completely
+/// (never claimable again) or held by another task until a time. Saves conditional writes that
+/// would fail.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Partitions {
+    done: HashSet<u32>,
+    busy_until: HashMap<u32, u64>,
+}
+
+impl Partitions {
+    /// Partition `i` is listed completely.
+    pub fn done(&mut self, i: u32) {
+        self.done.insert(i);
+    }
+
+    /// Another task holds partition `i` until `until` (epoch ms).
+    pub fn held_until(&mut self, i: u32, until: u64) {
+        self.busy_until.insert(i, until);
+    }
+
+    /// The partitions of `0..count` worth a claim at `now`, starting at `start` and wrapping (so
+    /// tasks start at different ones): not listed, not held by another task whose lease cannot
+    /// have run out yet, and not held by this task (`mine`).
+    pub fn candidates(
+        &self,
+        count: u32,
+        start: u32,
+        now: u64,
+        mine: impl Fn(u32) -> bool,
+    ) -> Vec<u32> {
+        (0..count)
+            .map(|k| (start + k) % count.max(1))
+            .filter(|i| {
+                !self.done.contains(i)
+                    && self.busy_until.get(i).is_none_or(|until| *until < now)
+                    && !mine(*i)
+            })
+            .collect()
+    }
+}
 
 /// The leases a task holds (sort key → the expiry it last wrote, epoch ms).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -100,6 +195,53 @@ pub fn not_before(now: u64, attempts: u64, jitter: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_free_slot_takes_a_kept_chunk_else_a_partition_else_the_claim_index() {
+        let slot = |copying, free_copies, kept, listing, index_open| Slot {
+            copying,
+            free_copies,
+            kept,
+            listing,
+            max_listers: 4,
+            index_open,
+        };
+        use Step::*;
+        let cases = [
+            // Nothing running: a kept chunk is all it takes.
+            (slot(0, 64, 1, 0, true), vec![CopyKept]),
+            // No kept chunk: list first, then the index.
+            (slot(0, 64, 0, 0, true), vec![ClaimPartition, ClaimChunk]),
+            // All listers busy: only the index.
+            (slot(1, 10, 0, 4, true), vec![ClaimChunk]),
+            // The index is in its idle backoff: only a partition.
+            (slot(1, 10, 0, 1, false), vec![ClaimPartition]),
+            // Copies use every permit: no chunk, kept or claimed, but listing goes on.
+            (slot(2, 0, 1, 1, true), vec![ClaimPartition]),
+            (slot(2, 0, 0, 4, true), vec![]),
+        ];
+        for (s, want) in cases {
+            assert_eq!(steps(&s), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn partitions_listed_or_held_elsewhere_are_not_claimed_until_their_lease_could_end() {
+        let mut p = Partitions::default();
+        p.done(1);
+        p.held_until(2, 5_000);
+        let mine = |i: u32| i == 4;
+        let cases = [
+            // (start, now, candidates)
+            (0, 1_000, vec![0, 3, 5]),
+            (3, 1_000, vec![3, 5, 0]),
+            (0, 5_001, vec![0, 2, 3, 5]),
+        ];
+        for (start, now, want) in cases {
+            assert_eq!(p.candidates(6, start, now, mine), want, "{start} {now}");
+        }
+        assert_eq!(p.candidates(0, 0, 0, mine), Vec::<u32>::new());
+    }
 
     #[test]
     fn leases_are_renewed_once_half_of_them_has_passed() {
