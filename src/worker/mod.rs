@@ -395,12 +395,13 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         }
     }
     worker.write_progress(state).await;
+    let (slowdowns, rate_cuts) = limiter.summary();
     tracing::info!(
         state,
         copied = worker.live.copied.load(Ordering::Relaxed),
         capacity = %worker.store.meter().reading().to_json(),
-        slowdowns = limiter.summary().0,
-        rate_cuts = limiter.summary().1,
+        slowdowns,
+        rate_cuts,
         "worker finished"
     );
     result
