@@ -4,7 +4,7 @@
 //!
 //! [`Aimd`] is plain data with time passed in (milliseconds), so its rules are table-tested;
 //! [`RateLimiter`] is the thin async shell that the copier awaits and that the S3 clients'
-//! [`crate::aws::OnThrottle`] interceptor feeds.
+//! [`crate::aws::PaceThrottled`] interceptor feeds.
 //!
 //! Rules:
 //! - The ceiling is `maxRequestsPerSecond / parallelism` (rounded up): the job's budget is
@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 /// Factor applied on SlowDown to the rate S3 accepted. Not TCP's 0.5 or CUBIC's 0.7: those cut
 /// the rate sent, which may be far above the grant; this cuts the rate measured under the grant.
 pub const DECREASE: f64 = 0.9;
-/// At most one cut per this many milliseconds.
+/// After a cut, no other until the slots taken at the old rate have passed and this many
+/// milliseconds more (time for their answers).
 pub const COOLDOWN_MS: u64 = 1_000;
 /// Seconds of additive increase to climb from zero back to the ceiling.
 pub const RECOVERY_STEPS: f64 = 10.0;
