@@ -136,6 +136,19 @@ pub fn destination_role_policy(job: &CopyJob) -> Value {
             "Resource": report,
         }));
     }
+    if let Some((bucket, prefix)) = s
+        .source
+        .inventory
+        .as_ref()
+        .and_then(|i| crate::model::validate::inventory_report_prefix(&i.manifest))
+    {
+        statements.push(json!({
+            "Sid": "ReadInventoryReport",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": format!("arn:aws:s3:::{bucket}/{}*", literal(prefix)),
+        }));
+    }
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
@@ -165,6 +178,11 @@ pub fn session_policy(job: &CopyJob) -> String {
         .and_then(|u| crate::model::validate::parse_s3_uri(u).ok())
     {
         wide.spec.copy.report_uri = Some(format!("s3://{bucket}/"));
+    }
+    if let Some(inv) = wide.spec.source.inventory.as_mut()
+        && let Some((bucket, _)) = crate::model::validate::inventory_report_prefix(&inv.manifest)
+    {
+        inv.manifest = format!("s3://{bucket}/manifest.json");
     }
     destination_role_policy(&wide).to_string()
 }
@@ -285,6 +303,32 @@ spec:
             want.dedup();
             assert_eq!(got, want, "copy: {{{copy}}} {create}");
         }
+    }
+
+    #[test]
+    fn an_inventory_job_reads_only_its_reports_directory_even_in_a_wide_session_policy() {
+        let mut j = job("tags: false", "", "");
+        j.spec.source.inventory = Some(crate::model::InventoryInput {
+            manifest: "s3://inv/reports/src/all/2026-11-30T00-00Z/manifest.json".into(),
+            account: None,
+        });
+        let p = destination_role_policy(&j);
+        let st = p["Statement"].as_array().unwrap();
+        let read = st
+            .iter()
+            .find(|s| s["Sid"] == "ReadInventoryReport")
+            .unwrap();
+        assert_eq!(read["Action"], "s3:GetObject");
+        assert_eq!(read["Resource"], "arn:aws:s3:::inv/reports/src/all/*");
+        j.spec.source.prefix = "p".repeat(1024);
+        j.spec.destination.prefix = "q".repeat(1024);
+        let wide = session_policy(&j);
+        assert!(
+            wide.len() <= MAX_SESSION_POLICY,
+            "{} characters",
+            wide.len()
+        );
+        assert!(wide.contains("\"arn:aws:s3:::inv/*\""), "{wide}");
     }
 
     #[test]

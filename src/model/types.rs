@@ -104,6 +104,27 @@ pub struct Source {
     /// The bucket is requester-pays: every request carries `x-amz-request-payer: requester`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub requester_pays: bool,
+    /// Read the object list from this S3 Inventory report instead of listing the bucket: how a
+    /// run over 10⁸–10⁹ objects starts copying at once. Objects written after the report are
+    /// not copied; objects changed since are copied as they are now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<InventoryInput>,
+}
+
+/// An S3 Inventory report of the source bucket, used as the run's object list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InventoryInput {
+    /// The report's `manifest.json`, e.g.
+    /// `s3://inventory-bucket/prefix/source-bucket/config-id/2026-11-30T00-00Z/manifest.json`.
+    /// The inventory bucket is in the source bucket's region (S3 Inventory requires it); its
+    /// `sourceBucket` must be this job's source bucket, and its format CSV or Parquet with the
+    /// Size and ETag fields. The destination role needs `s3:GetObject` on the report's objects.
+    pub manifest: String,
+    /// 12-digit account id that owns the inventory bucket (every read of the report checks it).
+    /// Default: the source account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// The bucket the objects are written to.

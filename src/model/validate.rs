@@ -257,6 +257,36 @@ pub fn validate(job: &CopyJob) -> Vec<Problem> {
             ),
         ));
     }
+    if let Some(inv) = &s.source.inventory {
+        let f = |name: &str| format!("spec.source.inventory.{name}");
+        match parse_s3_uri(&inv.manifest) {
+            Err(m) => p.push(Problem::field(&f("manifest"), m)),
+            Ok((bucket, key)) => {
+                if let Err(m) = check_bucket(bucket) {
+                    p.push(Problem::field(&f("manifest"), m));
+                }
+                if !key.ends_with("manifest.json") {
+                    p.push(Problem::field(
+                        &f("manifest"),
+                        format!("`{}` does not name a manifest; allowed: the URI of an S3 Inventory report's manifest.json", inv.manifest),
+                    ));
+                }
+            }
+        }
+        if let Some(account) = &inv.account
+            && !is_account(account)
+        {
+            p.push(Problem::field(&f("account"), format!("`{account}` is not an AWS account id; allowed: exactly 12 digits (quote it in YAML)")));
+        }
+        // An inventory is a snapshot: an object written after it is missing from it, and
+        // deleting what it lacks would delete data the source still has.
+        if s.copy.delete_extraneous {
+            p.push(Problem::field(
+                "spec.copy.deleteExtraneous",
+                "cannot be used with spec.source.inventory (a report does not list objects written after it; deleting what it lacks could delete live data); allowed: false",
+            ));
+        }
+    }
     if let Some(key) = &s.destination.kms_key_id {
         if let Err(m) = check_kms_key(key, &s.destination.region) {
             p.push(Problem::field("spec.destination.kmsKeyId", m));
@@ -574,6 +604,17 @@ pub fn parse_s3_uri(uri: &str) -> Result<(&str, &str), String> {
     Ok(rest.split_once('/').unwrap_or((rest, "")))
 }
 
+/// The bucket and key prefix of an S3 Inventory report's files, from its manifest's URI: S3
+/// writes `…/<source-bucket>/<config-id>/<YYYY-MM-DDTHH-MMZ>/manifest.json` and the data files
+/// under `…/<source-bucket>/<config-id>/data/`, so the prefix is the manifest's key less its
+/// last two segments (S3 User Guide, "Locating your inventory list").
+pub fn inventory_report_prefix(manifest: &str) -> Option<(&str, &str)> {
+    let (bucket, key) = parse_s3_uri(manifest).ok()?;
+    let dated = key.rfind('/').map_or("", |i| &key[..i]);
+    let prefix = dated.rfind('/').map_or("", |i| &dated[..=i]);
+    Some((bucket, prefix))
+}
+
 /// The 6-field form (seconds first) the operator's scheduler takes: a 5-field expression runs at
 /// second 0.
 pub fn normalize_cron(expr: &str) -> String {
@@ -702,6 +743,24 @@ mod tests {
         assert!(check_cron("*/10 * * * * *").is_ok());
         assert!(check_cron("61 * * * *").is_err());
         assert!(check_cron("* * *").is_err());
+    }
+
+    #[test]
+    fn an_inventory_reports_files_are_under_its_configuration_directory() {
+        for (uri, want) in [
+            (
+                "s3://inv/reports/src/all/2026-11-30T00-00Z/manifest.json",
+                Some(("inv", "reports/src/all/")),
+            ),
+            (
+                "s3://inv/2026-11-30T00-00Z/manifest.json",
+                Some(("inv", "")),
+            ),
+            ("s3://inv/manifest.json", Some(("inv", ""))),
+            ("https://inv/manifest.json", None),
+        ] {
+            assert_eq!(inventory_report_prefix(uri), want, "{uri}");
+        }
     }
 
     #[test]

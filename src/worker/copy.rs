@@ -99,7 +99,7 @@ pub struct Copier {
     pub etags_diverge: Arc<AtomicBool>,
 }
 
-fn s3_err<E>(op: &'static str, bucket: &str, err: SdkError<E, HttpResponse>) -> CopyError
+pub(crate) fn s3_err<E>(op: &'static str, bucket: &str, err: SdkError<E, HttpResponse>) -> CopyError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -134,7 +134,7 @@ where
 }
 
 /// A key as listed with `encoding-type=url`: percent-encoded, with `+` for a space.
-fn decode_listed_key(raw: &str) -> String {
+pub(crate) fn decode_listed_key(raw: &str) -> String {
     percent_decode_str(&raw.replace('+', " "))
         .decode_utf8_lossy()
         .into_owned()

@@ -28,6 +28,8 @@
 pub mod budget;
 pub mod copy;
 pub mod credentials;
+pub mod inventory;
+pub mod inventory_read;
 pub mod plan;
 pub mod queue;
 pub mod split;
@@ -43,6 +45,7 @@ use tokio::task::JoinSet;
 
 use self::budget::RateLimiter;
 use self::copy::{Copied, Copier, CopyError, ObjectFailure, Side};
+use self::inventory_read::{Inventory, InventoryError};
 use self::plan::{Action, Filter, Range};
 use crate::aws::ErrorKind;
 use crate::model::CopyJob;
@@ -100,6 +103,8 @@ pub enum WorkerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Copy(#[from] CopyError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
     #[error("cannot assume the destination role {role}: {message}")]
     AssumeRole { role: String, message: String },
 }
@@ -112,19 +117,29 @@ impl WorkerError {
             WorkerError::NotFound(_) => ErrorKind::NotFound,
             WorkerError::AssumeRole { .. } => ErrorKind::AccessDenied,
             WorkerError::Store(e) => e.kind(),
-            WorkerError::Copy(CopyError::S3 { kind, .. }) => *kind,
-            WorkerError::Copy(CopyError::Cancelled) => ErrorKind::Retryable,
+            WorkerError::Copy(CopyError::S3 { kind, .. })
+            | WorkerError::Inventory(InventoryError::S3(CopyError::S3 { kind, .. })) => *kind,
+            WorkerError::Copy(CopyError::Cancelled)
+            | WorkerError::Inventory(InventoryError::S3(CopyError::Cancelled)) => {
+                ErrorKind::Retryable
+            }
+            WorkerError::Inventory(InventoryError::Invalid { .. }) => ErrorKind::Invalid,
         }
     }
 
     /// The process exit code for this error (see the module docs).
     pub fn exit_code(&self) -> i32 {
         match self {
-            WorkerError::Config(_) => 2,
+            WorkerError::Config(_) | WorkerError::Inventory(InventoryError::Invalid { .. }) => 2,
             WorkerError::NotFound(_) => 3,
             WorkerError::AssumeRole { .. } => 4,
             WorkerError::Store(e) if e.kind().fails_again() => 4,
-            WorkerError::Copy(CopyError::S3 { kind, .. }) if kind.fails_again() => 4,
+            WorkerError::Copy(CopyError::S3 { kind, .. })
+            | WorkerError::Inventory(InventoryError::S3(CopyError::S3 { kind, .. }))
+                if kind.fails_again() =>
+            {
+                4
+            }
             _ => 1,
         }
     }
@@ -196,6 +211,9 @@ struct Worker {
     store: Store,
     copier: Copier,
     filter: Filter,
+    /// The run's object list when the job reads an S3 Inventory report: ranges are then
+    /// positions in it (see [`inventory`]), read instead of listed.
+    inventory: Option<Arc<Inventory>>,
     ranges: Vec<Range>,
     /// Leases this task holds, renewed by the heartbeat at half life.
     held: Mutex<queue::Leases>,
@@ -344,9 +362,26 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
     {
         copier.report = client(&region);
     }
+    // With an inventory, its manifest is the object list: read and checked once per task
+    // (one GET); no task lists the source.
+    let inventory = Inventory::load(copier.src.clone(), &spec)
+        .await?
+        .map(Arc::new);
+    if let Some(inv) = &inventory {
+        tracing::info!(manifest = %inv.uri, files = inv.manifest.files.len(), "reading the object list from an S3 Inventory report");
+    }
     let boundaries = match meta.boundaries {
         Some(b) => b,
-        None => plan_partitions(&store, &copier, &cfg, spec.run.parallelism).await?,
+        None => {
+            plan_partitions(
+                &store,
+                &copier,
+                inventory.as_deref(),
+                &cfg,
+                spec.run.parallelism,
+            )
+            .await?
+        }
     };
     let ranges = plan::ranges_from(&boundaries);
     tracing::info!(job = %cfg.job, run = %cfg.run, task = %cfg.task, partitions = ranges.len(), "worker started");
@@ -356,6 +391,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         cfg,
         store,
         copier,
+        inventory,
         ranges,
         held: Mutex::new(queue::Leases::default()),
         ready: Mutex::new(VecDeque::new()),
@@ -413,6 +449,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
 async fn plan_partitions(
     store: &Store,
     copier: &Copier,
+    inventory: Option<&Inventory>,
     cfg: &WorkerConfig,
     parallelism: u32,
 ) -> Result<Vec<String>, WorkerError> {
@@ -425,6 +462,13 @@ async fn plan_partitions(
             .await?
         {
             Planning::Planned(b) => return Ok(b),
+            Planning::Mine if inventory.is_some() => {
+                // One partition per data file of the report: no probe of the source.
+                let files = inventory.map_or(1, |i| i.manifest.files.len());
+                return Ok(store
+                    .set_boundaries(&cfg.job, &cfg.run, &inventory::boundaries(files))
+                    .await?);
+            }
             Planning::Mine => {
                 let whole = Range {
                     after: None,
@@ -754,10 +798,11 @@ impl Worker {
     }
 
     /// Lists a partition page by page, writing one chunk per page.
-    async fn list_partition(
-        &self,
-        mut part: crate::store::runs::Partition,
-    ) -> Result<(), WorkerError> {
+    async fn list_partition(&self, part: crate::store::runs::Partition) -> Result<(), WorkerError> {
+        if let Some(inv) = &self.inventory {
+            return self.read_partition(inv, part).await;
+        }
+        let mut part = part;
         let (job, run, me, lease) = (
             &self.cfg.job,
             &self.cfg.run,
@@ -814,6 +859,102 @@ impl Worker {
         }
     }
 
+    /// Reads a partition of an inventory run (one data file) from its cursor, writing one chunk
+    /// per page of rows; the listing counterpart of [`Worker::list_partition`].
+    async fn read_partition(
+        &self,
+        inv: &Arc<Inventory>,
+        mut part: crate::store::runs::Partition,
+    ) -> Result<(), WorkerError> {
+        let (job, run, me, lease) = (
+            &self.cfg.job,
+            &self.cfg.run,
+            &self.cfg.task,
+            self.lease_ms(),
+        );
+        let from = Range {
+            after: part.cursor.clone().or(part.range.after.clone()),
+            upto: part.range.upto.clone(),
+        };
+        let file = inventory::file_of(&part.range);
+        let (first, last) = inventory::rows(file, &from);
+        let mut pages = inv.read(file, first, last);
+        let mut after = from.after.clone();
+        while let Some(page) = pages.recv().await {
+            if self.abandon.load(Ordering::Relaxed) {
+                return Err(CopyError::Cancelled.into());
+            }
+            let page = page?;
+            let upto = match page.last_row {
+                Some(r) if !page.end => Some(inventory::position(file, r)),
+                _ => part.range.upto.clone(),
+            };
+            let chunk = Range {
+                after: after.clone(),
+                upto: upto.clone(),
+            };
+            let mut entries = page.entries;
+            entries.sort_by(|a, b| a.rel.cmp(&b.rel));
+            entries.dedup_by(|a, b| a.rel == b.rel);
+            let keep =
+                self.ready.lock().await.len() < MAX_READY && !self.stopping.load(Ordering::Relaxed);
+            let new = NewChunk {
+                range: &chunk,
+                objects: entries.len() as u64,
+                bytes: entries.iter().map(|e| e.size).sum(),
+                last: page.end,
+                keep,
+            };
+            let (next, kept) = self
+                .store
+                .add_chunk(job, run, &part, new, me, lease)
+                .await?;
+            part = next;
+            if let Some(c) = kept {
+                self.held.lock().await.hold(c.id.clone(), c.lease_expiry);
+                self.ready.lock().await.push_back((c, entries));
+                self.wake.notify_one();
+            }
+            if page.end {
+                return Ok(());
+            }
+            after = upto;
+        }
+        Err(CopyError::Cancelled.into())
+    }
+
+    /// A chunk's source entries, sorted by key: its rows of the inventory, or a listing.
+    async fn source_entries(&self, range: &Range) -> Result<Vec<plan::Entry>, WorkerError> {
+        match &self.inventory {
+            Some(inv) => {
+                let file = inventory::file_of(range);
+                let (first, last) = inventory::rows(file, range);
+                let mut entries = inv.entries(file, first, last).await?;
+                entries.sort_by(|a, b| a.rel.cmp(&b.rel));
+                entries.dedup_by(|a, b| a.rel == b.rel);
+                Ok(entries)
+            }
+            None => Ok(self.copier.list(Side::Source, range, None).await?.0),
+        }
+    }
+
+    /// The destination entries to merge with a chunk's sorted source entries: its key range,
+    /// or with an inventory the span of its keys (see [`inventory::destination_span`]).
+    async fn destination_entries(
+        &self,
+        range: &Range,
+        src: &[plan::Entry],
+    ) -> Result<Vec<plan::Entry>, WorkerError> {
+        let range = match &self.inventory {
+            None => range.clone(),
+            Some(_) => match inventory::destination_span(src) {
+                Some(span) => span,
+                None => return Ok(Vec::new()),
+            },
+        };
+        Ok(self.copier.list(Side::Destination, &range, None).await?.0)
+    }
+
     /// Copies one chunk: merge-join of the source and destination listings of its range, then
     /// the actions, bounded in concurrency. The source listing is the one this task's lister
     /// read moments ago when it kept the chunk, else (a claimed chunk: the store keeps no
@@ -830,16 +971,20 @@ impl Worker {
         }
         let (id, range) = (chunk.id.as_str(), &chunk.range);
         let (src, dst) = match listing {
-            Some(src) => (
-                src,
-                self.copier.list(Side::Destination, range, None).await?.0,
-            ),
-            None => {
-                let src_fut = self.copier.list(Side::Source, range, None);
-                let dst_fut = self.copier.list(Side::Destination, range, None);
-                let ((src, _), (dst, _)) = tokio::try_join!(src_fut, dst_fut)?;
+            Some(src) => {
+                let dst = self.destination_entries(range, &src).await?;
                 (src, dst)
             }
+            // The destination span of an inventory chunk depends on its rows.
+            None if self.inventory.is_some() => {
+                let src = self.source_entries(range).await?;
+                let dst = self.destination_entries(range, &src).await?;
+                (src, dst)
+            }
+            None => tokio::try_join!(
+                self.source_entries(range),
+                self.destination_entries(range, &[])
+            )?,
         };
         let actions = plan::merge(&src, &dst, &self.copier.spec.copy, &self.filter);
         let mut counts = ChunkCounts::default();

@@ -6,6 +6,7 @@ mod cli;
 mod deploy;
 mod faults;
 mod habits;
+mod inventory;
 mod observability;
 mod operator;
 mod races;
