@@ -6,7 +6,10 @@ Figures, each measured in this run:
   min(N x the one-task rate, the prefix budget);
 - complete runs over FULL_KEYS keys: every key copied exactly once; the same with one task
   SIGKILLed mid-way (keys missing, keys copied twice); a SlowDown storm (a prefix budget below
-  the requested rate): completion and the 503 rate.
+  the requested rate): completion and the 503 rate;
+- with --inventory: complete runs driven by an S3 Inventory report (CSV, then Parquet) of
+  INVENTORY_ROWS rows in 10 files: LISTs of the source (none expected), GETs of the report,
+  keys missing and copied twice, throughput against the prefix budget.
 """
 
 import argparse
@@ -31,11 +34,11 @@ def free_port():
 
 
 class Vs3:
-    def __init__(self, binary, keys, latency_ms, copy_rate, layout="flat", log=None):
+    def __init__(self, binary, keys, latency_ms, copy_rate, layout="flat", log=None, extra=()):
         self.port = free_port()
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--keys", str(keys), "--layout", layout,
-             "--latency-ms", str(latency_ms), "--copy-rate", str(copy_rate)],
+             "--latency-ms", str(latency_ms), "--copy-rate", str(copy_rate), *extra],
             stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while True:
@@ -69,14 +72,14 @@ class Bench:
         subprocess.run([self.a.ferry, *argv], env=env or self.env, check=True,
                        stdout=subprocess.DEVNULL)
 
-    def job(self, name, parallelism, run_extra=""):
+    def job(self, name, parallelism, run_extra="", source_extra=""):
         path = os.path.join(self.dir, f"{name}.yaml")
         with open(path, "w") as f:
             f.write(f"""apiVersion: ferry.dev/v1alpha1
 kind: CopyJob
 metadata: {{name: {name}}}
 spec:
-  source: {{account: "111111111111", region: us-east-1, bucket: src, roleArn: "arn:aws:iam::111111111111:role/s"}}
+  source: {{account: "111111111111", region: us-east-1, bucket: src, roleArn: "arn:aws:iam::111111111111:role/s"{source_extra}}}
   destination: {{account: "222222222222", region: us-east-1, bucket: dst, roleArn: "arn:aws:iam::222222222222:role/d"}}
   run: {{parallelism: {parallelism}{run_extra}}}
 """)
@@ -153,12 +156,16 @@ spec:
         slow = (s1["slowdowns"] - s0["slowdowns"]) / (t1 - t0)
         return rate, first["lists_before_first_copy"], self.probes(job, n), slow, rss
 
-    def full(self, label, n, keys, copy_rate, kill=False):
-        """A complete run of n tasks; returns (vs3 stats, seconds, exit codes, job)."""
+    def full(self, label, n, keys, copy_rate, kill=False, inventory=None):
+        """A complete run of n tasks; returns (vs3 stats, seconds, exit codes, job). With
+        `inventory` (csv or parquet) the run reads vs3's report of the source instead of listing."""
         a = self.a
-        vs3 = Vs3(a.vs3, keys, a.latency_ms, copy_rate)
+        extra = ["--inventory", inventory, "--inventory-files", "10"] if inventory else []
+        vs3 = Vs3(a.vs3, keys, a.latency_ms, copy_rate, extra=extra)
         job = f"full-{label}"
-        self.job(job, n)
+        source = (', inventory: {manifest: "s3://inventory/src/all/2026-11-30T00-00Z/manifest.json"}'
+                  if inventory else "")
+        self.job(job, n, source_extra=source)
         procs = self.workers(vs3, job, n, a.concurrency, lease=30)
         t0 = time.time()
         if kill:
@@ -202,6 +209,9 @@ def main():
     ap.add_argument("--skip-full", action="store_true")
     ap.add_argument("--storm", action="store_true",
                     help="only the SlowDown storm (a complete run of FULL_KEYS keys, 4 tasks)")
+    ap.add_argument("--inventory", action="store_true",
+                    help="only the runs driven by an S3 Inventory report (INVENTORY_ROWS rows, 4 tasks)")
+    ap.add_argument("--inventory-rows", type=int, default=int(env("INVENTORY_ROWS", 1_000_000)))
     ap.add_argument("--rss", action="store_true",
                     help="only the worker's peak RSS, one task, at 10^5 keys and at KEYS")
     a = ap.parse_args()
@@ -210,6 +220,9 @@ def main():
           f"prefix budget {a.copy_rate:,} copies/s; {a.concurrency} copies in flight per task")
     if a.storm:
         storm(b, a)
+        return
+    if a.inventory:
+        inventory(b, a)
         return
     if a.rss:
         for keys in (100_000, a.keys):
@@ -241,6 +254,20 @@ def main():
     print(f"one of 4 tasks SIGKILLed at a third: {took:.1f} s, exit codes {codes}; "
           f"missing {k - s['distinct']}, copied twice {s['copied_twice']} (a chunk is 1,000 keys)", flush=True)
     storm(b, a)
+
+
+def inventory(b, a):
+    """Complete runs of 4 tasks whose object list is an S3 Inventory report, CSV then Parquet."""
+    k = a.inventory_rows
+    for fmt in ("csv", "parquet"):
+        s, took, codes, _ = b.full(f"inventory-{fmt}", 4, k, a.copy_rate, inventory=fmt)
+        rate = s["distinct"] / took
+        ceiling = min(4 * a.concurrency * 1000 / a.latency_ms, a.copy_rate)
+        print(f"inventory ({fmt}, {k:,} rows in 10 files), 4 tasks: {took:.1f} s, first copy after "
+              f"{s['first_copy_s']:.1f} s, {rate:.0f} copies/s ({rate / ceiling:.2f} of min(in-flight ceiling, "
+              f"budget) = {ceiling:.0f}), exit codes {codes}; source LISTs {s['source_lists']}, "
+              f"report GETs {s['inventory_gets']}, destination LISTs {s['lists'] - s['source_lists']}; "
+              f"missing {k - s['distinct']}, copied twice {s['copied_twice']}", flush=True)
 
 
 def storm(b, a):

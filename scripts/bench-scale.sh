@@ -9,11 +9,13 @@
 #   KEYS=1000000 WINDOW=20 scripts/bench-scale.sh   # smaller
 #   scripts/bench-scale.sh --rss                 # only the worker's peak RSS at 10^5 and KEYS keys
 #   scripts/bench-scale.sh --storm               # only the SlowDown storm (FULL_KEYS keys, 4 tasks)
+#   scripts/bench-scale.sh --inventory           # only runs read from an S3 Inventory report (CSV, Parquet)
 #
 # Environment: KEYS (flat bucket for planning and throughput, default 10^7), LATENCY_MS (20),
 # CONCURRENCY (copies in flight per task, 8: one task then stays well under the prefix budget,
 # so scaling shows), WINDOW (seconds of steady state measured per N, 30), TASKS ("1 2 4 8"),
-# FULL_KEYS (keys of the complete runs: exactly-once, kill and SlowDown storm; 100000).
+# FULL_KEYS (keys of the complete runs: exactly-once, kill and SlowDown storm; 100000),
+# INVENTORY_ROWS (rows of the report the --inventory runs read; 1000000).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -263,7 +263,8 @@ pub struct OperatorArgs {
     #[arg(long, env = "FERRY_TASK_BOUNDARY_ARN")]
     pub task_boundary_arn: Option<String>,
     /// Source buckets jobs may read, ACCOUNT:BUCKET (`*` matches any characters, e.g.
-    /// `111111111111:logs-*`; comma-separated in the environment). The operator refuses
+    /// `111111111111:logs-*`; comma-separated in the environment), and the buckets of the S3
+    /// Inventory reports they read their object lists from. The operator refuses
     /// (phase Blocked) every job outside its --allow-* lists.
     #[arg(long = "allow-source", env = "FERRY_ALLOW_SOURCES", value_delimiter = ',', value_parser = parse_source)]
     pub allow_sources: Vec<(String, String)>,

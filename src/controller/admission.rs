@@ -138,6 +138,32 @@ pub fn admit(job: &CopyJob, policy: &OperatorPolicy, settings: &Settings) -> Vec
             ),
         );
     }
+    // The report a job reads its object list from is read by the destination role like the
+    // source: its bucket must be an allowed source too.
+    if let Some(inv) = &src.inventory
+        && let Some((bucket, _)) = validate::inventory_report_prefix(&inv.manifest)
+    {
+        let account = inv.account.as_deref().unwrap_or(&src.account);
+        if !policy
+            .sources
+            .iter()
+            .any(|(a, b)| a == account && b.matches(bucket))
+        {
+            refuse(
+                "InventoryNotAllowed",
+                "spec.source.inventory.manifest",
+                format!(
+                    "the report's bucket {bucket} of account {account} is not among the operator's allowed sources ({})",
+                    listing(
+                        policy
+                            .sources
+                            .iter()
+                            .map(|(a, b)| format!("{a}:{}", b.as_str()))
+                    )
+                ),
+            );
+        }
+    }
     let dst = &spec.destination;
     if !policy.destination_accounts.contains(&dst.account) {
         refuse(
@@ -322,6 +348,39 @@ mod tests {
                     j.spec.destination.role_arn = "arn:aws:iam::999999999999:role/x".into();
                 }),
                 vec!["DestinationNotAllowed", "RoleNotAllowed"],
+            ),
+            (
+                "an inventory report in an allowed bucket",
+                Box::new(|j| {
+                    j.spec.source.inventory = Some(crate::model::InventoryInput {
+                        manifest:
+                            "s3://acme-reports/acme-logs-eu/all/2026-11-30T00-00Z/manifest.json"
+                                .into(),
+                        account: None,
+                    });
+                }),
+                vec![],
+            ),
+            (
+                "an inventory report in an unlisted bucket",
+                Box::new(|j| {
+                    j.spec.source.inventory = Some(crate::model::InventoryInput {
+                        manifest: "s3://victim-reports/x/all/2026-11-30T00-00Z/manifest.json"
+                            .into(),
+                        account: None,
+                    });
+                }),
+                vec!["InventoryNotAllowed"],
+            ),
+            (
+                "an inventory report in a listed bucket name of another account",
+                Box::new(|j| {
+                    j.spec.source.inventory = Some(crate::model::InventoryInput {
+                        manifest: "s3://acme-reports/x/all/2026-11-30T00-00Z/manifest.json".into(),
+                        account: Some("999999999999".into()),
+                    });
+                }),
+                vec!["InventoryNotAllowed"],
             ),
             (
                 "an unlisted image",

@@ -10,14 +10,19 @@
 //! ```text
 //! vs3 --port P [--keys N] [--layout flat|one-prefix|many-prefixes] [--latency-ms 20]
 //!     [--copy-rate 3500] [--read-rate 5500] [--partition-chars 0] [--size 4096]
-//!     [--source src] [--destination dst]
+//!     [--source src] [--destination dst] [--inventory csv|parquet] [--inventory-files 10]
 //! ```
+//!
+//! With `--inventory`, bucket `inventory` holds an S3 Inventory report of the source bucket
+//! (`src/all/2026-11-30T00-00Z/manifest.json` and its data files), served by GetObject with
+//! byte ranges; `inventory_gets` and `source_lists` in the stats show what a run read.
 //!
 //! Stats: `GET /vs3/stats` (a GetObject) answers one JSON object of counters.
 //! Operations: ListObjectsV2 (prefix, start-after, continuation token, max-keys; no delimiter),
 //! CopyObject (with `x-amz-copy-source-if-match`), HeadObject, HeadBucket, GetBucketLocation,
 //! ListMultipartUploads (always empty). Everything else is NotImplemented.
 
+mod inventory;
 mod keys;
 
 use std::collections::HashMap;
@@ -41,6 +46,8 @@ struct Config {
     size: i64,
     source: String,
     destination: String,
+    inventory: Option<String>,
+    inventory_files: u64,
 }
 
 fn parse_args() -> Config {
@@ -55,6 +62,8 @@ fn parse_args() -> Config {
         size: 4096,
         source: "src".into(),
         destination: "dst".into(),
+        inventory: None,
+        inventory_files: 10,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -73,6 +82,8 @@ fn parse_args() -> Config {
             "--size" => c.size = value.parse().unwrap_or_else(|_| bad("bytes")),
             "--source" => c.source = value.clone(),
             "--destination" => c.destination = value.clone(),
+            "--inventory" => c.inventory = Some(value.clone()),
+            "--inventory-files" => c.inventory_files = value.parse().unwrap_or_else(|_| bad("a count")),
             _ => panic!("unknown flag {flag}"),
         }
     }
@@ -114,6 +125,8 @@ impl Budget {
 #[derive(Default)]
 struct Counters {
     lists: AtomicU64,
+    source_lists: AtomicU64,
+    inventory_gets: AtomicU64,
     lists_before_first_copy: AtomicU64,
     copies: AtomicU64,
     heads: AtomicU64,
@@ -132,6 +145,7 @@ struct Vs3 {
     reads: Budget,
     n: Counters,
     started: Instant,
+    report: HashMap<String, bytes::Bytes>,
 }
 
 fn timestamp() -> Timestamp {
@@ -180,8 +194,10 @@ impl Vs3 {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let us = |a: &AtomicU64| g(a).saturating_sub(1) as f64 / 1e6;
         format!(
-            "{{\"keys\":{},\"lists\":{},\"lists_before_first_copy\":{},\"copies\":{},\"distinct\":{},\"copied_twice\":{},\"heads\":{},\"slowdowns\":{},\"precondition_failed\":{},\"first_copy_s\":{},\"last_copy_s\":{},\"uptime_s\":{}}}",
+            "{{\"keys\":{},\"source_lists\":{},\"inventory_gets\":{},\"lists\":{},\"lists_before_first_copy\":{},\"copies\":{},\"distinct\":{},\"copied_twice\":{},\"heads\":{},\"slowdowns\":{},\"precondition_failed\":{},\"first_copy_s\":{},\"last_copy_s\":{},\"uptime_s\":{}}}",
             self.cfg.keys,
+            g(&self.n.source_lists),
+            g(&self.n.inventory_gets),
             g(&self.n.lists),
             g(&self.n.lists_before_first_copy),
             g(&self.n.copies),
@@ -217,6 +233,9 @@ impl S3 for Vs3 {
         let prefix = input.prefix.clone().unwrap_or_default();
         self.read(&prefix)?;
         self.n.lists.fetch_add(1, Ordering::Relaxed);
+        if input.bucket == self.cfg.source {
+            self.n.source_lists.fetch_add(1, Ordering::Relaxed);
+        }
         if self.n.first_copy_us.load(Ordering::Relaxed) == 0 {
             self.n.lists_before_first_copy.fetch_add(1, Ordering::Relaxed);
         }
@@ -345,6 +364,29 @@ impl S3 for Vs3 {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        if req.input.bucket == inventory::BUCKET {
+            let body = self.report.get(&req.input.key).ok_or_else(|| s3_error!(NoSuchKey))?;
+            self.pause().await;
+            self.n.inventory_gets.fetch_add(1, Ordering::Relaxed);
+            let total = body.len() as u64;
+            let (part, content_range) = match &req.input.range {
+                None => (body.clone(), None),
+                Some(r) => {
+                    let at = r.check(total).map_err(|_| s3_error!(InvalidRange))?;
+                    (
+                        body.slice(at.start as usize..at.end as usize),
+                        Some(format!("bytes {}-{}/{total}", at.start, at.end - 1)),
+                    )
+                }
+            };
+            return Ok(S3Response::new(GetObjectOutput {
+                content_length: Some(part.len() as i64),
+                content_range,
+                e_tag: Some(ETag::Strong(format!("{total:x}"))),
+                body: Some(StreamingBlob::from(s3s::Body::from(part))),
+                ..GetObjectOutput::default()
+            }));
+        }
         if req.input.bucket != "vs3" || req.input.key != "stats" {
             return Err(s3_error!(NotImplemented, "vs3 serves GetObject of vs3/stats only"));
         }
@@ -403,7 +445,12 @@ async fn main() {
         .expect("bind 127.0.0.1");
     let port = listener.local_addr().expect("address").port();
     let n = cfg.keys;
+    let report = match &cfg.inventory {
+        Some(format) => inventory::build(format, cfg.inventory_files, &cfg.layout, n, cfg.size, &cfg.source),
+        None => HashMap::new(),
+    };
     let vs3 = Vs3 {
+        report,
         copied: Bitmap::new(n),
         again: Bitmap::new(n),
         copies: Budget::new(cfg.copy_rate),
