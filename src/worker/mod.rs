@@ -803,12 +803,6 @@ impl Worker {
             return self.read_partition(inv, part).await;
         }
         let mut part = part;
-        let (job, run, me, lease) = (
-            &self.cfg.job,
-            &self.cfg.run,
-            &self.cfg.task,
-            self.lease_ms(),
-        );
         loop {
             if self.abandon.load(Ordering::Relaxed) {
                 return Err(CopyError::Cancelled.into());
@@ -821,7 +815,6 @@ impl Worker {
                 .copier
                 .list(Side::Source, &from, Some(CHUNK_KEYS))
                 .await?;
-            let bytes: u64 = entries.iter().map(|e| e.size).sum();
             // A page ending exactly at the partition's bound is its last one too.
             let last = !more || entries.last().map(|e| &e.rel) == from.upto.as_ref();
             let upto = if last {
@@ -833,30 +826,48 @@ impl Worker {
                 after: from.after.clone(),
                 upto,
             };
-            // Keep the chunk for this task if it has a slot for it soon; else leave it to all.
-            let keep =
-                self.ready.lock().await.len() < MAX_READY && !self.stopping.load(Ordering::Relaxed);
-            let new = NewChunk {
-                range: &chunk,
-                objects: entries.len() as u64,
-                bytes,
-                last,
-                keep,
-            };
-            let (next, kept) = self
-                .store
-                .add_chunk(job, run, &part, new, me, lease)
-                .await?;
-            part = next;
-            if let Some(c) = kept {
-                self.held.lock().await.hold(c.id.clone(), c.lease_expiry);
-                self.ready.lock().await.push_back((c, entries));
-                self.wake.notify_one();
-            }
+            part = self.write_chunk(&part, &chunk, entries, last).await?;
             if last || part.cursor == part.range.upto {
                 return Ok(());
             }
         }
+    }
+
+    /// Writes a listed page as a chunk of `part` (and advances its cursor), keeping the chunk
+    /// with its entries for this task when it has a slot for it soon; else leaves it to all.
+    async fn write_chunk(
+        &self,
+        part: &crate::store::runs::Partition,
+        chunk: &Range,
+        entries: Vec<plan::Entry>,
+        last: bool,
+    ) -> Result<crate::store::runs::Partition, WorkerError> {
+        let keep =
+            self.ready.lock().await.len() < MAX_READY && !self.stopping.load(Ordering::Relaxed);
+        let new = NewChunk {
+            range: chunk,
+            objects: entries.len() as u64,
+            bytes: entries.iter().map(|e| e.size).sum(),
+            last,
+            keep,
+        };
+        let (next, kept) = self
+            .store
+            .add_chunk(
+                &self.cfg.job,
+                &self.cfg.run,
+                part,
+                new,
+                &self.cfg.task,
+                self.lease_ms(),
+            )
+            .await?;
+        if let Some(c) = kept {
+            self.held.lock().await.hold(c.id.clone(), c.lease_expiry);
+            self.ready.lock().await.push_back((c, entries));
+            self.wake.notify_one();
+        }
+        Ok(next)
     }
 
     /// Reads a partition of an inventory run (one data file) from its cursor, writing one chunk
@@ -866,12 +877,6 @@ impl Worker {
         inv: &Arc<Inventory>,
         mut part: crate::store::runs::Partition,
     ) -> Result<(), WorkerError> {
-        let (job, run, me, lease) = (
-            &self.cfg.job,
-            &self.cfg.run,
-            &self.cfg.task,
-            self.lease_ms(),
-        );
         let from = Range {
             after: part.cursor.clone().or(part.range.after.clone()),
             upto: part.range.upto.clone(),
@@ -896,25 +901,7 @@ impl Worker {
             let mut entries = page.entries;
             entries.sort_by(|a, b| a.rel.cmp(&b.rel));
             entries.dedup_by(|a, b| a.rel == b.rel);
-            let keep =
-                self.ready.lock().await.len() < MAX_READY && !self.stopping.load(Ordering::Relaxed);
-            let new = NewChunk {
-                range: &chunk,
-                objects: entries.len() as u64,
-                bytes: entries.iter().map(|e| e.size).sum(),
-                last: page.end,
-                keep,
-            };
-            let (next, kept) = self
-                .store
-                .add_chunk(job, run, &part, new, me, lease)
-                .await?;
-            part = next;
-            if let Some(c) = kept {
-                self.held.lock().await.hold(c.id.clone(), c.lease_expiry);
-                self.ready.lock().await.push_back((c, entries));
-                self.wake.notify_one();
-            }
+            part = self.write_chunk(&part, &chunk, entries, page.end).await?;
             if page.end {
                 return Ok(());
             }
