@@ -15,7 +15,7 @@ off only to show what it catches:
     GET  /ferry-strict/sessions               {session ARN: its session policy or null}
     GET  /ferry-strict/requests               every request since the last reset, oldest
                                               first: {"time", "service", "operation",
-                                              "write", "key" (a DynamoDB write's pk),
+                                              "write", "key" (a DynamoDB write's pk, an S3 object's key),
                                               "bucket" (S3)} (the last 20,000)
     POST /ferry-strict/deny   {"deny": [{"principal": P, "action": "ecs:ListTasks"}]}
                                               explicit denies (P: a role ARN, an account root
@@ -71,7 +71,7 @@ def log_request(req: Request) -> None:
             form = urllib.parse.parse_qs(req.body().decode("utf-8", "replace")) if req.method == "POST" else {}
             operation = (form.get("Action") or req.query.get("Action") or [""])[0]
         write = not operation.startswith(READS)
-    key = ""
+    key = req.key() if req.service == "s3" else ""
     if req.service == "dynamodb" and write:
         item = req.json().get("Key") or req.json().get("Item") or {}
         key = (item.get("pk") or {}).get("S", "")

@@ -240,6 +240,19 @@ spec:
     job
 }
 
+/// GETs of the report's data file whose key ends with `suffix`.
+fn report_reads(w: &World, suffix: &str) -> usize {
+    w.emu
+        .strict_requests()
+        .iter()
+        .filter(|q| {
+            q["bucket"] == INVENTORY_BUCKET
+                && q["key"].as_str().is_some_and(|k| k.ends_with(suffix))
+                && q["operation"].as_str().unwrap_or("").starts_with("GET")
+        })
+        .count()
+}
+
 /// Requests the run made to the source bucket that list it.
 fn source_lists(w: &World, bucket: &str) -> usize {
     w.emu
@@ -262,8 +275,8 @@ async fn a_csv_inventory_drives_the_run_without_listing_the_source_and_copies_ob
     create_bucket(&w.src, "src-inv", SRC_REGION).await;
     create_bucket(&w.dst("us-east-1"), "dst-inv", "us-east-1").await;
     inventory_bucket(&w).await;
-    // 2,400 objects under data/, with keys a CSV report must URL-encode.
-    let keys: Vec<String> = (0..2400)
+    // 3,000 objects under data/, with keys a CSV report must URL-encode.
+    let keys: Vec<String> = (0..3000)
         .map(|i| match i % 3 {
             0 => format!("data/{i:05}"),
             1 => format!("data/{i:05} with space+plus"),
@@ -299,7 +312,9 @@ async fn a_csv_inventory_drives_the_run_without_listing_the_source_and_copies_ob
     });
     rows.push(row("other/outside-prefix", b"x"));
     rows.sort_by(|a, b| a.key.cmp(&b.key));
-    let (one, two) = rows.split_at(1300);
+    // The first file has more chunks than its lister keeps for its task: the others are claimed
+    // from the index and their rows read again from the file.
+    let (one, two) = rows.split_at(2600);
     let manifest = publish(
         &w,
         "src-inv",
@@ -330,7 +345,11 @@ async fn a_csv_inventory_drives_the_run_without_listing_the_source_and_copies_ob
     let s = w.store.run_summary("inv", "r1").await.unwrap();
     assert!(s.complete(), "{s:?}");
     assert_eq!(s.partitions_total, Some(2), "one partition per data file");
-    assert_eq!(s.progress.objects_copied, 2400);
+    assert_eq!(s.progress.objects_copied, 3000);
+    assert!(
+        report_reads(&w, "data/0000.csv.gz") >= 2,
+        "a chunk claimed from the index read its rows again"
+    );
     assert_eq!(
         s.progress.objects_failed, 1,
         "the object deleted since the report"
@@ -357,7 +376,7 @@ async fn a_parquet_inventory_is_read_a_row_group_at_a_time_and_every_listed_obje
     create_bucket(&w.src, "src-pq", SRC_REGION).await;
     create_bucket(&w.dst("us-east-1"), "dst-pq", "us-east-1").await;
     inventory_bucket(&w).await;
-    let keys: Vec<String> = (0..1700)
+    let keys: Vec<String> = (0..3500)
         .map(|i| {
             format!(
                 "{:012x}",
@@ -384,7 +403,8 @@ async fn a_parquet_inventory_is_read_a_row_group_at_a_time_and_every_listed_obje
         ..row("zz-deleted", b"")
     });
     rows.sort_by(|a, b| a.key.cmp(&b.key));
-    // Row groups of 700 rows: chunks of 1,000 rows cross them.
+    // Row groups of 700 rows: chunks of 1,000 rows cross them, and the chunks the lister does
+    // not keep are read again from only the row groups that hold them.
     let manifest = publish(
         &w,
         "src-pq",
@@ -405,10 +425,17 @@ async fn a_parquet_inventory_is_read_a_row_group_at_a_time_and_every_listed_obje
     assert!(s.complete(), "{s:?}");
     assert_eq!(
         (s.progress.objects_copied, s.progress.objects_failed),
-        (1700, 0)
+        (3500, 0)
     );
     let got = listing(&w.dst("us-east-1"), "dst-pq", "").await;
-    assert_eq!(got.len(), 1700);
+    assert_eq!(got.len(), 3500);
+    // The lister's reads (the footer's 2, then the 5 projected columns of each of the 5 row
+    // groups) and at least one more: a chunk's own.
+    let lister = 2 + 5 * 5;
+    assert!(
+        report_reads(&w, "data/0000.parquet") > lister,
+        "a chunk claimed from the index read its row groups again"
+    );
     assert!(keys.iter().all(|k| got.contains_key(k)));
 }
 
