@@ -89,7 +89,7 @@ spec:
         env = dict(self.env, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{vs3.port}",
                    FERRY_S3_FORCE_PATH_STYLE="true", FERRY_ASSUME_DESTINATION_ROLE="false",
                    FERRY_JOB=job, FERRY_RUN="r1", FERRY_COPY_CONCURRENCY=str(concurrency),
-                   FERRY_LEASE_SECONDS=str(lease), FERRY_LOG="info",
+                   FERRY_LEASE_SECONDS=str(lease), FERRY_LOG=os.environ.get("FERRY_LOG", "info"),
                    FERRY_SHUTDOWN_GRACE_SECONDS="2")
         procs = []
         for t in range(n):
@@ -267,6 +267,7 @@ def inventory(b, a):
               f"{s['first_copy_s']:.1f} s, {rate:.0f} copies/s ({rate / ceiling:.2f} of min(in-flight ceiling, "
               f"budget) = {ceiling:.0f}), exit codes {codes}; source LISTs {s['source_lists']}, "
               f"report GETs {s['inventory_gets']}, destination LISTs {s['lists'] - s['source_lists']}; "
+              f"copies refused by their ETag guard {s['precondition_failed']}; "
               f"missing {k - s['distinct']}, copied twice {s['copied_twice']}", flush=True)
 
 

@@ -99,9 +99,10 @@ impl Layout {
     }
 }
 
-/// The ETag of key `i` (a quoted 32-hex-digit string, as S3 gives single-part objects).
+/// The ETag of key `i`: 32 hex digits, as S3 gives single-part objects (`ETag::Strong` quotes
+/// it on the wire; an inventory report gives it bare).
 pub fn etag(i: u64) -> String {
-    format!("\"{:016x}{:016x}\"", splitmix(i), splitmix(!i))
+    format!("{:016x}{:016x}", splitmix(i), splitmix(!i))
 }
 
 /// A fixed-size concurrent bitmap.
