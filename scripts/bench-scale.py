@@ -212,6 +212,8 @@ def main():
     ap.add_argument("--inventory", action="store_true",
                     help="only the runs driven by an S3 Inventory report (INVENTORY_ROWS rows, 4 tasks)")
     ap.add_argument("--inventory-rows", type=int, default=int(env("INVENTORY_ROWS", 1_000_000)))
+    ap.add_argument("--inventory-formats", default=env("INVENTORY_FORMATS", "list csv parquet"),
+                    help="runs of --inventory: list (the peer: the same keys listed), csv, parquet")
     ap.add_argument("--rss", action="store_true",
                     help="only the worker's peak RSS, one task, at 10^5 keys and at KEYS")
     a = ap.parse_args()
@@ -257,15 +259,25 @@ def main():
 
 
 def inventory(b, a):
-    """Complete runs of 4 tasks whose object list is an S3 Inventory report, CSV then Parquet."""
+    """Complete runs of 4 tasks whose object list is an S3 Inventory report, CSV then Parquet;
+    with `list` among the formats, first the same keys listed, as the peer they are compared to."""
     k = a.inventory_rows
-    for fmt in ("csv", "parquet"):
+    peer = None
+    for fmt in a.inventory_formats.split():
+        if fmt == "list":
+            s, took, codes, _ = b.full("inventory-peer", 4, k, a.copy_rate)
+            peer = s["distinct"] / took
+            print(f"peer: the same {k:,} keys listed, 4 tasks: {took:.1f} s, {peer:.0f} copies/s, "
+                  f"exit codes {codes}; source LISTs {s['source_lists']}; missing {k - s['distinct']}, "
+                  f"copied twice {s['copied_twice']}", flush=True)
+            continue
         s, took, codes, _ = b.full(f"inventory-{fmt}", 4, k, a.copy_rate, inventory=fmt)
         rate = s["distinct"] / took
+        versus = f", {rate / peer:.2f} x the listed peer" if peer else ""
         ceiling = min(4 * a.concurrency * 1000 / a.latency_ms, a.copy_rate)
         print(f"inventory ({fmt}, {k:,} rows in 10 files), 4 tasks: {took:.1f} s, first copy after "
               f"{s['first_copy_s']:.1f} s, {rate:.0f} copies/s ({rate / ceiling:.2f} of min(in-flight ceiling, "
-              f"budget) = {ceiling:.0f}), exit codes {codes}; source LISTs {s['source_lists']}, "
+              f"budget) = {ceiling:.0f}{versus}), exit codes {codes}; source LISTs {s['source_lists']}, "
               f"report GETs {s['inventory_gets']}, destination LISTs {s['lists'] - s['source_lists']}; "
               f"copies refused by their ETag guard {s['precondition_failed']}; "
               f"missing {k - s['distinct']}, copied twice {s['copied_twice']}", flush=True)

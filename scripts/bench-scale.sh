@@ -15,7 +15,8 @@
 # CONCURRENCY (copies in flight per task, 8: one task then stays well under the prefix budget,
 # so scaling shows), WINDOW (seconds of steady state measured per N, 30), TASKS ("1 2 4 8"),
 # FULL_KEYS (keys of the complete runs: exactly-once, kill and SlowDown storm; 100000),
-# INVENTORY_ROWS (rows of the report the --inventory runs read; 1000000).
+# INVENTORY_ROWS (rows of the report the --inventory runs read; 1000000), INVENTORY_FORMATS
+# (the --inventory runs: "list csv parquet", list being the same keys listed, their peer).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

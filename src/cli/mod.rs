@@ -153,8 +153,9 @@ pub enum Command {
     /// FERRY_ASSUME_DESTINATION_ROLE (true; false copies with the task's own credentials).
     ///
     /// Exit codes: 0 run complete, or stopped cleanly on SIGTERM with work checkpointed;
-    /// 1 unexpected error; 2 bad configuration; 3 job or run not found; 4 AWS refused a call
-    /// that cannot succeed on retry (e.g. AccessDenied).
+    /// 1 unexpected error; 2 bad configuration or bad input (an S3 Inventory report that does
+    /// not fit the job); 3 job or run not found; 4 AWS refused a call that cannot succeed on
+    /// retry (e.g. AccessDenied); 5 the watchdog found the task hung.
     #[command(after_help = help::WORKER)]
     Worker,
     /// Reconcile every CopyJob on ECS: task roles, source bucket policy statements, destination

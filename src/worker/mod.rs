@@ -1,5 +1,6 @@
 //! `ferry worker`: the program a Fargate task runs for one run of a CopyJob. Plans listing
-//! partitions, lists them into chunks, claims chunks with leases, merge-joins source and
+//! partitions (or takes one per data file of the job's S3 Inventory report), lists them into
+//! chunks, claims chunks with leases, merge-joins source and
 //! destination listings and copies what differs. Meets the operator only through `store`.
 //!
 //! Environment (set by the operator as RunTask overrides; the same works outside ECS):
@@ -20,7 +21,8 @@
 //! | `FERRY_TEST_HANG_TASK` | tests only: the task with this id hangs in its first copy unit (to prove the watchdog) |
 //!
 //! Exit codes: 0 the run is complete, or the task stopped cleanly on SIGTERM/SIGINT with its
-//! work checkpointed or released; 1 an unexpected error; 2 bad configuration (environment);
+//! work checkpointed or released; 1 an unexpected error; 2 bad configuration (environment) or
+//! bad input (an S3 Inventory report that does not fit the job, see [`inventory`]);
 //! 3 the job or run does not exist; 4 AWS refused a call that cannot succeed on retry (e.g.
 //! AccessDenied on the table or the role); 5 the watchdog found the task hung (its work is
 //! released).

@@ -477,15 +477,32 @@ async fn a_job_named_with_63_characters_starts_tagged_tasks_and_succeeds() {
             .expect("list tasks");
         arns.extend(listed.task_arns().iter().cloned());
     }
-    assert_eq!(arns.len(), 1, "one task for one slot");
     let tasks = ecs
         .describe_tasks()
         .cluster("ferry")
-        .set_tasks(Some(arns))
+        .set_tasks(Some(arns.clone()))
         .include(aws_sdk_ecs::types::TaskField::Tags)
         .send()
         .await
         .expect("describe tasks");
+    // Why each task ended, so that a second task (a replaced first one) explains itself.
+    let ended: Vec<String> = tasks
+        .tasks()
+        .iter()
+        .map(|t| {
+            format!(
+                "{:?} startedBy={:?} stopped={:?} exit={:?}",
+                t.last_status(),
+                t.started_by(),
+                t.stopped_reason(),
+                t.containers()
+                    .iter()
+                    .map(|c| c.exit_code())
+                    .collect::<Vec<_>>()
+            )
+        })
+        .collect();
+    assert_eq!(arns.len(), 1, "one task for one slot: {ended:#?}");
     let task = &tasks.tasks()[0];
     assert!(task.started_by().is_some_and(|s| s.len() <= 36), "{task:?}");
     let tags: BTreeMap<&str, &str> = task
