@@ -256,6 +256,14 @@ fn quoted(etag: &str) -> String {
     }
 }
 
+/// A chunk's entries in key order, each key once, as a listing gives them (the merge needs it;
+/// a report's rows need not be sorted).
+pub fn sorted(mut entries: Vec<Entry>) -> Vec<Entry> {
+    entries.sort_by(|a, b| a.rel.cmp(&b.rel));
+    entries.dedup_by(|a, b| a.rel == b.rel);
+    entries
+}
+
 /// The position of row `row` of file `file`.
 pub fn position(file: usize, row: u64) -> String {
     format!("{file:06}.{row:012}")

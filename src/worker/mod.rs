@@ -900,9 +900,7 @@ impl Worker {
                 after: after.clone(),
                 upto: upto.clone(),
             };
-            let mut entries = page.entries;
-            entries.sort_by(|a, b| a.rel.cmp(&b.rel));
-            entries.dedup_by(|a, b| a.rel == b.rel);
+            let entries = inventory::sorted(page.entries);
             part = self.write_chunk(&part, &chunk, entries, page.end).await?;
             if page.end {
                 return Ok(());
@@ -918,10 +916,7 @@ impl Worker {
             Some(inv) => {
                 let file = inventory::file_of(range);
                 let (first, last) = inventory::rows(file, range);
-                let mut entries = inv.entries(file, first, last).await?;
-                entries.sort_by(|a, b| a.rel.cmp(&b.rel));
-                entries.dedup_by(|a, b| a.rel == b.rel);
-                Ok(entries)
+                Ok(inventory::sorted(inv.entries(file, first, last).await?))
             }
             None => Ok(self.copier.list(Side::Source, range, None).await?.0),
         }
