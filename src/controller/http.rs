@@ -21,7 +21,14 @@ pub(super) async fn serve(
             "/metrics",
             get(move || {
                 let m = Arc::clone(&metrics);
-                async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
+                async move {
+                    let pieces = crate::metrics::pieces(m)
+                        .map(|p| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(p)));
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        axum::body::Body::from_stream(futures_util::stream::iter(pieces)),
+                    )
+                }
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))

@@ -3,8 +3,12 @@
 //! `job` is the label Prometheus gives every scrape target). Job counters are
 //! derived from the progress the store keeps (cumulative over runs), so they do not go
 //! backwards when the operator restarts or leadership moves.
+//!
+//! The per-job families live in `jobs.rs`, outside the `prometheus` registry: at 10,000 jobs
+//! the registry's per-series objects were the operator's largest memory cost.
 
-use std::collections::{BTreeSet, HashMap};
+mod jobs;
+
 use std::sync::Mutex;
 
 use prometheus::core::Collector;
@@ -53,25 +57,11 @@ pub const NAMES: &[&str] = &[
 /// The operator's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
-    copied_bytes: IntCounterVec,
-    copied_objects: IntCounterVec,
-    skipped_objects: IntCounterVec,
-    failed_objects: IntCounterVec,
-    listed_objects: IntCounterVec,
-    remaining_objects: IntGaugeVec,
-    remaining_bytes: IntGaugeVec,
-    phase: IntGaugeVec,
-    running_tasks: IntGaugeVec,
-    restarts: IntCounterVec,
-    placement_failures: IntCounterVec,
     corrections: IntCounterVec,
     reconcile_duration: HistogramVec,
     reconcile_errors: IntCounterVec,
     aws_requests: IntCounterVec,
     leader: IntGauge,
-    last_success: IntGaugeVec,
-    schedule_period: IntGaugeVec,
-    next_run: IntGaugeVec,
     queue_depth: IntGauge,
     queue_adds: IntCounter,
     queue_retries: IntCounter,
@@ -79,12 +69,8 @@ pub struct Metrics {
     active_reconciles: IntGauge,
     /// The queue's adds and retries last exported (a new term starts a new queue from 0).
     seen_queue: Mutex<(u64, u64)>,
-    /// Jobs with per-job series, to drop them all when this replica steps down.
-    jobs: Mutex<BTreeSet<String>>,
-    /// Restart counts last seen per (job, run), to turn status totals into counter increments.
-    /// Per job: the run whose counters were last exported, and its failed, platform,
-    /// interrupted and placement-failure counts then.
-    seen_restarts: Mutex<HashMap<String, (String, [u32; 4])>>,
+    /// Every per-job series (label `copyjob`), outside the registry.
+    jobs: jobs::JobTable,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -119,15 +105,6 @@ fn gauge(
     labels: &[&str],
 ) -> Result<IntGaugeVec, prometheus::Error> {
     registered(r, IntGaugeVec::new(Opts::new(name, help), labels))
-}
-
-/// Raises a counter to `target` (never lowers it).
-fn raise(c: &IntCounterVec, labels: &[&str], target: u64) {
-    let m = c.with_label_values(labels);
-    let cur = m.get();
-    if target > cur {
-        m.inc_by(target - cur);
-    }
 }
 
 impl Metrics {
@@ -168,24 +145,6 @@ impl Metrics {
         let int_gauge = |name: &str, help: &str| registered(&r, IntGauge::new(name, help));
         let int_counter = |name: &str, help: &str| registered(&r, IntCounter::new(name, help));
         Ok(Metrics {
-            last_success: gauge(
-                &r,
-                "ferry_last_success_timestamp_seconds",
-                "When a run of the job last finished successfully (Unix time)",
-                &["copyjob"],
-            )?,
-            schedule_period: gauge(
-                &r,
-                "ferry_schedule_period_seconds",
-                "The time between a Sync job's next two schedule ticks",
-                &["copyjob"],
-            )?,
-            next_run: gauge(
-                &r,
-                "ferry_next_run_timestamp_seconds",
-                "When the schedule starts the job's next run (Unix time; absent when none is due)",
-                &["copyjob"],
-            )?,
             queue_depth: int_gauge(
                 "ferry_workqueue_depth",
                 "Jobs due for a reconcile and waiting for a slot",
@@ -210,73 +169,7 @@ impl Metrics {
             )?,
             active_reconciles: int_gauge("ferry_active_reconciles", "Reconciles under way")?,
             seen_queue: Mutex::new((0, 0)),
-            jobs: Mutex::new(BTreeSet::new()),
-            copied_bytes: counter(
-                &r,
-                "ferry_copied_bytes_total",
-                "Bytes copied, over all runs",
-                &["copyjob"],
-            )?,
-            copied_objects: counter(
-                &r,
-                "ferry_copied_objects_total",
-                "Objects copied, over all runs",
-                &["copyjob"],
-            )?,
-            skipped_objects: counter(
-                &r,
-                "ferry_skipped_objects_total",
-                "Objects already identical at the destination, over all runs",
-                &["copyjob"],
-            )?,
-            failed_objects: counter(
-                &r,
-                "ferry_failed_objects_total",
-                "Objects that failed (reported per object), over all runs",
-                &["copyjob"],
-            )?,
-            listed_objects: counter(
-                &r,
-                "ferry_listed_objects_total",
-                "Source objects listed, over all runs",
-                &["copyjob"],
-            )?,
-            remaining_objects: gauge(
-                &r,
-                "ferry_remaining_objects",
-                "Objects listed but not yet handled in the current run",
-                &["copyjob"],
-            )?,
-            remaining_bytes: gauge(
-                &r,
-                "ferry_remaining_bytes",
-                "Bytes listed but not yet handled in the current run",
-                &["copyjob"],
-            )?,
-            phase: gauge(
-                &r,
-                "ferry_job_phase",
-                "1 for the job's current phase, 0 for the others",
-                &["copyjob", "phase"],
-            )?,
-            running_tasks: gauge(
-                &r,
-                "ferry_running_tasks",
-                "Worker tasks of the job's current run that ECS reports running",
-                &["copyjob"],
-            )?,
-            restarts: counter(
-                &r,
-                "ferry_task_restarts_total",
-                "Worker tasks replaced, by reason (failed, platform, interrupted)",
-                &["copyjob", "reason"],
-            )?,
-            placement_failures: counter(
-                &r,
-                "ferry_placement_failures_total",
-                "RunTask calls that ECS could not place (no ENI, no capacity)",
-                &["copyjob"],
-            )?,
+            jobs: jobs::JobTable::default(),
             corrections: counter(
                 &r,
                 "ferry_drift_corrections_total",
@@ -298,15 +191,13 @@ impl Metrics {
             reconcile_duration,
             leader,
             registry: r,
-            seen_restarts: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The text exposition format.
+    /// The whole text exposition at once (tests and small tables; `/metrics` streams
+    /// [`Metrics::pieces`]).
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        pieces(self).collect()
     }
 
     pub fn aws_request(&self, service: &str, operation: &str, outcome: &str) {
@@ -347,17 +238,10 @@ impl Metrics {
         *seen = (stats.adds, stats.retries);
     }
 
-    /// Exports a Sync job's schedule period (`None`: removes the series).
+    /// Exports a Sync job's schedule period (`None`: removes the series). Call it after
+    /// `observe_job`: a job not yet observed has no series.
     pub fn observe_schedule(&self, job: &str, period_seconds: Option<u64>) {
-        match period_seconds {
-            Some(s) => self
-                .schedule_period
-                .with_label_values(&[job])
-                .set(i64::try_from(s).unwrap_or(i64::MAX)),
-            None => {
-                let _ = self.schedule_period.remove_label_values(&[job]);
-            }
-        }
+        self.jobs.schedule(job, period_seconds);
     }
 
     /// Records how long a job waited past its due time.
@@ -368,10 +252,7 @@ impl Metrics {
     /// Steps down: drops every per-job series, so a `sum()` over replicas counts each job once
     /// (the new leader exports them; its counters start from the store's totals).
     pub fn step_down(&self) {
-        let jobs = std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|e| e.into_inner()));
-        for job in jobs {
-            self.forget_job(&job);
-        }
+        self.jobs.clear();
         self.observe_queue(Stats::default());
         // Last: a scrape that sees `ferry_leader 0` sees no per-job series.
         self.set_leader(false);
@@ -379,134 +260,27 @@ impl Metrics {
 
     /// Exports a job's status: cumulative counters, phase, remaining work, tasks and restarts.
     pub fn observe_job(&self, job: &str, status: &CopyJobStatus, running_tasks: usize) {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(job.to_string());
-        let unix = |t: &Option<String>| {
-            t.as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.timestamp())
-        };
-        match unix(&status.last_successful_time) {
-            Some(t) => self.last_success.with_label_values(&[job]).set(t),
-            None => {
-                let _ = self.last_success.remove_label_values(&[job]);
-            }
-        }
-        match unix(&status.next_run_time) {
-            Some(t) => self.next_run.with_label_values(&[job]).set(t),
-            None => {
-                let _ = self.next_run.remove_label_values(&[job]);
-            }
-        }
-        let total = cumulative(status);
-        raise(&self.copied_bytes, &[job], total.bytes_copied);
-        raise(&self.copied_objects, &[job], total.objects_copied);
-        raise(&self.skipped_objects, &[job], total.objects_skipped);
-        raise(&self.failed_objects, &[job], total.objects_failed);
-        raise(&self.listed_objects, &[job], total.objects_listed);
-        let p = &status.progress;
-        let done = p.objects_copied + p.objects_skipped + p.objects_failed;
-        let done_bytes = p.bytes_copied + p.bytes_skipped;
-        let finished = status.run.as_ref().is_some_and(|r| r.finished_at.is_some());
-        let (rem, rem_bytes) = if finished {
-            (0, 0)
-        } else {
-            (
-                p.objects_listed.saturating_sub(done),
-                p.bytes_listed.saturating_sub(done_bytes),
-            )
-        };
-        self.remaining_objects
-            .with_label_values(&[job])
-            .set(i64::try_from(rem).unwrap_or(i64::MAX));
-        self.remaining_bytes
-            .with_label_values(&[job])
-            .set(i64::try_from(rem_bytes).unwrap_or(i64::MAX));
-        for ph in PHASES {
-            self.phase
-                .with_label_values(&[job, ph.as_str()])
-                .set(i64::from(ph == status.phase));
-        }
-        self.running_tasks
-            .with_label_values(&[job])
-            .set(i64::try_from(running_tasks).unwrap_or(0));
-        for reason in ["failed", "platform", "interrupted"] {
-            // Create the series at 0 so rate() sees the first restart.
-            let _ = self.restarts.with_label_values(&[job, reason]);
-        }
-        let _ = self.placement_failures.with_label_values(&[job]);
-        if let Some(run) = &status.run {
-            let mut seen = self.seen_restarts.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = seen
-                .entry(job.to_string())
-                .or_insert_with(|| (run.id.clone(), [0; 4]));
-            if entry.0 != run.id {
-                *entry = (run.id.clone(), [0; 4]);
-            }
-            let now = [
-                run.failures,
-                run.platform_restarts,
-                run.interruptions,
-                run.placement_failures,
-            ];
-            for (i, n) in now.into_iter().enumerate() {
-                let before = &mut entry.1[i];
-                if n <= *before {
-                    continue;
-                }
-                let by = u64::from(n - *before);
-                *before = n;
-                match i {
-                    0 => self.restarts.with_label_values(&[job, "failed"]).inc_by(by),
-                    1 => self
-                        .restarts
-                        .with_label_values(&[job, "platform"])
-                        .inc_by(by),
-                    2 => self
-                        .restarts
-                        .with_label_values(&[job, "interrupted"])
-                        .inc_by(by),
-                    _ => self.placement_failures.with_label_values(&[job]).inc_by(by),
-                }
-            }
-        }
+        self.jobs.observe(job, status, running_tasks);
     }
 
     /// Drops a deleted job's series.
     pub fn forget_job(&self, job: &str) {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(job);
-        self.seen_restarts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(job);
-        let _ = self.last_success.remove_label_values(&[job]);
-        let _ = self.next_run.remove_label_values(&[job]);
-        let _ = self.schedule_period.remove_label_values(&[job]);
-        for c in [
-            &self.copied_bytes,
-            &self.copied_objects,
-            &self.skipped_objects,
-            &self.failed_objects,
-            &self.listed_objects,
-        ] {
-            let _ = c.remove_label_values(&[job]);
-        }
-        let _ = self.remaining_objects.remove_label_values(&[job]);
-        let _ = self.remaining_bytes.remove_label_values(&[job]);
-        let _ = self.running_tasks.remove_label_values(&[job]);
-        for ph in PHASES {
-            let _ = self.phase.remove_label_values(&[job, ph.as_str()]);
-        }
-        for reason in ["failed", "platform", "interrupted"] {
-            let _ = self.restarts.remove_label_values(&[job, reason]);
-        }
-        let _ = self.placement_failures.remove_label_values(&[job]);
+        self.jobs.forget(job);
     }
+}
+
+/// The text exposition in pieces: first the registry's own metrics (a fixed, small set), then
+/// the per-job families [`jobs::PIECE`] jobs at a time, so a scrape of 10,000 jobs never holds
+/// its whole text.
+pub fn pieces<M: std::ops::Deref<Target = Metrics>>(m: M) -> impl Iterator<Item = String> {
+    let mut head = Vec::new();
+    let _ = TextEncoder::new().encode(&m.registry.gather(), &mut head);
+    let head = String::from_utf8(head).unwrap_or_default();
+    let mut cursor = jobs::Cursor::default();
+    std::iter::once(head).chain(std::iter::from_fn(move || {
+        let mut piece = String::new();
+        m.jobs.write_piece(&mut cursor, &mut piece).then_some(piece)
+    }))
 }
 
 /// Totals over all runs: earlier runs' totals plus the current run's progress.
@@ -536,6 +310,13 @@ mod tests {
         }
         assert!(listed(Phase::Blocked));
         assert_eq!(PHASES.len(), 8);
+    }
+
+    #[test]
+    fn every_per_job_family_is_a_documented_name() {
+        for name in jobs::names() {
+            assert!(NAMES.contains(&name), "{name} is not in NAMES");
+        }
     }
 
     #[test]
