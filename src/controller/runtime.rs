@@ -207,28 +207,36 @@ async fn resync(ctx: Arc<Context>, shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match ctx.store.list_jobs().await {
-            Ok(jobs) => {
-                let now = crate::store::runs::now_ms();
-                let mut triggered = 0;
-                for job in &jobs {
-                    if let Some(s) = &job.job.status {
-                        ctx.metrics.observe_job(job.name(), s, running_of(s));
-                        ctx.metrics.observe_schedule(
-                            job.name(),
-                            super::plan::schedule_period(&job.job.spec.run, now),
-                        );
-                    }
-                    if needs_attention(job, ctx.drift_due(job.name()), now) {
-                        shared.queue.lock().await.resync(job.name(), Instant::now());
-                        shared.notify.notify_one();
-                        triggered += 1;
-                    }
+        // Page by page: 10,000 jobs are never held at once.
+        let now = crate::store::runs::now_ms();
+        let (mut seen, mut triggered) = (0, 0);
+        let mut pages = ctx.store.job_pages(None);
+        loop {
+            let jobs = match pages.next().await {
+                Ok(Some(jobs)) => jobs,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "resync: cannot list jobs");
+                    break;
                 }
-                tracing::debug!(jobs = jobs.len(), triggered, "resync");
+            };
+            seen += jobs.len();
+            for job in &jobs {
+                if let Some(s) = &job.job.status {
+                    ctx.metrics.observe_job(job.name(), s, running_of(s));
+                    ctx.metrics.observe_schedule(
+                        job.name(),
+                        super::plan::schedule_period(&job.job.spec.run, now),
+                    );
+                }
+                if needs_attention(job, ctx.drift_due(job.name()), now) {
+                    shared.queue.lock().await.resync(job.name(), Instant::now());
+                    shared.notify.notify_one();
+                    triggered += 1;
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "resync: cannot list jobs"),
         }
+        tracing::debug!(jobs = seen, triggered, "resync");
     }
 }
 

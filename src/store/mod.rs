@@ -89,6 +89,57 @@ impl StoreError {
     }
 }
 
+/// Jobs page by page (see [`Store::job_pages`]). A job's spec and status items share their
+/// index sort key (the name), so they are adjacent in the index, but a page may end between
+/// them: the items of a page's last name wait for the next page.
+pub struct JobPages<'a> {
+    store: &'a Store,
+    limit: Option<i32>,
+    start: Option<Item>,
+    carry: Vec<Item>,
+    done: bool,
+}
+
+impl JobPages<'_> {
+    /// The next page's jobs; `None` when every job was returned.
+    pub async fn next(&mut self) -> Result<Option<Vec<StoredJob>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let store = self.store;
+        let mut out = store
+            .client
+            .query()
+            .table_name(&store.table)
+            .index_name(GSI)
+            .key_condition_expression("gsi1pk = :p")
+            .expression_attribute_values(":p", s(JOBS_PARTITION))
+            .set_exclusive_start_key(self.start.take())
+            .set_limit(self.limit)
+            .send()
+            .await
+            .map_err(|e| store.aws_err("Query", e))?;
+        let mut items = std::mem::take(&mut self.carry);
+        items.extend(out.items.take().unwrap_or_default());
+        match out.last_evaluated_key.take() {
+            Some(k) if !k.is_empty() => {
+                self.start = Some(k);
+                let last = items
+                    .last()
+                    .and_then(|i| get_s(i, "gsi1sk"))
+                    .map(str::to_string);
+                let split = items
+                    .iter()
+                    .rposition(|i| get_s(i, "gsi1sk").map(str::to_string) != last)
+                    .map_or(0, |p| p + 1);
+                self.carry = items.split_off(split);
+            }
+            _ => self.done = true,
+        }
+        store.assemble(items, false).map(Some)
+    }
+}
+
 /// A job as stored: the spec item and, if the operator wrote one, the status item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredJob {
@@ -491,27 +542,25 @@ impl Store {
 
     /// Lists every job (spec and status), sorted by name.
     pub async fn list_jobs(&self) -> Result<Vec<StoredJob>, StoreError> {
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(GSI)
-                .key_condition_expression("gsi1pk = :p")
-                .expression_attribute_values(":p", s(JOBS_PARTITION))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| self.aws_err("Query", e))?;
-            items.extend(out.items().iter().cloned());
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
+        let mut jobs = Vec::new();
+        let mut pages = self.job_pages(None);
+        while let Some(page) = pages.next().await? {
+            jobs.extend(page);
         }
-        self.assemble(items, false)
+        Ok(jobs)
+    }
+
+    /// Every job, one page of the index at a time (sorted by name), for callers that must not
+    /// hold every job at once: the operator's resync of 10,000 jobs. `items_per_page` caps a
+    /// page's items (spec and status count one each); `None` leaves DynamoDB's 1 MB pages.
+    pub fn job_pages(&self, items_per_page: Option<i32>) -> JobPages<'_> {
+        JobPages {
+            store: self,
+            limit: items_per_page,
+            start: None,
+            carry: Vec::new(),
+            done: false,
+        }
     }
 
     /// Joins spec and status items into jobs. A status without a spec (a job being removed) is

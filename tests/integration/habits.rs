@@ -64,6 +64,32 @@ async fn apply_reads_a_multi_document_stream_from_standard_input() {
 }
 
 #[tokio::test]
+async fn a_listing_in_pages_of_any_size_joins_each_jobs_spec_and_status() {
+    let (emu, store) = initialized().await;
+    let names = ["a", "b", "c", "d", "e"];
+    let stream: Vec<String> = names.iter().map(|n| labelled(n, "team: x")).collect();
+    assert_eq!(apply_stdin(&emu, &[], &stream.join("---\n")).code, 0);
+    for name in ["a", "c", "d"] {
+        let status = CopyJobStatus {
+            phase: Phase::Running,
+            ..CopyJobStatus::default()
+        };
+        store.put_status(name, &status, 0).await.expect("status");
+    }
+    let whole = store.list_jobs().await.expect("list");
+    assert_eq!(whole.iter().filter(|j| j.job.status.is_some()).count(), 3);
+    // Pages of 1 to 4 items end between a job's spec and its status in every possible place.
+    for size in 1..=4 {
+        let mut pages = store.job_pages(Some(size));
+        let mut paged = Vec::new();
+        while let Some(page) = pages.next().await.expect("page") {
+            paged.extend(page);
+        }
+        assert_eq!(paged, whole, "pages of {size} items");
+    }
+}
+
+#[tokio::test]
 async fn selectors_choose_what_get_delete_and_prune_touch() {
     let (emu, store) = initialized().await;
     let all = [
