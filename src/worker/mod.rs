@@ -36,13 +36,12 @@ pub mod plan;
 pub mod queue;
 pub mod split;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use self::budget::RateLimiter;
@@ -217,27 +216,17 @@ struct Worker {
     /// positions in it (see [`inventory`]), read instead of listed.
     inventory: Option<Arc<Inventory>>,
     ranges: Vec<Range>,
-    /// Leases this task holds, renewed by the heartbeat at half life.
-    held: Mutex<queue::Leases>,
-    /// Chunks this task's listers wrote already leased to it, waiting for a free slot (at most
-    /// [`MAX_READY`]), each with the source listing its lister just read; they need no claim,
-    /// and their copier lists only the destination.
-    ready: Mutex<VecDeque<(Chunk, Vec<plan::Entry>)>>,
-    /// When this task may next ask the claim index for work.
-    idle: std::sync::Mutex<queue::Idle>,
-    /// Signalled when a chunk lands in `ready`.
+    /// Everything this task knows about its work: leases held (renewed by the heartbeat at
+    /// half life), chunks its listers kept for it (at most [`MAX_READY`], each with the source
+    /// listing its lister just read; they need no claim, and their copier lists only the
+    /// destination), partitions listed or held, units copying, the idle backoff, stopping.
+    /// Never locked across an await.
+    sched: std::sync::Mutex<queue::Scheduler<(Chunk, Vec<plan::Entry>)>>,
+    /// Signalled when a chunk is kept.
     wake: Notify,
-    /// Partitions this task finished listing (so it does not try to claim them again).
-    listed: std::sync::Mutex<Vec<u32>>,
     live: Live,
     refreshes: Arc<AtomicU64>,
     copies: Arc<Semaphore>,
-    /// Partitions this task is listing now.
-    listing: std::sync::atomic::AtomicUsize,
-    /// Chunks this task is copying now.
-    copying: std::sync::atomic::AtomicUsize,
-    /// Set on SIGTERM: claim nothing new.
-    stopping: AtomicBool,
     /// Set when the grace period is over: abandon in-flight work and release it.
     abandon: AtomicBool,
 }
@@ -395,19 +384,13 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         copier,
         inventory,
         ranges,
-        held: Mutex::new(queue::Leases::default()),
-        ready: Mutex::new(VecDeque::new()),
-        idle: std::sync::Mutex::new(queue::Idle::default()),
+        sched: std::sync::Mutex::new(queue::Scheduler::new(MAX_READY, MAX_LISTERS)),
         wake: Notify::new(),
-        listed: std::sync::Mutex::new(Vec::new()),
         live: Live {
             alive_ms,
             ..Live::default()
         },
         refreshes,
-        listing: std::sync::atomic::AtomicUsize::new(0),
-        copying: std::sync::atomic::AtomicUsize::new(0),
-        stopping: AtomicBool::new(false),
         abandon: AtomicBool::new(false),
     });
     let heartbeat = tokio::spawn(Arc::clone(&worker).heartbeat());
@@ -415,7 +398,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
     let result = Arc::clone(&worker).schedule().await;
     heartbeat.abort();
     signals.abort();
-    let state = match (&result, worker.stopping.load(Ordering::Relaxed)) {
+    let state = match (&result, worker.sched().stopping()) {
         (Err(_), _) => "failed",
         (Ok(()), true) => "stopped",
         (Ok(()), false) => "done",
@@ -518,6 +501,11 @@ enum Work {
 }
 
 impl Worker {
+    /// The scheduler, locked (a poisoned lock still holds consistent plain data).
+    fn sched(&self) -> std::sync::MutexGuard<'_, queue::Scheduler<(Chunk, Vec<plan::Entry>)>> {
+        self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lease_ms(&self) -> u64 {
         u64::try_from(self.cfg.lease.as_millis()).unwrap_or(60_000)
     }
@@ -526,9 +514,8 @@ impl Worker {
     /// the task is told to stop; chunks leased but not started are then given back.
     async fn schedule(self: Arc<Self>) -> Result<(), WorkerError> {
         let result = Arc::clone(&self).schedule_units().await;
-        let unstarted: Vec<Chunk> = self.ready.lock().await.drain(..).map(|(c, _)| c).collect();
-        for c in unstarted {
-            self.held.lock().await.release(&c.id);
+        let unstarted = self.sched().drain_kept();
+        for (c, _) in unstarted {
             let _ = self
                 .store
                 .release_chunk(
@@ -545,15 +532,11 @@ impl Worker {
 
     async fn schedule_units(self: Arc<Self>) -> Result<(), WorkerError> {
         let mut set: JoinSet<Result<(), WorkerError>> = JoinSet::new();
-        let mut partitions = queue::Partitions::default();
         let mut first_error = None;
         loop {
             let mut claimed_any = false;
-            while set.len() < SLOTS
-                && !self.stopping.load(Ordering::Relaxed)
-                && first_error.is_none()
-            {
-                match self.claim(&mut partitions).await {
+            while set.len() < SLOTS && self.sched().claiming() && first_error.is_none() {
+                match self.claim().await {
                     Ok(Some(work)) => {
                         claimed_any = true;
                         let this = Arc::clone(&self);
@@ -574,7 +557,7 @@ impl Worker {
                 if let Some(e) = first_error {
                     return Err(e);
                 }
-                if self.stopping.load(Ordering::Relaxed) {
+                if self.sched().stopping() {
                     return Ok(());
                 }
                 match self.store.run_summary(&self.cfg.job, &self.cfg.run).await {
@@ -593,7 +576,7 @@ impl Worker {
             }
             // While copying, look again soon: the next chunk is claimed as soon as copy slots
             // free up, so copies go on without a gap between chunks.
-            let wait = if claimed_any || self.copying.load(Ordering::Relaxed) > 0 {
+            let wait = if claimed_any || self.sched().copying() > 0 {
                 Duration::from_millis(50)
             } else {
                 Duration::from_millis(500)
@@ -623,24 +606,15 @@ impl Worker {
 
     /// Fills a free work slot: the steps [`queue::steps`] gives for what the task knows now,
     /// tried in order until one finds work.
-    async fn claim(&self, partitions: &mut queue::Partitions) -> Result<Option<Work>, WorkerError> {
-        let slot = queue::Slot {
-            copying: self.copying.load(Ordering::Relaxed),
-            free_copies: self.copies.available_permits(),
-            kept: self.ready.lock().await.len(),
-            listing: self.listing.load(Ordering::Relaxed),
-            max_listers: MAX_LISTERS,
-            index_open: self.idle.lock().is_ok_and(|i| i.may_claim(now_ms())),
-        };
+    async fn claim(&self) -> Result<Option<Work>, WorkerError> {
+        let slot = self.sched().slot(self.copies.available_permits(), now_ms());
         for step in queue::steps(&slot) {
             let found = match step {
-                queue::Step::CopyKept => self
-                    .ready
-                    .lock()
-                    .await
-                    .pop_front()
-                    .map(|(c, listing)| Work::Copy(c, Some(listing))),
-                queue::Step::ClaimPartition => self.claim_partition(partitions).await?,
+                queue::Step::CopyKept => {
+                    let kept = self.sched().take_kept();
+                    kept.map(|(c, listing)| Work::Copy(c, Some(listing)))
+                }
+                queue::Step::ClaimPartition => self.claim_partition().await?,
                 queue::Step::ClaimChunk => self.claim_chunk().await?,
             };
             if found.is_some() {
@@ -651,27 +625,18 @@ impl Worker {
     }
 
     /// Claims a listing partition not known to be listed or held by another task.
-    async fn claim_partition(
-        &self,
-        partitions: &mut queue::Partitions,
-    ) -> Result<Option<Work>, WorkerError> {
+    async fn claim_partition(&self) -> Result<Option<Work>, WorkerError> {
         let (job, run, me, lease) = (
             &self.cfg.job,
             &self.cfg.run,
             &self.cfg.task,
             self.lease_ms(),
         );
-        if let Ok(mut listed) = self.listed.lock() {
-            for i in listed.drain(..) {
-                partitions.done(i);
-            }
-        }
-        let held = self.held.lock().await.clone();
         let now = now_ms();
         let count = self.ranges.len() as u32;
         let start = rand::random_range(0..count.max(1));
-        let mine = |i: u32| held.holds(&crate::store::runs::partition_sk(i));
-        for i in partitions.candidates(count, start, now, mine) {
+        let candidates = self.sched().partition_candidates(count, start, now);
+        for i in candidates {
             match self
                 .store
                 .claim_partition(job, run, i, &self.ranges[i as usize], me, lease)
@@ -679,14 +644,13 @@ impl Worker {
             {
                 Claim::Claimed(p) => {
                     let sk = crate::store::runs::partition_sk(i);
-                    self.held.lock().await.hold(sk, now + lease);
-                    self.listing.fetch_add(1, Ordering::Relaxed);
+                    self.sched().listing_started(i, sk, now + lease);
                     return Ok(Some(Work::List(p)));
                 }
                 // A listed partition is never claimable again.
-                Claim::Done => partitions.done(i),
+                Claim::Done => self.sched().partition_done(i),
                 // Not worth another conditional write until that lease could have expired.
-                Claim::Held { until } => partitions.held_until(i, until),
+                Claim::Held { until } => self.sched().partition_held_until(i, until),
             }
         }
         Ok(None)
@@ -700,7 +664,6 @@ impl Worker {
             &self.cfg.task,
             self.lease_ms(),
         );
-        let held = self.held.lock().await.clone();
         // Shards of the claim index in a random rotation: tasks start at different ones. Chunks
         // are spread over every shard, so a few empty ones mean little or no work: the task
         // then idles rather than read them all.
@@ -719,17 +682,12 @@ impl Worker {
             let offset = rand::random_range(0..ids.len().max(1));
             ids.rotate_left(offset);
             for id in ids {
-                if held.holds(&id) {
+                if self.sched().holds(&id) {
                     continue;
                 }
                 if let Some(claimed) = self.store.claim_chunk(job, run, &id, me, lease).await? {
-                    self.held
-                        .lock()
-                        .await
-                        .hold(claimed.id.clone(), claimed.lease_expiry);
-                    if let Ok(mut idle) = self.idle.lock() {
-                        idle.found_work();
-                    }
+                    self.sched()
+                        .chunk_claimed(claimed.id.clone(), claimed.lease_expiry);
                     return Ok(Some(Work::Copy(claimed, None)));
                 }
             }
@@ -740,14 +698,11 @@ impl Worker {
 
     /// Found no work: the next claim waits (see [`queue::Idle`]).
     fn idle_for_now(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.found_nothing(now_ms());
-        }
+        self.sched().found_nothing(now_ms());
     }
 
     fn idle_left(&self) -> Duration {
-        let until = self.idle.lock().map_or(0, |i| i.until);
-        Duration::from_millis(until.saturating_sub(now_ms()))
+        Duration::from_millis(self.sched().idle_left(now_ms()))
     }
 
     async fn perform(self: Arc<Self>, work: Work) -> Result<(), WorkerError> {
@@ -761,23 +716,17 @@ impl Worker {
             Work::List(p) => {
                 let index = p.index;
                 let r = self.list_partition(p).await;
-                self.listing.fetch_sub(1, Ordering::Relaxed);
-                if r.is_ok()
-                    && let Ok(mut listed) = self.listed.lock()
-                {
-                    listed.push(index);
-                }
+                self.sched().listing_ended(index, &sk, r.is_ok());
                 r
             }
             Work::Copy(c, listing) => {
-                self.copying.fetch_add(1, Ordering::Relaxed);
+                self.sched().copy_started();
                 let r = self.copy_chunk(&c, listing).await;
-                self.copying.fetch_sub(1, Ordering::Relaxed);
+                self.sched().copy_ended(&sk);
                 r
             }
         };
         tracing::debug!(unit = %sk, ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "work unit finished");
-        self.held.lock().await.release(&sk);
         if result.is_err() || self.abandon.load(Ordering::Relaxed) {
             // Give the work back rather than let its lease run out: at once on shutdown, after
             // a pause that grows with its attempts when it failed.
@@ -844,8 +793,7 @@ impl Worker {
         entries: Vec<plan::Entry>,
         last: bool,
     ) -> Result<crate::store::runs::Partition, WorkerError> {
-        let keep =
-            self.ready.lock().await.len() < MAX_READY && !self.stopping.load(Ordering::Relaxed);
+        let keep = self.sched().may_keep();
         let new = NewChunk {
             range: chunk,
             objects: entries.len() as u64,
@@ -865,8 +813,8 @@ impl Worker {
             )
             .await?;
         if let Some(c) = kept {
-            self.held.lock().await.hold(c.id.clone(), c.lease_expiry);
-            self.ready.lock().await.push_back((c, entries));
+            self.sched()
+                .kept(c.id.clone(), c.lease_expiry, (c, entries));
             self.wake.notify_one();
         }
         Ok(next)
@@ -1115,7 +1063,7 @@ impl Worker {
         loop {
             tokio::time::sleep(period).await;
             let at = now_ms();
-            let due = self.held.lock().await.due(at, self.lease_ms());
+            let due = self.sched().due(at, self.lease_ms());
             for sk in due {
                 match self
                     .store
@@ -1128,9 +1076,9 @@ impl Worker {
                     )
                     .await
                 {
-                    Ok(true) => self.held.lock().await.renewed(&sk, at + self.lease_ms()),
+                    Ok(true) => self.sched().renewed(&sk, at + self.lease_ms()),
                     // A unit that finished between the snapshot and the renewal is not a loss.
-                    Ok(false) if !self.held.lock().await.holds(&sk) => {}
+                    Ok(false) if !self.sched().holds(&sk) => {}
                     Ok(false) => tracing::warn!(lease = %sk, "lease lost to another task"),
                     Err(e) => tracing::warn!(lease = %sk, error = %e, "could not renew lease"),
                 }
@@ -1146,7 +1094,7 @@ impl Worker {
     /// for the other tasks, its state is written as failed, and the process exits
     /// [`WATCHDOG_EXIT`]; the operator counts the task as failed and replaces it.
     async fn watchdog(&self) {
-        let held: Vec<String> = self.held.lock().await.keys();
+        let held: Vec<String> = self.sched().leases();
         let quiet = now_ms().saturating_sub(self.live.alive_ms.load(Ordering::Relaxed));
         if held.is_empty() || u128::from(quiet) < self.cfg.watchdog.as_millis() {
             return;
@@ -1197,7 +1145,7 @@ impl Worker {
             grace_s = self.cfg.grace.as_secs(),
             "stop requested: finishing in-flight work"
         );
-        self.stopping.store(true, Ordering::Relaxed);
+        self.sched().stop();
         tokio::time::sleep(self.cfg.grace).await;
         tracing::warn!("grace period over: releasing unfinished work");
         self.abandon.store(true, Ordering::Relaxed);

@@ -1,10 +1,13 @@
-//! The worker's scheduling decisions as plain data, time passed in: what to try next for a
-//! free work slot, which listing partitions are worth a claim, which leases are due for
-//! renewal, how long a task that found no work waits before it asks again, and when a chunk
-//! given back after a failure may be claimed again. No IO; table-tested. (The request budget's
-//! AIMD state is in `budget.rs`.)
+//! The worker's scheduler as plain data, time passed in: one [`Scheduler`] holds everything a
+//! task knows about its work (the leases it holds, the chunks its listers kept for it, the
+//! partitions it is listing or knows are listed, the units it is copying, its idle backoff,
+//! whether it is stopping) and decides what to try next for a free work slot, which listing
+//! partitions are worth a claim, which leases are due for renewal, how long a task that found
+//! no work waits before it asks again, and when a chunk given back after a failure may be
+//! claimed again. No IO; table-tested. The worker calls it under one lock and does the IO the
+//! answers call for. (The request budget's AIMD state is in `budget.rs`.)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 /// What a task knows when a work slot is free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,9 +195,306 @@ pub fn not_before(now: u64, attempts: u64, jitter: f64) -> u64 {
     now + base - off
 }
 
+/// A task's scheduling state. `C` is what a kept chunk carries (the chunk and the listing its
+/// lister read); the scheduler only queues it.
+#[derive(Debug)]
+pub struct Scheduler<C> {
+    leases: Leases,
+    /// Chunks this task's listers wrote already leased to it, oldest first, by lease key.
+    kept: VecDeque<(String, C)>,
+    max_kept: usize,
+    /// Partitions this task is listing (it holds their leases).
+    listing: BTreeSet<u32>,
+    max_listers: usize,
+    partitions: Partitions,
+    /// Chunks this task is copying.
+    copying: usize,
+    idle: Idle,
+    stopping: bool,
+}
+
+impl<C> Scheduler<C> {
+    /// A task that keeps at most `max_kept` chunks and lists at most `max_listers` partitions
+    /// at once.
+    pub fn new(max_kept: usize, max_listers: usize) -> Scheduler<C> {
+        Scheduler {
+            leases: Leases::default(),
+            kept: VecDeque::new(),
+            max_kept,
+            listing: BTreeSet::new(),
+            max_listers,
+            partitions: Partitions::default(),
+            copying: 0,
+            idle: Idle::default(),
+            stopping: false,
+        }
+    }
+
+    /// What the task knows when a work slot is free, with `free_copies` copy permits.
+    pub fn slot(&self, free_copies: usize, now: u64) -> Slot {
+        Slot {
+            copying: self.copying,
+            free_copies,
+            kept: self.kept.len(),
+            listing: self.listing.len(),
+            max_listers: self.max_listers,
+            index_open: self.idle.may_claim(now),
+        }
+    }
+
+    /// Whether a claim may start at all: not once the task is stopping.
+    pub fn claiming(&self) -> bool {
+        !self.stopping
+    }
+
+    /// Stop claiming and keeping chunks (SIGTERM).
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Whether a lister should keep the chunk it writes for this task.
+    pub fn may_keep(&self) -> bool {
+        self.kept.len() < self.max_kept && !self.stopping
+    }
+
+    /// A lister wrote a chunk leased to this task until `expiry`.
+    pub fn kept(&mut self, sk: String, expiry: u64, chunk: C) {
+        self.leases.hold(sk.clone(), expiry);
+        self.kept.push_back((sk, chunk));
+    }
+
+    /// The oldest kept chunk, to copy now.
+    pub fn take_kept(&mut self) -> Option<C> {
+        self.kept.pop_front().map(|(_, c)| c)
+    }
+
+    /// Kept chunks not started, to give back on the way out; their leases are dropped.
+    pub fn drain_kept(&mut self) -> Vec<C> {
+        let kept: Vec<(String, C)> = self.kept.drain(..).collect();
+        kept.into_iter()
+            .map(|(sk, c)| {
+                self.leases.release(&sk);
+                c
+            })
+            .collect()
+    }
+
+    /// The partitions of `0..count` worth a claim at `now`, starting at `start` (see
+    /// [`Partitions::candidates`]), less those this task lists.
+    pub fn partition_candidates(&self, count: u32, start: u32, now: u64) -> Vec<u32> {
+        self.partitions
+            .candidates(count, start, now, |i| self.listing.contains(&i))
+    }
+
+    /// Another task answered a claim of partition `i`: listed, or held until a time.
+    pub fn partition_done(&mut self, i: u32) {
+        self.partitions.done(i);
+    }
+
+    pub fn partition_held_until(&mut self, i: u32, until: u64) {
+        self.partitions.held_until(i, until);
+    }
+
+    /// This task claimed partition `i` (lease `sk`, until `expiry`) and lists it.
+    pub fn listing_started(&mut self, i: u32, sk: String, expiry: u64) {
+        self.leases.hold(sk, expiry);
+        self.listing.insert(i);
+    }
+
+    /// This task stopped listing partition `i`: listed to its end (`done`) or not.
+    pub fn listing_ended(&mut self, i: u32, sk: &str, done: bool) {
+        self.listing.remove(&i);
+        self.leases.release(sk);
+        if done {
+            self.partitions.done(i);
+        }
+    }
+
+    /// This task claimed a chunk from the claim index: the idle backoff ends.
+    pub fn chunk_claimed(&mut self, sk: String, expiry: u64) {
+        self.leases.hold(sk, expiry);
+        self.idle.found_work();
+    }
+
+    pub fn copy_started(&mut self) {
+        self.copying += 1;
+    }
+
+    /// A chunk's copy ended (copied, failed or abandoned): its lease is dropped.
+    pub fn copy_ended(&mut self, sk: &str) {
+        self.copying = self.copying.saturating_sub(1);
+        self.leases.release(sk);
+    }
+
+    pub fn copying(&self) -> usize {
+        self.copying
+    }
+
+    /// A claim found nothing, or the store asked to slow down, at `now`.
+    pub fn found_nothing(&mut self, now: u64) {
+        self.idle.found_nothing(now);
+    }
+
+    /// How long until the claim index may be asked again.
+    pub fn idle_left(&self, now: u64) -> u64 {
+        self.idle.until.saturating_sub(now)
+    }
+
+    pub fn holds(&self, sk: &str) -> bool {
+        self.leases.holds(sk)
+    }
+
+    /// Every lease held, sorted.
+    pub fn leases(&self) -> Vec<String> {
+        self.leases.keys()
+    }
+
+    /// Leases to renew at `now` (see [`Leases::due`]).
+    pub fn due(&self, now: u64, lease_ms: u64) -> Vec<String> {
+        self.leases.due(now, lease_ms)
+    }
+
+    pub fn renewed(&mut self, sk: &str, expiry: u64) {
+        self.leases.renewed(sk, expiry);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One step of a task's life, for the scheduler's table tests.
+    #[derive(Debug, Clone, Copy)]
+    enum Event {
+        Listing(u32),
+        ListingEnded(u32, bool),
+        Kept(&'static str),
+        TakeKept,
+        Claimed(&'static str),
+        CopyStarted,
+        CopyEnded(&'static str),
+        FoundNothing,
+        Stop,
+    }
+
+    fn part(i: u32) -> String {
+        format!("P{i}")
+    }
+
+    fn apply(s: &mut Scheduler<&'static str>, e: Event, now: u64) {
+        match e {
+            Event::Listing(i) => s.listing_started(i, part(i), now + 60_000),
+            Event::ListingEnded(i, done) => s.listing_ended(i, &part(i), done),
+            Event::Kept(c) => s.kept(c.to_string(), now + 60_000, c),
+            Event::TakeKept => {
+                s.take_kept();
+            }
+            Event::Claimed(c) => s.chunk_claimed(c.to_string(), now + 60_000),
+            Event::CopyStarted => s.copy_started(),
+            Event::CopyEnded(c) => s.copy_ended(c),
+            Event::FoundNothing => s.found_nothing(now),
+            Event::Stop => s.stop(),
+        }
+    }
+
+    #[test]
+    fn the_scheduler_follows_a_tasks_units_through_claim_keep_copy_and_release() {
+        use Event::*;
+        use Step::*;
+        // (events so far, steps for a free slot with 8 free copy permits, leases held)
+        let cases: Vec<(Vec<Event>, Vec<Step>, Vec<&str>)> = vec![
+            (vec![], vec![ClaimPartition, ClaimChunk], vec![]),
+            // Listing one partition; its lister kept a chunk: the chunk goes first.
+            (
+                vec![Listing(0), Kept("c1")],
+                vec![CopyKept],
+                vec!["P0", "c1"],
+            ),
+            // The kept chunk is being copied: list more, or claim.
+            (
+                vec![Listing(0), Kept("c1"), TakeKept, CopyStarted],
+                vec![ClaimPartition, ClaimChunk],
+                vec!["P0", "c1"],
+            ),
+            // Its copy ended and the listing too: nothing held, the partition is done.
+            (
+                vec![
+                    Listing(0),
+                    Kept("c1"),
+                    TakeKept,
+                    CopyStarted,
+                    CopyEnded("c1"),
+                    ListingEnded(0, true),
+                ],
+                vec![ClaimPartition, ClaimChunk],
+                vec![],
+            ),
+            // Four listers: no fifth partition.
+            (
+                vec![Listing(0), Listing(1), Listing(2), Listing(3)],
+                vec![ClaimChunk],
+                vec!["P0", "P1", "P2", "P3"],
+            ),
+            // An empty claim index: the task idles, and only listing is tried.
+            (vec![FoundNothing], vec![ClaimPartition], vec![]),
+            // A claimed chunk ends the idle backoff.
+            (
+                vec![FoundNothing, Claimed("c2")],
+                vec![ClaimPartition, ClaimChunk],
+                vec!["c2"],
+            ),
+        ];
+        for (events, want_steps, want_leases) in cases {
+            let mut s = Scheduler::new(2, 4);
+            for e in &events {
+                apply(&mut s, *e, 1_000);
+            }
+            assert_eq!(steps(&s.slot(8, 1_000)), want_steps, "after {events:?}");
+            assert_eq!(s.leases(), want_leases, "after {events:?}");
+        }
+    }
+
+    #[test]
+    fn a_partition_is_a_candidate_again_unless_this_task_listed_it_to_its_end() {
+        use Event::*;
+        let cases = [
+            (vec![], vec![0, 1, 2]),
+            (vec![Listing(1)], vec![0, 2]),
+            (vec![Listing(1), ListingEnded(1, true)], vec![0, 2]),
+            // A lister that failed gives the partition back to every task, itself included.
+            (vec![Listing(1), ListingEnded(1, false)], vec![0, 1, 2]),
+        ];
+        for (events, want) in cases {
+            let mut s: Scheduler<&str> = Scheduler::new(2, 4);
+            for e in &events {
+                apply(&mut s, *e, 0);
+            }
+            assert_eq!(s.partition_candidates(3, 0, 0), want, "after {events:?}");
+        }
+    }
+
+    #[test]
+    fn a_stopping_task_keeps_nothing_and_gives_back_what_it_kept() {
+        let mut s = Scheduler::new(2, 4);
+        assert!(s.may_keep() && s.claiming());
+        apply(&mut s, Event::Kept("c1"), 0);
+        apply(&mut s, Event::Kept("c2"), 0);
+        assert!(!s.may_keep(), "two kept is the most");
+        apply(&mut s, Event::TakeKept, 0);
+        assert!(s.may_keep());
+        apply(&mut s, Event::Stop, 0);
+        assert!(!s.may_keep() && !s.claiming());
+        assert_eq!(s.drain_kept(), vec!["c2"]);
+        assert_eq!(
+            s.leases(),
+            vec!["c1"],
+            "the chunk being copied keeps its lease"
+        );
+    }
 
     #[test]
     fn a_free_slot_takes_a_kept_chunk_else_a_partition_else_the_claim_index() {
