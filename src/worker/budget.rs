@@ -197,6 +197,24 @@ pub struct RateLimiter {
     slowdowns: std::sync::atomic::AtomicU64,
 }
 
+/// Takes the next send slot of `state` (the AIMD state and when the next slot is free) at
+/// `now`: how long the request waits for it. Unpaced (no rate): at once.
+fn take_slot(state: &mut (Aimd, Instant), now: Instant, now_ms: u64) -> Duration {
+    let (aimd, next) = state;
+    aimd.sent(now_ms);
+    match aimd.rate(now_ms) {
+        None => {
+            *next = now;
+            Duration::ZERO
+        }
+        Some(rate) => {
+            let slot = (*next).max(now);
+            *next = slot + Duration::from_secs_f64(1.0 / rate.max(FLOOR));
+            slot - now
+        }
+    }
+}
+
 impl RateLimiter {
     /// A limiter with this ceiling in requests per second (`None`: unpaced until a SlowDown).
     pub fn new(ceiling: Option<f64>) -> RateLimiter {
@@ -215,21 +233,8 @@ impl RateLimiter {
     /// Takes the next send slot for one request and returns how long to wait for it.
     pub fn reserve(&self) -> Duration {
         let now = Instant::now();
-        let now_ms = self.ms(now);
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (aimd, next) = &mut *guard;
-        aimd.sent(now_ms);
-        match aimd.rate(now_ms) {
-            None => {
-                *next = now;
-                Duration::ZERO
-            }
-            Some(rate) => {
-                let slot = (*next).max(now);
-                *next = slot + Duration::from_secs_f64(1.0 / rate.max(FLOOR));
-                slot - now
-            }
-        }
+        take_slot(&mut guard, now, self.ms(now))
     }
 
     /// Waits for this request's slot.
@@ -252,15 +257,18 @@ impl RateLimiter {
     pub fn throttled(&self) -> Duration {
         self.slowdowns
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let now_ms = self.ms(Instant::now());
-        {
+        let now = Instant::now();
+        let now_ms = self.ms(now);
+        // The cut and the retry's slot under one lock: no request takes a slot at the old
+        // rate in between.
+        let wait = {
             let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let queued_until_ms = self.ms(guard.1);
             if let Some(rate) = guard.0.throttled(now_ms, queued_until_ms) {
                 tracing::debug!(rate, "S3 asked to slow down: request rate cut");
             }
-        }
-        let wait = self.reserve();
+            take_slot(&mut guard, now, now_ms)
+        };
         tracing::trace!(wait_ms = wait.as_millis() as u64, "SlowDown: retry paced");
         wait
     }
