@@ -398,7 +398,8 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
     let result = Arc::clone(&worker).schedule().await;
     heartbeat.abort();
     signals.abort();
-    let state = match (&result, worker.sched().stopping()) {
+    let stopping = worker.sched().stopping();
+    let state = match (&result, stopping) {
         (Err(_), _) => "failed",
         (Ok(()), true) => "stopped",
         (Ok(()), false) => "done",
