@@ -21,8 +21,10 @@ off only to show what it catches:
                                               explicit denies (P: a role ARN, an account root
                                               ARN, `accesskey:ID` or `*`); [] lifts them
     POST /ferry-strict/rules  {"off": [name], "on": [name]}
-    POST /ferry-strict/ecs    {"describeLagMs": N, "placementFailures": K, "placementReason": R}
-                                              ECS faults moto never produces (see ecs.py)
+    POST /ferry-strict/ecs    {"describeLagMs": N, "placementFailures": K, "placementReason": R,
+                               "stoppedTaskRetentionSeconds": S}
+                                              ECS faults moto never produces, and how long a
+                                              stopped task stays known (see ecs.py)
     POST /ferry-strict/s3     {"writesPerSecond": N, "readsPerSecond": M}
                                               a bucket's request grant before SlowDown
                                               (s3.py, s3-prefix-request-rate)
@@ -46,8 +48,9 @@ import urllib.parse
 
 from . import s3, iam, ecs, dynamodb  # noqa: F401  (registers the rules, in this order)
 from .core import LOCK, RULES, Request, enabled, parse, sessions
-from .ecs import (AGENT_TASKS, FAULTS, RUN_TASK_TOKENS, STOPPING, TASK_STARTED, describe_tasks, params_digest,
+from .ecs import (AGENT_TASKS, FAULTS, RUN_TASK_TOKENS, STOPPED_AT, STOPPING, TASK_STARTED, describe_tasks, params_digest,
                   placement_failure, propagated_body, set_faults, stop_requested, submit_task_state_change, tasks_started)
+from .ecs import serialized as ecs_serialized
 from .iam import DENY_LIST, USED_ACTIONS
 from .s3 import UPLOAD_INITIATORS, name_initiators, record_initiator, set_rates
 
@@ -112,16 +115,30 @@ class StrictAws:
                     r.rejected += 1
             start_response(status, headers + [("Content-Length", str(len(body)))])
             return [body]
-        if req.service == "ecs" and req.target() == "SubmitTaskStateChange":
+        if req.service == "ecs":
+            return ecs_serialized(lambda e, sr: self.ecs(req, e, sr), environ, start_response)
+        if enabled("s3-multipart-initiator") and req.service == "s3" and "uploads" in req.query:
+            if req.method == "POST" and req.key():
+                return self.rewrite(environ, start_response, lambda st, b: record_initiator(req, st, b))
+            if req.method == "GET" and not req.key():
+                return self.rewrite(environ, start_response, lambda st, b: name_initiators(req, st, b))
+        if req.service == "dynamodb":
+            return dynamodb.serialized(self.app, environ, start_response)
+        return self.app(environ, start_response)
+
+    def ecs(self, req: Request, environ, start_response):
+        """An ECS request the rules let through (run under ECS_LOCK)."""
+        if req.target() == "SubmitTaskStateChange":
             status, headers, body = submit_task_state_change(req)
             start_response(status, headers + [("Content-Length", str(len(body)))])
             return [body]
-        if req.service == "ecs" and req.target() == "StopTask":
+        if req.target() == "StopTask":
             req.body()  # read before moto consumes the input
             return self.rewrite(environ, start_response, lambda st, b: stop_requested(req, st, b))
-        if req.service == "ecs" and req.target() == "DescribeTasks":
-            return self.rewrite(environ, start_response, describe_tasks)
-        if req.service == "ecs" and req.target() == "RunTask":
+        if req.target() == "DescribeTasks":
+            req.body()  # read before moto consumes the input
+            return self.rewrite(environ, start_response, lambda st, b: describe_tasks(req, st, b))
+        if req.target() == "RunTask":
             failed = placement_failure(req)
             if failed is not None:
                 status, headers, body = failed
@@ -131,15 +148,8 @@ class StrictAws:
             if propagated is not None:
                 environ["wsgi.input"] = io.BytesIO(propagated)
                 environ["CONTENT_LENGTH"] = str(len(propagated))
-        if req.service == "ecs" and req.target() == "RunTask" and req.json().get("clientToken"):
+        if req.target() == "RunTask" and req.json().get("clientToken"):
             return self.remember_run_task(req, environ, start_response)
-        if enabled("s3-multipart-initiator") and req.service == "s3" and "uploads" in req.query:
-            if req.method == "POST" and req.key():
-                return self.rewrite(environ, start_response, lambda st, b: record_initiator(req, st, b))
-            if req.method == "GET" and not req.key():
-                return self.rewrite(environ, start_response, lambda st, b: name_initiators(req, st, b))
-        if req.service == "dynamodb":
-            return dynamodb.serialized(self.app, environ, start_response)
         return self.app(environ, start_response)
 
     def rewrite(self, environ, start_response, transform):
@@ -191,7 +201,9 @@ class StrictAws:
                     AGENT_TASKS.clear()
                     STOPPING.clear()
                     TASK_STARTED.clear()
-                    set_faults({"describeLagMs": 0, "placementFailures": 0, "placementReason": "RESOURCE:ENI"})
+                    STOPPED_AT.clear()
+                    set_faults({"describeLagMs": 0, "placementFailures": 0, "placementReason": "RESOURCE:ENI",
+                                "stoppedTaskRetentionSeconds": 3600})
                 elif path in ("/ferry-strict/ecs", "/ferry-strict/s3"):
                     pass  # below, outside the lock
                 elif path == "/ferry-strict/deny":

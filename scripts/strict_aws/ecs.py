@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+import threading
 import time
 from typing import Optional
 
@@ -167,6 +168,8 @@ def submit_task_state_change(req: Request) -> Response:
             AGENT_TASKS.add(task)
         elif status == "STOPPED":
             AGENT_TASKS.discard(task)
+            if task in STOPPING:
+                STOPPED_AT[task] = time.time()
             STOPPING.discard(task)
     return "200 OK", [("Content-Type", "application/x-amz-json-1.1")], json.dumps({"acknowledgment": "ACK"}).encode()
 
@@ -178,14 +181,85 @@ def stop_requested(req: Request, status: str, body: bytes) -> bytes:
     with LOCK:
         if status.startswith("200") and enabled("ecs-stop-lifecycle") and task in AGENT_TASKS:
             STOPPING.add(task)
+        elif status.startswith("200"):
+            try:
+                arn = json.loads(body)["task"]["taskArn"]
+            except (ValueError, KeyError, TypeError):
+                arn = task
+            STOPPED_AT.setdefault(arn, time.time())
     return body
 
 
-def describe_tasks(status: str, body: bytes) -> bytes:
-    """DescribeTasks: tasks still STOPPING say so; tasks too new to be seen are MISSING."""
-    if not status.startswith("200") or (not STOPPING and FAULTS["describeLagMs"] <= 0):
+# ---------------------------------------------------------------------------------------------
+# Stopped tasks are forgotten.
+
+behaviour(
+    "ecs-stopped-task-retention",
+    "https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DescribeTasks.html",
+    "DescribeTasks: \"Currently, stopped tasks appear in the returned results for at least one "
+    "hour.\" After that ECS forgets them: DescribeTasks answers them as a MISSING failure and "
+    "ListTasks no longer lists them. moto keeps every task forever (and DescribeTasks, ListTasks "
+    "and StopTask read all of them, so it slows as tasks accumulate). A task stopped more than "
+    "`stoppedTaskRetentionSeconds` (3,600) ago is removed from moto.",
+)
+
+# Task ARN -> time.time() at which it reached STOPPED (StopTask answered, or its container's exit
+# reported after a StopTask); `forget_stopped_tasks` removes them from moto once retention ends.
+STOPPED_AT: dict = {}
+_LAST_SWEEP = [0.0]
+
+
+def forget_stopped_tasks(now: float) -> None:
+    """Removes tasks stopped longer ago than the retention from moto (at most once a second).
+    The caller holds ECS_LOCK, so no moto ECS call runs meanwhile."""
+    if not enabled("ecs-stopped-task-retention") or now - _LAST_SWEEP[0] < 1.0:
+        return
+    _LAST_SWEEP[0] = now
+    from moto.ecs.models import ecs_backends
+
+    retention = float(FAULTS["stoppedTaskRetentionSeconds"])
+    with LOCK:
+        expired = [arn for arn, at in STOPPED_AT.items() if now - at >= retention]
+        for arn in expired:
+            del STOPPED_AT[arn]
+            TASK_STARTED.pop(arn, None)
+    for arn in expired:
+        # arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/ID (the long ARN format moto issues)
+        parts = arn.split(":", 5)
+        if len(parts) < 6:
+            continue
+        region, account = parts[3], parts[4]
+        backend = ecs_backends[account].get(region) if account in ecs_backends else None
+        if backend is None:
+            continue
+        for tasks in backend.tasks.values():
+            tasks.pop(arn, None)
+
+
+ECS_LOCK = threading.Lock()
+
+
+def serialized(app, environ, start_response):
+    """Runs one ECS request under ECS_LOCK (moto's ECS state is read and changed by one request at
+    a time, so forgetting tasks never races a request), its answer read in full inside it."""
+    with ECS_LOCK:
+        forget_stopped_tasks(time.time())
+        return [b"".join(app(environ, start_response))]
+
+
+def describe_tasks(req: Request, status: str, body: bytes) -> bytes:
+    """DescribeTasks: tasks still STOPPING say so; tasks too new to be seen, and tasks ECS does not
+    know (moto leaves them out silently), are MISSING failures."""
+    if not status.startswith("200"):
         return body
     doc = json.loads(body)
+    answered = {t.get("taskArn", "") for t in doc.get("tasks", [])}
+    answered |= {f.get("arn", "") for f in doc.get("failures", [])}
+    ids = {a.rsplit("/", 1)[-1] for a in answered}
+    unknown = [t for t in req.json().get("tasks", []) if t not in answered and t.rsplit("/", 1)[-1] not in ids]
+    if not unknown and not STOPPING and FAULTS["describeLagMs"] <= 0:
+        return body
+    doc.setdefault("failures", []).extend({"arn": t, "reason": "MISSING"} for t in unknown)
     with LOCK:
         for t in doc.get("tasks", []):
             if t.get("taskArn") in STOPPING:
@@ -207,7 +281,8 @@ def describe_tasks(status: str, body: bytes) -> bytes:
 #   `placementFailures` RunTask calls start nothing and answer a failure. The answer is kept
 #   under the call's clientToken like any other, so a retry with the same token gets it again.
 
-FAULTS = {"describeLagMs": 0, "placementFailures": 0, "placementReason": "RESOURCE:ENI"}
+FAULTS = {"describeLagMs": 0, "placementFailures": 0, "placementReason": "RESOURCE:ENI",
+          "stoppedTaskRetentionSeconds": 3600}
 TASK_STARTED: dict = {}  # task ARN -> time.time() of the RunTask that started it
 
 

@@ -12,6 +12,7 @@ use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption};
 
 use crate::support::{Emulator, s3};
 use crate::worker::{allow_acls, create_bucket};
+use std::time::Duration;
 
 async fn put(client: &aws_sdk_s3::Client, b: &str, key: &str, body: &[u8]) {
     client
@@ -490,6 +491,99 @@ async fn ecs_refuses_started_by_over_36_characters_or_outside_its_character_set(
         .send()
         .await
         .expect("moto alone accepts any startedBy");
+}
+
+/// AWS: "Currently, stopped tasks appear in the returned results for at least one hour"
+/// (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DescribeTasks.html); then ECS
+/// forgets them. moto keeps every task forever.
+#[tokio::test]
+async fn ecs_forgets_a_stopped_task_once_its_retention_ends_and_keeps_running_ones() {
+    let emu = Emulator::start();
+    let (ecs, network) = ecs_setup(&emu).await;
+    let run = || async {
+        let out = ecs
+            .run_task()
+            .cluster("strict")
+            .task_definition("strict")
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(network.clone())
+            .send()
+            .await
+            .expect("RunTask");
+        out.tasks()[0].task_arn().expect("arn").to_string()
+    };
+    let known = |arn: String| {
+        let ecs = ecs.clone();
+        async move {
+            let out = ecs
+                .describe_tasks()
+                .cluster("strict")
+                .tasks(&arn)
+                .send()
+                .await
+                .expect("DescribeTasks");
+            let missing = out
+                .failures()
+                .iter()
+                .any(|f| f.arn() == Some(arn.as_str()) && f.reason() == Some("MISSING"));
+            let listed = ecs
+                .list_tasks()
+                .cluster("strict")
+                .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+                .send()
+                .await
+                .expect("ListTasks")
+                .task_arns()
+                .contains(&arn);
+            (out.tasks().len() == 1, missing, listed)
+        }
+    };
+    let stay = run().await;
+    let stopped = run().await;
+    ecs.stop_task()
+        .cluster("strict")
+        .task(&stopped)
+        .send()
+        .await
+        .expect("StopTask");
+    assert_eq!(
+        known(stopped.clone()).await,
+        (true, false, true),
+        "within the hour it is known"
+    );
+    emu.strict_ecs_faults(serde_json::json!({"stoppedTaskRetentionSeconds": 1}));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = known(stopped.clone()).await;
+        if seen == (false, true, false) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stopped task is still known: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (described, missing, _) = known(stay.clone()).await;
+    assert!(described && !missing, "a running task is never forgotten");
+
+    emu.strict_off(&["ecs-stopped-task-retention"]);
+    let kept = run().await;
+    ecs.stop_task()
+        .cluster("strict")
+        .task(&kept)
+        .send()
+        .await
+        .expect("StopTask");
+    let until = std::time::Instant::now() + Duration::from_millis(2500);
+    while std::time::Instant::now() < until {
+        assert_eq!(
+            known(kept.clone()).await,
+            (true, false, true),
+            "moto alone keeps it"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]

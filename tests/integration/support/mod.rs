@@ -109,7 +109,8 @@ impl Emulator {
     }
 
     /// Switches on ECS faults moto never produces (`scripts/strict_aws/ecs.py`):
-    /// `describeLagMs`, `placementFailures`, `placementReason`.
+    /// `describeLagMs`, `placementFailures`, `placementReason`; and `stoppedTaskRetentionSeconds`,
+    /// how long a stopped task stays known (3,600, as on AWS).
     pub fn strict_ecs_faults(&self, faults: serde_json::Value) {
         http(
             self.port,
