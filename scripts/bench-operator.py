@@ -134,9 +134,9 @@ def main():
         data=json.dumps({"stoppedTaskRetentionSeconds": args.stopped_task_retention}).encode()))
     subprocess.run(local + ["boundary"], check=True)
     net = json.loads(subprocess.run(local + ["network"], check=True, capture_output=True, text=True).stdout)
-    for b in sorted({source_of(i) for i in range(args.jobs)} | {"bench-source-lat"}):
-        subprocess.run(local + ["bucket", "--account", "111111111111", "--region", "eu-west-1",
-                                "--bucket", b], check=True)
+    buckets = sorted({source_of(i) for i in range(args.jobs)} | {"bench-source-lat"})
+    subprocess.run(local + ["bucket", "--account", "111111111111", "--region", "eu-west-1",
+                            "--bucket", ",".join(buckets)], check=True)
     subprocess.run([FERRY, "init"], env=env, check=True, stdout=subprocess.DEVNULL)
 
     work = tempfile.mkdtemp()

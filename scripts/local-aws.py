@@ -9,8 +9,8 @@ Subcommands (all take --endpoint URL):
                              222222222222 (moto does not enforce trust; made for realism)
   seed --account A --region R --bucket B [--prefix P] [--count N] [--size BYTES]
                              create a bucket in account A/region R and put N objects under P
-  bucket --account A --region R --bucket B
-                             create an empty bucket
+  bucket --account A --region R --bucket B[,B2,...]
+                             create empty buckets
   boundary [--account A]     create the task roles' permissions boundary ferry-task-boundary in
                              the operator's account (default 123456789012), as the
                              CloudFormation template does
@@ -150,7 +150,10 @@ def make_bucket(client, bucket, region):
 
 
 def bucket(args):
-    make_bucket(s3(args.endpoint, args.region, args.account), args.bucket, args.region)
+    """Creates the bucket, or each of a comma-separated list of buckets."""
+    client = s3(args.endpoint, args.region, args.account)
+    for name in args.bucket.split(","):
+        make_bucket(client, name, args.region)
 
 
 def seed(args):
