@@ -171,13 +171,26 @@ spec:
         if kill:
             self.wait_for("a third of the copies", 600, lambda: vs3.stats()["distinct"] > keys // 3)
             procs[0].send_signal(signal.SIGKILL)
+        # Wait for every task, sampling each one's peak RSS while it lives; a complete run gets
+        # an hour plus a minute per 10,000 keys.
+        deadline = t0 + 3600 + keys / 10_000 * 60
+        self.peak_rss = 0.0
+        while any(p.poll() is None for p in procs) and time.time() < deadline:
+            for p in procs:
+                if p.poll() is None:
+                    try:
+                        self.peak_rss = max(self.peak_rss, peak_rss_mib(p.pid))
+                    except OSError:
+                        pass
+            time.sleep(1)
         codes = []
         for p in procs:
-            try:
-                codes.append(p.wait(timeout=1800))
-            except subprocess.TimeoutExpired:
+            if p.poll() is None:
                 p.kill()
+                p.wait()
                 codes.append("timeout")
+            else:
+                codes.append(p.returncode)
         took = time.time() - t0
         s = vs3.stats()
         vs3.stop()
@@ -214,6 +227,8 @@ def main():
     ap.add_argument("--inventory-rows", type=int, default=int(env("INVENTORY_ROWS", 1_000_000)))
     ap.add_argument("--inventory-formats", default=env("INVENTORY_FORMATS", "list csv parquet"),
                     help="runs of --inventory: list (the peer: the same keys listed), csv, parquet")
+    ap.add_argument("--once", action="store_true",
+                    help="only the complete run of FULL_KEYS keys, 4 tasks (exactly once, coordination, peak RSS)")
     ap.add_argument("--rss", action="store_true",
                     help="only the worker's peak RSS, one task, at 10^5 keys and at KEYS")
     a = ap.parse_args()
@@ -225,6 +240,9 @@ def main():
         return
     if a.inventory:
         inventory(b, a)
+        return
+    if a.once:
+        once(b, a)
         return
     if a.rss:
         for keys in (100_000, a.keys):
@@ -242,20 +260,28 @@ def main():
               f"503s {slow:.1f}/s", flush=True)
     if a.skip_full:
         return
+    once(b, a)
+    k = a.full_keys
+    s, took, codes, _ = b.full("kill", 4, k, a.copy_rate, kill=True)
+    print(f"one of 4 tasks SIGKILLed at a third: {took:.1f} s, exit codes {codes}; "
+          f"missing {k - s['distinct']}, copied twice {s['copied_twice']} (a chunk is 1,000 keys)", flush=True)
+    storm(b, a)
+
+
+def once(b, a):
+    """A complete run of 4 tasks over FULL_KEYS keys: exactly once, the coordination cost, and
+    the tasks' peak RSS over the whole run."""
     k = a.full_keys
     s, took, codes, job = b.full("once", 4, k, a.copy_rate)
-    print(f"complete run, 4 tasks, {k:,} keys: {took:.1f} s, exit codes {codes}; "
-          f"missing {k - s['distinct']}, copied twice {s['copied_twice']}", flush=True)
+    print(f"complete run, 4 tasks, {k:,} keys: {took:.1f} s ({s['distinct'] / took:.0f} copies/s), "
+          f"exit codes {codes}; missing {k - s['distinct']}, copied twice {s['copied_twice']}; "
+          f"the tasks' peak RSS {b.peak_rss:.1f} MiB", flush=True)
     rru, wru, keys = b.capacity(job, 4)
     hot, units = max(keys.items(), key=lambda kv: kv[1]) if keys else ("-", 0.0)
     rate = k / took
     print(f"coordination (capacity meter, DynamoDB size rules): {wru / k * 1000:.2f} WRU and "
           f"{rru / k * 1000:.2f} RRU per 1,000 objects; hottest key {hot}: {units / took:.1f} units/s "
           f"at {rate:.0f} objects/s, {units / took * 3500 / rate:.0f} units/s scaled to 3,500 objects/s", flush=True)
-    s, took, codes, _ = b.full("kill", 4, k, a.copy_rate, kill=True)
-    print(f"one of 4 tasks SIGKILLed at a third: {took:.1f} s, exit codes {codes}; "
-          f"missing {k - s['distinct']}, copied twice {s['copied_twice']} (a chunk is 1,000 keys)", flush=True)
-    storm(b, a)
 
 
 def inventory(b, a):
