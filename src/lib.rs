@@ -7,6 +7,7 @@ pub mod cli;
 pub mod controller;
 pub mod digest;
 pub mod keyrange;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod permissions;
