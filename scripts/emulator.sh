@@ -16,8 +16,6 @@
 # Every request passes through ferry's strict AWS layer (scripts/strict_aws/: AWS rules moto
 # does not enforce, each citing its AWS page) unless --lenient is given; `GET /ferry-strict/rules`
 # lists the rules and how often each refused a request.
-#
-# Requests are not logged one by one (werkzeug's access log) unless FERRY_EMULATOR_LOG_REQUESTS=1.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -52,15 +50,6 @@ import os, sys, threading, time
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 port = int(sys.argv[1]); threaded = sys.argv[2] == "True"; strict = sys.argv[3] == "True"
-import functools, logging
-from moto import backends
-# Two per-request costs that are not emulation, about a quarter of moto's CPU under load:
-# werkzeug logs every request, and moto lists its own package directory (a stat per service)
-# to route each request. The list never changes while the server runs.
-if os.environ.get("FERRY_EMULATOR_LOG_REQUESTS") != "1":
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-backends.list_of_moto_modules = functools.lru_cache(maxsize=None)(
-    lambda list_modules=backends.list_of_moto_modules: tuple(list_modules()))
 app = DomainDispatcherApplication(create_backend_app)
 if strict:
     sys.path.insert(0, sys.argv[4])
