@@ -193,20 +193,40 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for OnAnswer {
 /// retry waits for a slot of the pacer. Internal to the client; never sent anywhere.
 const PACED_RETRY_HEADER: &str = "x-ferry-paced-retry-ms";
 
+/// What a request pacer learns from every attempt of an S3 call, through [`PaceThrottled`].
+/// `read_only` tells the two budgets S3 keeps per prefix apart (GET and HEAD; PUT, COPY, POST
+/// and DELETE): see [`is_read_only`].
+pub trait Pace: Send + Sync {
+    /// An attempt goes on the wire.
+    fn sent(&self, read_only: bool);
+    /// S3 answered an attempt sent at `sent`; `throttled` for a 503 (`SlowDown`) or 429.
+    /// Returns the wait for the send slot of the retry of a throttled attempt (ignored
+    /// otherwise).
+    fn answered(&self, read_only: bool, throttled: bool, sent: std::time::Instant) -> Duration;
+}
+
+/// When the current attempt went on the wire, kept in the operation's config bag between
+/// [`PaceThrottled`]'s two hooks.
+#[derive(Debug, Clone, Copy)]
+struct SentAt(std::time::Instant);
+
+impl aws_smithy_types::config_bag::Storable for SentAt {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
 /// Paces the SDK's retries of throttled S3 calls with the worker's request budget, so a retry,
 /// like a first attempt, waits for a send slot and the SDK stays the one retry layer.
 ///
 /// Two halves, because retry classifiers must be free of side effects (the SDK runs them more
 /// than once per attempt: its connection-poisoning interceptor classifies too):
-/// - as an interceptor it runs once per attempt and calls its function with whether S3
-///   throttled the attempt: with `false` for any answer but 503 and 429 (the budget counts
-///   what S3 accepts), with `true` for a 503 (`SlowDown`) or 429 (the budget cuts its rate and
-///   returns the wait for a send slot for the retry), a wait it writes on the response as
-///   [`PACED_RETRY_HEADER`];
+/// - as an interceptor it runs once per attempt: it tells the [`Pace`] that the attempt was
+///   sent, then how S3 answered it and when the attempt was sent (the budget counts what S3 accepts, and on a 503 or 429
+///   cuts its rate and returns the wait for a send slot for the retry), a wait it writes on a
+///   throttled response as [`PACED_RETRY_HEADER`];
 /// - as a retry classifier (after the SDK's own) it reads that header back and classifies the
 ///   answer as a throttling error retried after exactly that wait.
 #[derive(Clone)]
-pub struct PaceThrottled(pub std::sync::Arc<dyn Fn(bool) -> Duration + Send + Sync>);
+pub struct PaceThrottled(pub std::sync::Arc<dyn Pace>);
 
 impl std::fmt::Debug for PaceThrottled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -214,22 +234,44 @@ impl std::fmt::Debug for PaceThrottled {
     }
 }
 
+/// Whether the operation the SDK runs under `cfg` only reads.
+fn reads_only(cfg: &aws_smithy_types::config_bag::ConfigBag) -> bool {
+    let meta = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
+    is_read_only(meta.map_or("unknown", |m| m.name()))
+}
+
 impl aws_smithy_runtime_api::client::interceptors::Intercept for PaceThrottled {
     fn name(&self) -> &'static str {
         "ferry-pace-throttled"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        self.0.sent(reads_only(cfg));
+        cfg.interceptor_state()
+            .store_put(SentAt(std::time::Instant::now()));
+        Ok(())
     }
 
     fn modify_before_deserialization(
         &self,
         context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut<'_>,
         _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
-        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let read_only = reads_only(cfg);
+        let sent = cfg
+            .load::<SentAt>()
+            .map_or_else(std::time::Instant::now, |s| s.0);
         let response = context.response_mut();
         if !matches!(response.status().as_u16(), 429 | 503) {
-            (self.0)(false);
+            self.0.answered(read_only, false, sent);
         } else {
-            let wait = (self.0)(true);
+            let wait = self.0.answered(read_only, true, sent);
             response
                 .headers_mut()
                 .insert(PACED_RETRY_HEADER, wait.as_millis().to_string());

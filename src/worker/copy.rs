@@ -17,7 +17,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use tokio::sync::Semaphore;
 
-use super::budget::RateLimiter;
+use super::budget::{Kind, RateLimiter};
 use super::plan::{self, Entry, Range};
 use crate::aws::{ErrorKind, describe, error_code, kind};
 use crate::model::CopyJobSpec;
@@ -160,9 +160,10 @@ impl Copier {
             .then_some(RequestPayer::Requester)
     }
 
-    async fn throttle(&self) {
+    /// Waits for a send slot of the task's request budget for a request of `kind`.
+    async fn throttle(&self, kind: Kind) {
         if let Some(l) = &self.limiter {
-            l.acquire().await;
+            l.acquire(kind).await;
         }
     }
 
@@ -193,7 +194,7 @@ impl Copier {
         let start_after = range.after.as_ref().map(|a| format!("{prefix}{a}"));
         let narrowed = format!("{prefix}{}", range.common_prefix());
         loop {
-            self.throttle().await;
+            self.throttle(Kind::Read).await;
             let page = limit.map(|l| (l - out.len()).min(1000) as i32);
             let mut req = client
                 .list_objects_v2()
@@ -246,7 +247,7 @@ impl Copier {
     /// all: one ListObjectsV2 with `MaxKeys=1`, a probe of the planner (see `worker::split`).
     pub async fn first_source_key(&self, after: Option<&str>) -> Result<Option<String>, CopyError> {
         let (bucket, prefix) = (&self.spec.source.bucket, &self.spec.source.prefix);
-        self.throttle().await;
+        self.throttle(Kind::Read).await;
         let resp = self
             .src
             .list_objects_v2()
@@ -292,7 +293,7 @@ impl Copier {
     /// "differs", which would recopy silently.
     pub async fn verify(&self, src: &Entry) -> Result<Result<bool, ObjectFailure>, CopyError> {
         let (_, dst_key) = self.keys(&src.rel);
-        self.throttle().await;
+        self.throttle(Kind::Read).await;
         let head = self
             .dst
             .head_object()
@@ -353,7 +354,7 @@ impl Copier {
     async fn current(&self, src: &Entry) -> Result<Option<Entry>, CopyError> {
         let (src_key, _) = self.keys(&src.rel);
         let bucket = &self.spec.source.bucket;
-        self.throttle().await;
+        self.throttle(Kind::Read).await;
         match self
             .src
             .head_object()
@@ -411,7 +412,7 @@ impl Copier {
         key: &str,
     ) -> Result<Result<SourceHeaders, ObjectFailure>, CopyError> {
         let bucket = &self.spec.source.bucket;
-        self.throttle().await;
+        self.throttle(Kind::Read).await;
         let head = match self
             .src
             .head_object()
@@ -436,7 +437,7 @@ impl Copier {
         };
         let mut tagging = None;
         if self.spec.copy.tags {
-            self.throttle().await;
+            self.throttle(Kind::Read).await;
             match self
                 .src
                 .get_object_tagging()
@@ -537,7 +538,7 @@ impl Copier {
                 MetadataDirective::Replace
             });
         }
-        self.throttle().await;
+        self.throttle(Kind::Write).await;
         match req.send().await {
             Ok(out)
                 if !record_etag
@@ -598,7 +599,7 @@ impl Copier {
                 .server_side_encryption(ServerSideEncryption::AwsKms)
                 .ssekms_key_id(k);
         }
-        self.throttle().await;
+        self.throttle(Kind::Write).await;
         let upload = match create.send().await {
             Ok(u) => u,
             Err(e) => return object_err("CreateMultipartUpload", &bucket, &src_key, e),
@@ -623,7 +624,7 @@ impl Copier {
             .await;
         let outcome = match result {
             Ok(parts) => {
-                self.throttle().await;
+                self.throttle(Kind::Write).await;
                 let done = self
                     .dst
                     .complete_multipart_upload()
@@ -684,7 +685,7 @@ impl Copier {
             let number = i32::try_from(i + 1).unwrap_or(i32::MAX);
             set.spawn(async move {
                 let _permit = permit;
-                this.throttle().await;
+                this.throttle(Kind::Write).await;
                 let r = this
                     .dst
                     .upload_part_copy()
@@ -743,7 +744,7 @@ impl Copier {
     /// control of the copy. The copy's owner (the destination account) keeps its own rights.
     async fn copy_acl(&self, src: &Entry, bytes: u64) -> Result<Copied, CopyError> {
         let (src_key, dst_key) = self.keys(&src.rel);
-        self.throttle().await;
+        self.throttle(Kind::Read).await;
         let acl = match self
             .src
             .get_object_acl()
@@ -783,7 +784,7 @@ impl Copier {
             grants.entry(perm.as_str()).or_default().push(who);
         }
         let joined = |p: &str| grants.get(p).map(|v| v.join(", "));
-        self.throttle().await;
+        self.throttle(Kind::Write).await;
         let put = self
             .dst
             .put_object_acl()
@@ -843,7 +844,7 @@ impl Copier {
             else {
                 continue;
             };
-            self.throttle().await;
+            self.throttle(Kind::Write).await;
             let out = self
                 .dst
                 .delete_objects()
@@ -897,7 +898,7 @@ impl Copier {
         let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
         let mut aborted = 0;
         loop {
-            self.throttle().await;
+            self.throttle(Kind::Read).await;
             let page = self
                 .dst
                 .list_multipart_uploads()
@@ -915,7 +916,7 @@ impl Copier {
                     .and_then(|i| i.id())
                     .is_some_and(|id| initiated_by_job(id, job));
                 if let (true, Some(key), Some(id)) = (ours, u.key(), u.upload_id()) {
-                    self.throttle().await;
+                    self.throttle(Kind::Write).await;
                     abort_upload(&self.dst, &dst.bucket, key, &dst.account, id).await;
                     aborted += 1;
                 }

@@ -312,15 +312,7 @@ pub async fn run(cfg: WorkerConfig, base: &SdkConfig, table: &str) -> Result<(),
         spec.run.max_requests_per_second,
         spec.run.parallelism,
     )));
-    let slowed = Arc::clone(&limiter);
-    let pace = crate::aws::PaceThrottled(Arc::new(move |throttled| {
-        if throttled {
-            slowed.throttled()
-        } else {
-            slowed.accepted();
-            Duration::ZERO
-        }
-    }));
+    let pace = crate::aws::PaceThrottled(Arc::clone(&limiter) as Arc<dyn crate::aws::Pace>);
     let client = |region: &str| {
         let conf = aws_sdk_s3::config::Builder::from(base)
             .credentials_provider(provider.clone())
