@@ -146,7 +146,6 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for CountRequests {
         _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
         cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        let meta = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
         let status = context.response().map(|r| r.status().as_u16());
         let ok = matches!(context.output_or_error(), Some(Ok(_)));
         let outcome = match (ok, status) {
@@ -154,7 +153,7 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for CountRequests {
             (false, Some(429 | 503)) => "throttled",
             _ => "error",
         };
-        let (service, op) = meta.map_or(("unknown", "unknown"), |m| (m.service(), m.name()));
+        let (service, op) = operation(cfg);
         (self.0)(&service.to_ascii_lowercase().replace(' ', ""), op, outcome);
         Ok(())
     }
@@ -205,10 +204,19 @@ pub trait Pace: Send + Sync {
     fn answered(&self, read_only: bool, throttled: bool, sent: std::time::Instant) -> Duration;
 }
 
-/// When the current attempt went on the wire, kept in the operation's config bag between
-/// [`PaceThrottled`]'s two hooks.
+/// The service and operation the SDK runs under `cfg` ("unknown" when it does not say).
+fn operation(cfg: &aws_smithy_types::config_bag::ConfigBag) -> (&str, &str) {
+    cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+        .map_or(("unknown", "unknown"), |m| (m.service(), m.name()))
+}
+
+/// The current attempt: when it went on the wire and whether its operation only reads, kept in
+/// the operation's config bag between [`PaceThrottled`]'s two hooks.
 #[derive(Debug, Clone, Copy)]
-struct SentAt(std::time::Instant);
+struct SentAt {
+    at: std::time::Instant,
+    read_only: bool,
+}
 
 impl aws_smithy_types::config_bag::Storable for SentAt {
     type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
@@ -220,9 +228,9 @@ impl aws_smithy_types::config_bag::Storable for SentAt {
 /// Two halves, because retry classifiers must be free of side effects (the SDK runs them more
 /// than once per attempt: its connection-poisoning interceptor classifies too):
 /// - as an interceptor it runs once per attempt: it tells the [`Pace`] that the attempt was
-///   sent, then how S3 answered it and when the attempt was sent (the budget counts what S3 accepts, and on a 503 or 429
-///   cuts its rate and returns the wait for a send slot for the retry), a wait it writes on a
-///   throttled response as [`PACED_RETRY_HEADER`];
+///   sent, then how S3 answered it and when the attempt was sent (the budget counts what S3
+///   accepts, and on a 503 or 429 cuts its rate and returns the wait for a send slot for the
+///   retry), a wait it writes on a throttled response as [`PACED_RETRY_HEADER`];
 /// - as a retry classifier (after the SDK's own) it reads that header back and classifies the
 ///   answer as a throttling error retried after exactly that wait.
 #[derive(Clone)]
@@ -232,12 +240,6 @@ impl std::fmt::Debug for PaceThrottled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PaceThrottled")
     }
-}
-
-/// Whether the operation the SDK runs under `cfg` only reads.
-fn reads_only(cfg: &aws_smithy_types::config_bag::ConfigBag) -> bool {
-    let meta = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
-    is_read_only(meta.map_or("unknown", |m| m.name()))
 }
 
 impl aws_smithy_runtime_api::client::interceptors::Intercept for PaceThrottled {
@@ -251,9 +253,12 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for PaceThrottled {
         _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
         cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        self.0.sent(reads_only(cfg));
-        cfg.interceptor_state()
-            .store_put(SentAt(std::time::Instant::now()));
+        let read_only = is_read_only(operation(cfg).1);
+        self.0.sent(read_only);
+        cfg.interceptor_state().store_put(SentAt {
+            at: std::time::Instant::now(),
+            read_only,
+        });
         Ok(())
     }
 
@@ -263,15 +268,15 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for PaceThrottled {
         _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
         cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        let read_only = reads_only(cfg);
-        let sent = cfg
-            .load::<SentAt>()
-            .map_or_else(std::time::Instant::now, |s| s.0);
+        let SentAt { at, read_only } = cfg.load::<SentAt>().copied().unwrap_or_else(|| SentAt {
+            at: std::time::Instant::now(),
+            read_only: is_read_only(operation(cfg).1),
+        });
         let response = context.response_mut();
         if !matches!(response.status().as_u16(), 429 | 503) {
-            self.0.answered(read_only, false, sent);
+            self.0.answered(read_only, false, at);
         } else {
-            let wait = self.0.answered(read_only, true, sent);
+            let wait = self.0.answered(read_only, true, at);
             response
                 .headers_mut()
                 .insert(PACED_RETRY_HEADER, wait.as_millis().to_string());
@@ -359,8 +364,7 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for FenceRequests {
         _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
         cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        let meta = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
-        let op = meta.map_or("unknown", |m| m.name());
+        let (_, op) = operation(cfg);
         if is_read_only(op) || (self.0)() {
             return Ok(());
         }
