@@ -171,18 +171,32 @@ spec:
         if kill:
             self.wait_for("a third of the copies", 600, lambda: vs3.stats()["distinct"] > keys // 3)
             procs[0].send_signal(signal.SIGKILL)
-        # Wait for every task, sampling each one's peak RSS while it lives; a complete run gets
-        # an hour plus a minute per 10,000 keys.
+        # Wait for every task, sampling each one's RSS while it lives; a complete run gets an
+        # hour plus a minute per 10,000 keys. Every 10 s the largest RSS and the keys copied so
+        # far go to <job>-progress.tsv, so growth and the tail can be placed in the run.
         deadline = t0 + 3600 + keys / 10_000 * 60
         self.peak_rss = 0.0
+        self.samples = []  # (seconds, distinct keys copied, largest VmRSS in MiB)
+        tsv = open(os.path.join(self.dir, f"{job}-progress.tsv"), "w")
+        tsv.write("seconds\tcopied\trss_mib\n")
+        next_sample = t0
         while any(p.poll() is None for p in procs) and time.time() < deadline:
+            rss = 0.0
             for p in procs:
                 if p.poll() is None:
                     try:
                         self.peak_rss = max(self.peak_rss, peak_rss_mib(p.pid))
+                        rss = max(rss, rss_mib(p.pid))
                     except OSError:
                         pass
+            if time.time() >= next_sample:
+                next_sample += 10
+                sample = (time.time() - t0, vs3.stats()["distinct"], rss)
+                self.samples.append(sample)
+                tsv.write("%.0f\t%d\t%.1f\n" % sample)
+                tsv.flush()
             time.sleep(1)
+        tsv.close()
         codes = []
         for p in procs:
             if p.poll() is None:
@@ -197,12 +211,32 @@ spec:
         return s, took, codes, job
 
 
-def peak_rss_mib(pid):
+def status_mib(pid, field):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def peak_rss_mib(pid):
+    return status_mib(pid, "VmHWM")
+
+
+def rss_mib(pid):
+    return status_mib(pid, "VmRSS")
+
+
+def by_progress(samples, keys, took):
+    """The largest task RSS at a tenth, half and nine tenths of the keys copied, and when the
+    last 1% of the keys began (the tail's share of the run)."""
+    out = []
+    for share in (0.1, 0.5, 0.9):
+        at = next((s for s in samples if s[1] >= share * keys), None)
+        out.append(f"{share:.0%}: {at[2]:.1f} MiB" if at else f"{share:.0%}: -")
+    last = next((s for s in samples if s[1] >= 0.99 * keys), None)
+    tail = f"the last 1% of keys took {took - last[0]:.0f} s of {took:.0f}" if last else "no sample at 99%"
+    return "the tasks' RSS at " + ", ".join(out) + f"; {tail}"
 
 
 def main():
@@ -276,6 +310,7 @@ def once(b, a):
     print(f"complete run, 4 tasks, {k:,} keys: {took:.1f} s ({s['distinct'] / took:.0f} copies/s), "
           f"exit codes {codes}; missing {k - s['distinct']}, copied twice {s['copied_twice']}; "
           f"the tasks' peak RSS {b.peak_rss:.1f} MiB", flush=True)
+    print(by_progress(b.samples, k, took), flush=True)
     rru, wru, keys = b.capacity(job, 4)
     hot, units = max(keys.items(), key=lambda kv: kv[1]) if keys else ("-", 0.0)
     rate = k / took

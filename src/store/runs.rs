@@ -240,6 +240,117 @@ impl RunSummary {
             .is_some_and(|t| t == self.partitions_done)
             && self.chunks_done == self.chunks_total
     }
+
+    /// Counts one of the run's items.
+    fn add(&mut self, item: &Item) {
+        let sk = get_s(item, "sk").unwrap_or_default();
+        let done = get_s(item, "state") == Some("done");
+        let num = |k: &str| get_n(item, k).unwrap_or(0);
+        if sk.starts_with("PART#") {
+            self.partitions_done += usize::from(done);
+            self.progress.objects_listed += num("listedObjects");
+            self.progress.bytes_listed += num("listedBytes");
+        } else if sk.starts_with("CHUNK#") {
+            self.chunks_total += 1;
+            if done {
+                self.chunks_done += 1;
+                self.progress.objects_copied += num("copied");
+                self.progress.bytes_copied += num("copiedBytes");
+                self.progress.objects_skipped += num("skipped");
+                self.progress.bytes_skipped += num("skippedBytes");
+                self.progress.objects_failed += num("failed");
+                self.progress.objects_deleted += num("deleted");
+            }
+        } else if let Some(task) = sk.strip_prefix("TASK#") {
+            self.tasks.push(TaskProgress {
+                task: task.to_string(),
+                heartbeat_ms: num("heartbeat"),
+                state: opt_s(item, "state").unwrap_or_default(),
+                copied: num("copied"),
+                copied_bytes: num("copiedBytes"),
+                credential_refreshes: num("credentialRefreshes"),
+            });
+        }
+    }
+}
+
+/// A run's items read a page at a time (a strongly consistent Query of `pk = RUN#…`, at most
+/// 1 MB a page): what walks a whole run holds one page in memory, not the run. A run of 10⁷
+/// objects has 10⁴ chunk items, and holding them all at once cost a worker 46 MiB.
+struct RunPages<'a> {
+    store: &'a Store,
+    pk: String,
+    prefix: &'a str,
+    filter: Option<&'a str>,
+    summary: bool,
+    start: Option<Item>,
+    done: bool,
+}
+
+impl<'a> RunPages<'a> {
+    /// `filter` is a filter expression over `#st` (the item's state) and `:done`; `summary`
+    /// reads only [`SUMMARY_ATTRIBUTES`].
+    fn new(
+        store: &'a Store,
+        job: &str,
+        run: &str,
+        prefix: &'a str,
+        filter: Option<&'a str>,
+        summary: bool,
+    ) -> RunPages<'a> {
+        RunPages {
+            store,
+            pk: run_pk(job, run),
+            prefix,
+            filter,
+            summary,
+            start: None,
+            done: false,
+        }
+    }
+
+    /// The next page's items, or `None` after the last page.
+    async fn next(&mut self) -> Result<Option<Vec<Item>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut req = self
+            .store
+            .client()
+            .query()
+            .table_name(self.store.table())
+            .expression_attribute_values(":pk", s(&self.pk))
+            .consistent_read(true)
+            .set_exclusive_start_key(self.start.take());
+        req = if self.prefix.is_empty() {
+            req.key_condition_expression("pk = :pk")
+        } else {
+            req.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":p", s(self.prefix))
+        };
+        if let Some(f) = self.filter {
+            req = req
+                .filter_expression(f)
+                .expression_attribute_names("#st", "state")
+                .expression_attribute_values(":done", s("done"));
+        }
+        if self.summary {
+            let aliases: Vec<&str> = SUMMARY_ATTRIBUTES.iter().map(|(alias, _)| *alias).collect();
+            req = req.projection_expression(aliases.join(", "));
+            for (alias, name) in SUMMARY_ATTRIBUTES {
+                req = req.expression_attribute_names(alias, name);
+            }
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.store.aws_err("Query", e))?;
+        match out.last_evaluated_key {
+            Some(k) if !k.is_empty() => self.start = Some(k),
+            _ => self.done = true,
+        }
+        Ok(Some(out.items.unwrap_or_default()))
+    }
 }
 
 /// A worker task's heartbeat and live counters.
@@ -657,6 +768,9 @@ impl Store {
         Ok(items.iter().map(Chunk::from_item).collect())
     }
 
+    /// Every item of a run under `prefix` (optionally filtered), collected: for reads that are
+    /// bounded (failures) or made for people (`open_chunks`). Reads of a whole run that the
+    /// operator or the workers repeat go through [`RunPages`] a page at a time.
     async fn query_prefix(
         &self,
         job: &str,
@@ -665,45 +779,12 @@ impl Store {
         filter: Option<&str>,
         summary: bool,
     ) -> Result<Vec<Item>, StoreError> {
+        let mut pages = RunPages::new(self, job, run, prefix, filter, summary);
         let mut items = Vec::new();
-        let mut start = None;
-        let projection = summary.then(|| {
-            let aliases: Vec<&str> = SUMMARY_ATTRIBUTES.iter().map(|(alias, _)| *alias).collect();
-            aliases.join(", ")
-        });
-        loop {
-            let mut req = self
-                .client()
-                .query()
-                .table_name(self.table())
-                .expression_attribute_values(":pk", s(run_pk(job, run)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take());
-            req = if prefix.is_empty() {
-                req.key_condition_expression("pk = :pk")
-            } else {
-                req.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                    .expression_attribute_values(":p", s(prefix))
-            };
-            if let Some(f) = filter {
-                req = req
-                    .filter_expression(f)
-                    .expression_attribute_names("#st", "state")
-                    .expression_attribute_values(":done", s("done"));
-            }
-            if let Some(projection) = &projection {
-                req = req.projection_expression(projection);
-                for (alias, name) in SUMMARY_ATTRIBUTES {
-                    req = req.expression_attribute_names(alias, name);
-                }
-            }
-            let out = req.send().await.map_err(|e| self.aws_err("Query", e))?;
-            items.extend(out.items().iter().cloned());
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(items),
-            }
+        while let Some(page) = pages.next().await? {
+            items.extend(page);
         }
+        Ok(items)
     }
 
     /// Takes a chunk's lease if it is pending (and past its `notBefore`) or its lease expired,
@@ -1020,18 +1101,9 @@ impl Store {
     /// stamped. An item gone meanwhile is skipped.
     pub async fn expire_run(&self, job: &str, run: &str, at: u64) -> Result<usize, StoreError> {
         const IN_FLIGHT: usize = 16;
-        let items = self.query_prefix(job, run, "", None, true).await?;
-        let (meta, rest): (Vec<Item>, Vec<Item>) = items
-            .into_iter()
-            .partition(|i| get_s(i, "sk") == Some("META"));
-        let sks = |items: &[Item]| -> Vec<String> {
-            items.iter().filter_map(|i| opt_s(i, "sk")).collect()
-        };
+        let (meta, rest) = self.run_sort_keys(job, run).await?;
         let mut stamped = 0;
-        for batch in sks(&rest)
-            .chunks(IN_FLIGHT)
-            .chain(sks(&meta).chunks(IN_FLIGHT))
-        {
+        for batch in rest.chunks(IN_FLIGHT).chain(meta.chunks(IN_FLIGHT)) {
             let mut set = tokio::task::JoinSet::new();
             for sk in batch {
                 let (store, pk, sk) = (self.clone(), run_pk(job, run), sk.clone());
@@ -1073,21 +1145,14 @@ impl Store {
     /// deletion was requested). Safe to repeat after an interruption.
     pub async fn delete_job_records(&self, job: &str) -> Result<(), StoreError> {
         for run in self.list_runs(job).await? {
-            let items = self.query_prefix(job, &run, "", None, true).await?;
             // META last, so an interrupted delete can still find the run.
-            let (meta, rest): (Vec<Item>, Vec<Item>) = items
-                .into_iter()
-                .partition(|i| get_s(i, "sk") == Some("META"));
-            self.delete_items(rest).await?;
-            self.delete_items(meta).await?;
+            let (meta, rest) = self.run_sort_keys(job, &run).await?;
+            let pk = run_pk(job, &run);
+            self.delete_items(&pk, &rest).await?;
+            self.delete_items(&pk, &meta).await?;
         }
-        let key = |sk: &str| {
-            let mut k = Item::new();
-            k.insert("pk".into(), s(super::job_pk(job)));
-            k.insert("sk".into(), s(sk));
-            k
-        };
-        self.delete_items(vec![key("STATUS")]).await?;
+        self.delete_items(&super::job_pk(job), &["STATUS".to_string()])
+            .await?;
         let res = self
             .client()
             .delete_item()
@@ -1108,16 +1173,33 @@ impl Store {
         }
     }
 
-    /// Deletes items by key in batches of 25, resending what DynamoDB left unprocessed.
-    async fn delete_items(&self, items: Vec<Item>) -> Result<(), StoreError> {
+    /// The sort keys of a run's items, read a page at a time: (its META item, the rest).
+    async fn run_sort_keys(
+        &self,
+        job: &str,
+        run: &str,
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let (mut meta, mut rest) = (Vec::new(), Vec::new());
+        let mut pages = RunPages::new(self, job, run, "", None, true);
+        while let Some(page) = pages.next().await? {
+            for sk in page.iter().filter_map(|i| opt_s(i, "sk")) {
+                if sk == "META" {
+                    meta.push(sk)
+                } else {
+                    rest.push(sk)
+                }
+            }
+        }
+        Ok((meta, rest))
+    }
+
+    /// Deletes the items `pk`/`sks` in batches of 25, resending what DynamoDB left unprocessed.
+    async fn delete_items(&self, pk: &str, sks: &[String]) -> Result<(), StoreError> {
         use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
-        for batch in items.chunks(25) {
+        for batch in sks.chunks(25) {
             let mut requests: Vec<WriteRequest> = Vec::new();
-            for i in batch {
-                let key: Item = ["pk", "sk"]
-                    .iter()
-                    .filter_map(|k| i.get(*k).map(|v| ((*k).to_string(), v.clone())))
-                    .collect();
+            for sk in batch {
+                let key: Item = [("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))].into();
                 let del = DeleteRequest::builder()
                     .set_key(Some(key))
                     .build()
@@ -1156,40 +1238,54 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a read that costs O(shards + partitions), not O(run), shows the run has work
+    /// left: a chunk in the claim index (pending or leased: done chunks leave it), or a
+    /// listing partition not listed to its end. The index is eventually consistent, so `true`
+    /// may be stale by a moment and `false` proves nothing: only [`Store::run_summary`] (a
+    /// read of the whole run) says a run is complete. An idle worker asks this first, and the
+    /// whole run is read once, at its end, instead of every few seconds while others copy
+    /// the last chunks.
+    pub async fn run_has_open_work(&self, job: &str, run: &str) -> Result<bool, StoreError> {
+        for shard in 0..CLAIM_SHARDS {
+            let out = self
+                .client()
+                .query()
+                .table_name(self.table())
+                .index_name(super::CLAIM_INDEX)
+                .key_condition_expression("gsi2pk = :p")
+                .expression_attribute_values(":p", s(claim_pk(job, run, shard)))
+                .limit(1)
+                .send()
+                .await
+                .map_err(|e| self.aws_err("Query", e))?;
+            if out.count() > 0 {
+                return Ok(true);
+            }
+        }
+        let mut sum = RunSummary::default();
+        match self.get_run(job, run).await?.and_then(|m| m.boundaries) {
+            Some(b) => sum.partitions_total = Some(b.len() + 1),
+            None => return Ok(true),
+        }
+        let mut pages = RunPages::new(self, job, run, "PART#", None, true);
+        while let Some(page) = pages.next().await? {
+            for item in &page {
+                sum.add(item);
+            }
+        }
+        Ok(sum.partitions_total != Some(sum.partitions_done))
+    }
+
     /// Sums a run's items into its progress and completion state.
     pub async fn run_summary(&self, job: &str, run: &str) -> Result<RunSummary, StoreError> {
         let mut sum = RunSummary::default();
         if let Some(meta) = self.get_run(job, run).await? {
             sum.partitions_total = meta.boundaries.map(|b| b.len() + 1);
         }
-        for item in self.query_prefix(job, run, "", None, true).await? {
-            let sk = get_s(&item, "sk").unwrap_or_default();
-            let done = get_s(&item, "state") == Some("done");
-            let num = |k: &str| get_n(&item, k).unwrap_or(0);
-            if sk.starts_with("PART#") {
-                sum.partitions_done += usize::from(done);
-                sum.progress.objects_listed += num("listedObjects");
-                sum.progress.bytes_listed += num("listedBytes");
-            } else if sk.starts_with("CHUNK#") {
-                sum.chunks_total += 1;
-                if done {
-                    sum.chunks_done += 1;
-                    sum.progress.objects_copied += num("copied");
-                    sum.progress.bytes_copied += num("copiedBytes");
-                    sum.progress.objects_skipped += num("skipped");
-                    sum.progress.bytes_skipped += num("skippedBytes");
-                    sum.progress.objects_failed += num("failed");
-                    sum.progress.objects_deleted += num("deleted");
-                }
-            } else if let Some(task) = sk.strip_prefix("TASK#") {
-                sum.tasks.push(TaskProgress {
-                    task: task.to_string(),
-                    heartbeat_ms: num("heartbeat"),
-                    state: opt_s(&item, "state").unwrap_or_default(),
-                    copied: num("copied"),
-                    copied_bytes: num("copiedBytes"),
-                    credential_refreshes: num("credentialRefreshes"),
-                });
+        let mut pages = RunPages::new(self, job, run, "", None, true);
+        while let Some(page) = pages.next().await? {
+            for item in &page {
+                sum.add(item);
             }
         }
         Ok(sum)

@@ -553,9 +553,9 @@ impl Worker {
                 if self.sched().stopping() {
                     return Ok(());
                 }
-                match self.store.run_summary(&self.cfg.job, &self.cfg.run).await {
-                    Ok(summary) if summary.complete() => return Ok(()),
-                    Ok(_) => {}
+                match self.run_complete().await {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
                     Err(e) if !e.kind().fails_again() => {
                         tracing::warn!(error = %e, "could not read the run's state; trying again later");
                     }
@@ -595,6 +595,17 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Whether the run is complete, asked by a task with nothing to do: the cheap reads of
+    /// [`crate::store::Store::run_has_open_work`] first, the whole run only when they find
+    /// nothing open (once per task at the end of a run, or after an index lag).
+    async fn run_complete(&self) -> Result<bool, crate::store::StoreError> {
+        let (job, run) = (&self.cfg.job, &self.cfg.run);
+        if self.store.run_has_open_work(job, run).await? {
+            return Ok(false);
+        }
+        Ok(self.store.run_summary(job, run).await?.complete())
     }
 
     /// Fills a free work slot: the steps [`queue::steps`] gives for what the task knows now,
@@ -722,7 +733,7 @@ impl Worker {
         tracing::debug!(unit = %sk, ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "work unit finished");
         if result.is_err() || self.abandon.load(Ordering::Relaxed) {
             // Give the work back rather than let its lease run out: at once on shutdown, after
-            // a pause that grows with its attempts when it failed.
+            // a pause when it failed (see [`queue::not_before`]).
             let (job, run, me) = (&self.cfg.job, &self.cfg.run, &self.cfg.task);
             let _ = match &attempts {
                 None => self.store.release_lease(job, run, &sk, me).await,
@@ -730,7 +741,11 @@ impl Worker {
                     self.store.release_chunk(job, run, &sk, me, now_ms()).await
                 }
                 Some(n) => {
-                    let at = queue::not_before(now_ms(), *n, rand::random::<f64>());
+                    let failure = match result.as_ref().map_err(WorkerError::kind) {
+                        Err(ErrorKind::Throttled) => queue::Failure::Throttled,
+                        _ => queue::Failure::Other,
+                    };
+                    let at = queue::not_before(now_ms(), *n, failure, rand::random::<f64>());
                     self.store.release_chunk(job, run, &sk, me, at).await
                 }
             };

@@ -184,13 +184,34 @@ impl Idle {
     }
 }
 
-/// When a chunk given back after its `attempts`-th failed attempt may be claimed again:
-/// exponential from 1 s to 5 minutes, with `jitter` (0.0–1.0) taking off up to half, so that a
-/// chunk failing on every task does not spin through them and tasks do not retry in step.
-pub fn not_before(now: u64, attempts: u64, jitter: f64) -> u64 {
-    let base = 1_000u64
-        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
-        .min(300_000);
+/// Why a unit of copy work gave its chunk back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// S3 kept answering SlowDown to one of its requests beyond the client's retries. That is a
+    /// rate signal, not a fault of the chunk: the request budget has cut the task's rate
+    /// already, and any task may copy the chunk again after a short pause.
+    Throttled,
+    /// Anything else that a retry may cure (a timeout, a lost connection, a 500).
+    Other,
+}
+
+/// How long a chunk given back for [`Failure::Throttled`] waits, whatever its attempts.
+pub const THROTTLED_PAUSE_MS: u64 = 1_000;
+
+/// When a chunk given back after its `attempts`-th failed attempt may be claimed again, with
+/// `jitter` (0.0–1.0) taking off up to half of the pause so tasks do not retry in step:
+/// - throttled: [`THROTTLED_PAUSE_MS`], not growing. In a SlowDown storm many chunks fail
+///   this way, some more than once; a pause doubling with them left the last chunks of a run
+///   waiting minutes while every task was idle.
+/// - otherwise: exponential from 1 s to 5 minutes, so that a chunk failing on every task
+///   does not spin through them.
+pub fn not_before(now: u64, attempts: u64, failure: Failure, jitter: f64) -> u64 {
+    let base = match failure {
+        Failure::Throttled => THROTTLED_PAUSE_MS,
+        Failure::Other => 1_000u64
+            .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+            .min(300_000),
+    };
     let off = (base as f64 * jitter.clamp(0.0, 1.0) / 2.0) as u64;
     now + base - off
 }
@@ -587,22 +608,28 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_chunk_waits_longer_after_each_attempt_within_bounds() {
+    fn a_failed_chunk_waits_longer_after_each_attempt_within_bounds_unless_s3_only_slowed_it_down()
+    {
+        use Failure::{Other, Throttled};
         let cases = [
-            (1, 0.0, 1_000),
-            (2, 0.0, 2_000),
-            (3, 0.0, 4_000),
-            (3, 1.0, 2_000),
-            (9, 0.0, 256_000),
-            (10, 0.0, 300_000),
-            (60, 0.5, 225_000),
-            (0, 0.0, 1_000),
+            (1, Other, 0.0, 1_000),
+            (2, Other, 0.0, 2_000),
+            (3, Other, 0.0, 4_000),
+            (3, Other, 1.0, 2_000),
+            (9, Other, 0.0, 256_000),
+            (10, Other, 0.0, 300_000),
+            (60, Other, 0.5, 225_000),
+            (0, Other, 0.0, 1_000),
+            // A SlowDown is the budget's business: the chunk waits a second however often.
+            (1, Throttled, 0.0, 1_000),
+            (9, Throttled, 0.0, 1_000),
+            (60, Throttled, 1.0, 500),
         ];
-        for (attempts, jitter, wait) in cases {
+        for (attempts, failure, jitter, wait) in cases {
             assert_eq!(
-                not_before(7, attempts, jitter) - 7,
+                not_before(7, attempts, failure, jitter) - 7,
                 wait,
-                "attempt {attempts}, jitter {jitter}"
+                "attempt {attempts}, {failure:?}, jitter {jitter}"
             );
         }
     }

@@ -10,6 +10,7 @@ mod inventory;
 mod observability;
 mod operator;
 mod races;
+mod runs;
 pub mod strict;
 mod trust;
 mod worker;
