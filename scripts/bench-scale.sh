@@ -12,7 +12,9 @@
 #   scripts/bench-scale.sh --inventory           # only runs read from an S3 Inventory report (CSV, Parquet)
 #   FULL_KEYS=10000000 CONCURRENCY=32 scripts/bench-scale.sh --once
 #                                                # only the complete run (4 tasks): exactly once,
-#                                                # coordination and the tasks' peak RSS
+#                                                # coordination and the tasks' RSS over the run
+#   FULL_KEYS=10000000 CONCURRENCY=32 scripts/bench-scale.sh --kill
+#                                                # only the complete run with one task SIGKILLed
 #
 # Environment: KEYS (flat bucket for planning and throughput, default 10^7), LATENCY_MS (20),
 # CONCURRENCY (copies in flight per task, 8: one task then stays well under the prefix budget,
