@@ -1276,6 +1276,24 @@ impl Store {
         Ok(sum.partitions_total != Some(sum.partitions_done))
     }
 
+    /// Whether every partition of the run is listed and every chunk done, read strongly
+    /// consistent: [`Store::run_has_open_work`] first, then the run's chunks filtered to those
+    /// not done, so the pages that come back hold only those (the read costs the whole run's
+    /// units, but a worker holds no more than a page of keys). A run whose partitions are all
+    /// listed has all its chunks written, so none can appear after this read.
+    pub async fn run_complete(&self, job: &str, run: &str) -> Result<bool, StoreError> {
+        if self.run_has_open_work(job, run).await? {
+            return Ok(false);
+        }
+        let mut pages = RunPages::new(self, job, run, "CHUNK#", Some("#st <> :done"), false);
+        while let Some(page) = pages.next().await? {
+            if !page.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Sums a run's items into its progress and completion state.
     pub async fn run_summary(&self, job: &str, run: &str) -> Result<RunSummary, StoreError> {
         let mut sum = RunSummary::default();

@@ -221,7 +221,7 @@ struct Worker {
     /// listing its lister just read; they need no claim, and their copier lists only the
     /// destination), partitions listed or held, units copying, the idle backoff, stopping.
     /// Never locked across an await.
-    sched: std::sync::Mutex<queue::Scheduler<(Chunk, Vec<plan::Entry>)>>,
+    sched: std::sync::Mutex<queue::Scheduler<(Chunk, Option<Vec<plan::Entry>>)>>,
     /// Signalled when a chunk is kept.
     wake: Notify,
     live: Live,
@@ -495,7 +495,9 @@ enum Work {
 
 impl Worker {
     /// The scheduler, locked (a poisoned lock still holds consistent plain data).
-    fn sched(&self) -> std::sync::MutexGuard<'_, queue::Scheduler<(Chunk, Vec<plan::Entry>)>> {
+    fn sched(
+        &self,
+    ) -> std::sync::MutexGuard<'_, queue::Scheduler<(Chunk, Option<Vec<plan::Entry>>)>> {
         self.sched.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -553,7 +555,8 @@ impl Worker {
                 if self.sched().stopping() {
                     return Ok(());
                 }
-                match self.run_complete().await {
+                // Cheap reads first: the whole run is read once per task, at the end.
+                match self.store.run_complete(&self.cfg.job, &self.cfg.run).await {
                     Ok(true) => return Ok(()),
                     Ok(false) => {}
                     Err(e) if !e.kind().fails_again() => {
@@ -597,17 +600,6 @@ impl Worker {
         }
     }
 
-    /// Whether the run is complete, asked by a task with nothing to do: the cheap reads of
-    /// [`crate::store::Store::run_has_open_work`] first, the whole run only when they find
-    /// nothing open (once per task at the end of a run, or after an index lag).
-    async fn run_complete(&self) -> Result<bool, crate::store::StoreError> {
-        let (job, run) = (&self.cfg.job, &self.cfg.run);
-        if self.store.run_has_open_work(job, run).await? {
-            return Ok(false);
-        }
-        Ok(self.store.run_summary(job, run).await?.complete())
-    }
-
     /// Fills a free work slot: the steps [`queue::steps`] gives for what the task knows now,
     /// tried in order until one finds work.
     async fn claim(&self) -> Result<Option<Work>, WorkerError> {
@@ -615,8 +607,8 @@ impl Worker {
         for step in queue::steps(&slot) {
             let found = match step {
                 queue::Step::CopyKept => {
-                    let kept = self.sched().take_kept();
-                    kept.map(|(c, listing)| Work::Copy(c, Some(listing)))
+                    let kept = self.sched().take_kept(now_ms());
+                    kept.map(|(c, listing)| Work::Copy(c, listing))
                 }
                 queue::Step::ClaimPartition => self.claim_partition().await?,
                 queue::Step::ClaimChunk => self.claim_chunk().await?,
@@ -726,6 +718,24 @@ impl Worker {
             Work::Copy(c, listing) => {
                 self.sched().copy_started();
                 let r = self.copy_chunk(&c, listing).await;
+                let failure = r.as_ref().err().map(|e| queue::Failure::of(e.kind()));
+                if failure == Some(queue::Failure::Throttled)
+                    && !self.abandon.load(Ordering::Relaxed)
+                {
+                    // A rate signal, not the chunk's fault: this task copies it again after a
+                    // pause, with its lease (see `Scheduler::copy_throttled`).
+                    let ready = queue::not_before(
+                        now_ms(),
+                        c.attempts,
+                        queue::Failure::Throttled,
+                        rand::random::<f64>(),
+                    );
+                    tracing::warn!(chunk = %sk, error = %r.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+                        "chunk copy throttled; this task copies it again after a pause");
+                    self.sched().copy_throttled(sk, ready, (c, None));
+                    self.wake.notify_one();
+                    return Ok(());
+                }
                 self.sched().copy_ended(&sk);
                 r
             }
@@ -741,10 +751,10 @@ impl Worker {
                     self.store.release_chunk(job, run, &sk, me, now_ms()).await
                 }
                 Some(n) => {
-                    let failure = match result.as_ref().map_err(WorkerError::kind) {
-                        Err(ErrorKind::Throttled) => queue::Failure::Throttled,
-                        _ => queue::Failure::Other,
-                    };
+                    let failure = result
+                        .as_ref()
+                        .err()
+                        .map_or(queue::Failure::Other, |e| queue::Failure::of(e.kind()));
                     let at = queue::not_before(now_ms(), *n, failure, rand::random::<f64>());
                     self.store.release_chunk(job, run, &sk, me, at).await
                 }
@@ -822,7 +832,7 @@ impl Worker {
             .await?;
         if let Some(c) = kept {
             self.sched()
-                .kept(c.id.clone(), c.lease_expiry, (c, entries));
+                .kept(c.id.clone(), c.lease_expiry, (c, Some(entries)));
             self.wake.notify_one();
         }
         Ok(next)

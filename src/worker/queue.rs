@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
+use crate::aws::ErrorKind;
+
 /// What a task knows when a work slot is free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
@@ -195,6 +197,17 @@ pub enum Failure {
     Other,
 }
 
+impl Failure {
+    /// The failure an error of `kind` is: throttling (S3's SlowDown, DynamoDB's throughput
+    /// errors, as `aws::error` classifies them) or anything else.
+    pub fn of(kind: ErrorKind) -> Failure {
+        match kind {
+            ErrorKind::Throttled => Failure::Throttled,
+            _ => Failure::Other,
+        }
+    }
+}
+
 /// How long a chunk given back for [`Failure::Throttled`] waits, whatever its attempts.
 pub const THROTTLED_PAUSE_MS: u64 = 1_000;
 
@@ -217,12 +230,14 @@ pub fn not_before(now: u64, attempts: u64, failure: Failure, jitter: f64) -> u64
 }
 
 /// A task's scheduling state. `C` is what a kept chunk carries (the chunk and the listing its
-/// lister read); the scheduler only queues it.
+/// lister read, if any); the scheduler only queues it.
 #[derive(Debug)]
 pub struct Scheduler<C> {
     leases: Leases,
-    /// Chunks this task's listers wrote already leased to it, oldest first, by lease key.
-    kept: VecDeque<(String, C)>,
+    /// Chunks leased to this task and waiting for a copy slot: those its listers wrote (ready
+    /// at once, oldest first) and, ahead of them, those whose copy S3 throttled (ready after a
+    /// pause; see [`Scheduler::copy_throttled`]).
+    kept: VecDeque<Kept<C>>,
     max_kept: usize,
     /// Partitions this task is listing (it holds their leases).
     listing: BTreeSet<u32>,
@@ -232,6 +247,14 @@ pub struct Scheduler<C> {
     copying: usize,
     idle: Idle,
     stopping: bool,
+}
+
+/// A chunk leased to this task, waiting to be copied from `ready` (epoch ms).
+#[derive(Debug)]
+struct Kept<C> {
+    sk: String,
+    ready: u64,
+    chunk: C,
 }
 
 impl<C> Scheduler<C> {
@@ -256,7 +279,7 @@ impl<C> Scheduler<C> {
         Slot {
             copying: self.copying,
             free_copies,
-            kept: self.kept.len(),
+            kept: self.kept.iter().filter(|k| k.ready <= now).count(),
             listing: self.listing.len(),
             max_listers: self.max_listers,
             index_open: self.idle.may_claim(now),
@@ -285,21 +308,26 @@ impl<C> Scheduler<C> {
     /// A lister wrote a chunk leased to this task until `expiry`.
     pub fn kept(&mut self, sk: String, expiry: u64, chunk: C) {
         self.leases.hold(sk.clone(), expiry);
-        self.kept.push_back((sk, chunk));
+        self.kept.push_back(Kept {
+            sk,
+            ready: 0,
+            chunk,
+        });
     }
 
-    /// The oldest kept chunk, to copy now.
-    pub fn take_kept(&mut self) -> Option<C> {
-        self.kept.pop_front().map(|(_, c)| c)
+    /// The first kept chunk ready at `now`, to copy now.
+    pub fn take_kept(&mut self, now: u64) -> Option<C> {
+        let i = self.kept.iter().position(|k| k.ready <= now)?;
+        self.kept.remove(i).map(|k| k.chunk)
     }
 
     /// Kept chunks not started, to give back on the way out; their leases are dropped.
     pub fn drain_kept(&mut self) -> Vec<C> {
-        let kept: Vec<(String, C)> = self.kept.drain(..).collect();
+        let kept: Vec<Kept<C>> = self.kept.drain(..).collect();
         kept.into_iter()
-            .map(|(sk, c)| {
-                self.leases.release(&sk);
-                c
+            .map(|k| {
+                self.leases.release(&k.sk);
+                k.chunk
             })
             .collect()
     }
@@ -351,6 +379,17 @@ impl<C> Scheduler<C> {
         self.leases.release(sk);
     }
 
+    /// A chunk's copy ended because S3 kept answering SlowDown ([`Failure::Throttled`]): the
+    /// task keeps its lease and copies it again from `ready`, ahead of its other kept chunks.
+    /// Given back to the claim index instead, such chunks waited there for a task with a free
+    /// slot and no chunk of its own, which in a run that lists ahead is its end: over 10⁷
+    /// keys, a hundred of them were left for the last minutes of the run. A stopping task gives
+    /// it back ([`Scheduler::drain_kept`]).
+    pub fn copy_throttled(&mut self, sk: String, ready: u64, chunk: C) {
+        self.copying = self.copying.saturating_sub(1);
+        self.kept.push_front(Kept { sk, ready, chunk });
+    }
+
     pub fn copying(&self) -> usize {
         self.copying
     }
@@ -360,9 +399,14 @@ impl<C> Scheduler<C> {
         self.idle.found_nothing(now);
     }
 
-    /// How long until the claim index may be asked again.
+    /// How long a task with nothing under way waits before it looks for work again: until the
+    /// claim index may be asked again, or a kept chunk is ready, whichever is sooner.
     pub fn idle_left(&self, now: u64) -> u64 {
-        self.idle.until.saturating_sub(now)
+        let index = self.idle.until.saturating_sub(now);
+        self.kept
+            .iter()
+            .map(|k| k.ready.saturating_sub(now))
+            .fold(index, u64::min)
     }
 
     pub fn holds(&self, sk: &str) -> bool {
@@ -398,6 +442,8 @@ mod tests {
         Claimed(&'static str),
         CopyStarted,
         CopyEnded(&'static str),
+        /// S3 throttled the copy of a chunk; it is copied again after `ready`.
+        Throttled(&'static str, u64),
         FoundNothing,
         Stop,
     }
@@ -412,11 +458,12 @@ mod tests {
             Event::ListingEnded(i, done) => s.listing_ended(i, &part(i), done),
             Event::Kept(c) => s.kept(c.to_string(), now + 60_000, c),
             Event::TakeKept => {
-                s.take_kept();
+                s.take_kept(now);
             }
             Event::Claimed(c) => s.chunk_claimed(c.to_string(), now + 60_000),
             Event::CopyStarted => s.copy_started(),
             Event::CopyEnded(c) => s.copy_ended(c),
+            Event::Throttled(c, ready) => s.copy_throttled(c.to_string(), ready, c),
             Event::FoundNothing => s.found_nothing(now),
             Event::Stop => s.stop(),
         }
@@ -477,6 +524,55 @@ mod tests {
             assert_eq!(steps(&s.slot(8, 1_000)), want_steps, "after {events:?}");
             assert_eq!(s.leases(), want_leases, "after {events:?}");
         }
+    }
+
+    #[test]
+    fn a_chunk_s3_throttled_keeps_its_lease_and_is_copied_again_after_its_pause_before_the_others()
+    {
+        use Event::*;
+        let mut s = Scheduler::new(2, 4);
+        for e in [
+            Kept("c1"),
+            Kept("c2"),
+            TakeKept,
+            CopyStarted,
+            Throttled("c1", 2_000),
+        ] {
+            apply(&mut s, e, 1_000);
+        }
+        assert_eq!(s.leases(), vec!["c1", "c2"], "nothing is given back");
+        assert_eq!(s.copying(), 0);
+        // Before its pause ends, the other kept chunk is the one to copy.
+        assert_eq!(s.slot(8, 1_500).kept, 1);
+        assert_eq!(s.take_kept(1_500), Some("c2"));
+        assert_eq!(s.slot(8, 1_500).kept, 0);
+        assert_eq!(
+            steps(&s.slot(8, 1_500)),
+            vec![Step::ClaimPartition, Step::ClaimChunk]
+        );
+        assert_eq!(s.take_kept(1_500), None);
+        apply(&mut s, FoundNothing, 1_500);
+        assert_eq!(
+            s.idle_left(1_500),
+            250,
+            "the claim index's pause is the shorter"
+        );
+        apply(&mut s, FoundNothing, 1_600);
+        assert_eq!(
+            s.idle_left(1_600),
+            400,
+            "the throttled chunk's pause is the shorter"
+        );
+        // After it, the throttled chunk goes first.
+        apply(&mut s, Kept("c3"), 1_900);
+        assert_eq!(steps(&s.slot(8, 2_000)), vec![Step::CopyKept]);
+        assert_eq!(s.take_kept(2_000), Some("c1"));
+        assert_eq!(s.take_kept(2_000), Some("c3"));
+        // A stopping task gives a throttled chunk back with the rest.
+        apply(&mut s, Throttled("c1", 9_000), 2_000);
+        apply(&mut s, Stop, 2_000);
+        assert_eq!(s.drain_kept(), vec!["c1"]);
+        assert_eq!(s.leases(), vec!["c2", "c3"]);
     }
 
     #[test]
@@ -605,6 +701,20 @@ mod tests {
         assert_eq!(pauses, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
         idle.found_work();
         assert_eq!(idle, Idle::default());
+    }
+
+    #[test]
+    fn only_throttling_errors_are_a_throttled_failure() {
+        let cases = [
+            (ErrorKind::Throttled, Failure::Throttled),
+            (ErrorKind::Retryable, Failure::Other),
+            (ErrorKind::NotFound, Failure::Other),
+            (ErrorKind::Conflict, Failure::Other),
+            (ErrorKind::AccessDenied, Failure::Other),
+        ];
+        for (kind, failure) in cases {
+            assert_eq!(Failure::of(kind), failure, "{kind:?}");
+        }
     }
 
     #[test]
