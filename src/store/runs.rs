@@ -744,18 +744,35 @@ impl Store {
         shard: u32,
         limit: i32,
     ) -> Result<Vec<String>, StoreError> {
-        let out = self
+        self.index_entries(job, run, shard, Some(now_ms()), limit)
+            .await
+    }
+
+    /// Up to `limit` chunk ids of claim shard `shard`, those ready before `ready_before` (epoch
+    /// ms) when given, else any. Keys only and eventually consistent: a GSI serves no strongly
+    /// consistent read.
+    async fn index_entries(
+        &self,
+        job: &str,
+        run: &str,
+        shard: u32,
+        ready_before: Option<u64>,
+        limit: i32,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut req = self
             .client()
             .query()
             .table_name(self.table())
             .index_name(super::CLAIM_INDEX)
-            .key_condition_expression("gsi2pk = :p AND gsi2sk < :now")
             .expression_attribute_values(":p", s(claim_pk(job, run, shard)))
-            .expression_attribute_values(":now", s(ready_sk(now_ms(), "")))
-            .limit(limit)
-            .send()
-            .await
-            .map_err(|e| self.aws_err("Query", e))?;
+            .limit(limit);
+        req = match ready_before {
+            Some(t) => req
+                .key_condition_expression("gsi2pk = :p AND gsi2sk < :now")
+                .expression_attribute_values(":now", s(ready_sk(t, ""))),
+            None => req.key_condition_expression("gsi2pk = :p"),
+        };
+        let out = req.send().await.map_err(|e| self.aws_err("Query", e))?;
         Ok(out.items().iter().filter_map(|i| opt_s(i, "sk")).collect())
     }
 
@@ -1241,24 +1258,17 @@ impl Store {
     /// Whether a read that costs O(shards + partitions), not O(run), shows the run has work
     /// left: a chunk in the claim index (pending or leased: done chunks leave it), or a
     /// listing partition not listed to its end. The index is eventually consistent, so `true`
-    /// may be stale by a moment and `false` proves nothing: only [`Store::run_summary`] (a
+    /// may be stale by a moment and `false` proves nothing: only [`Store::run_complete`] (a
     /// read of the whole run) says a run is complete. An idle worker asks this first, and the
     /// whole run is read once, at its end, instead of every few seconds while others copy
     /// the last chunks.
     pub async fn run_has_open_work(&self, job: &str, run: &str) -> Result<bool, StoreError> {
         for shard in 0..CLAIM_SHARDS {
-            let out = self
-                .client()
-                .query()
-                .table_name(self.table())
-                .index_name(super::CLAIM_INDEX)
-                .key_condition_expression("gsi2pk = :p")
-                .expression_attribute_values(":p", s(claim_pk(job, run, shard)))
-                .limit(1)
-                .send()
-                .await
-                .map_err(|e| self.aws_err("Query", e))?;
-            if out.count() > 0 {
+            if !self
+                .index_entries(job, run, shard, None, 1)
+                .await?
+                .is_empty()
+            {
                 return Ok(true);
             }
         }

@@ -718,8 +718,8 @@ impl Worker {
             Work::Copy(c, listing) => {
                 self.sched().copy_started();
                 let r = self.copy_chunk(&c, listing).await;
-                let failure = r.as_ref().err().map(|e| queue::Failure::of(e.kind()));
-                if failure == Some(queue::Failure::Throttled)
+                if let Err(e) = &r
+                    && queue::Failure::of(e.kind()) == queue::Failure::Throttled
                     && !self.abandon.load(Ordering::Relaxed)
                 {
                     // A rate signal, not the chunk's fault: this task copies it again after a
@@ -730,8 +730,7 @@ impl Worker {
                         queue::Failure::Throttled,
                         rand::random::<f64>(),
                     );
-                    tracing::warn!(chunk = %sk, error = %r.as_ref().err().map(ToString::to_string).unwrap_or_default(),
-                        "chunk copy throttled; this task copies it again after a pause");
+                    tracing::warn!(chunk = %sk, error = %e, "chunk copy throttled; this task copies it again after a pause");
                     self.sched().copy_throttled(sk, ready, (c, None));
                     self.wake.notify_one();
                     return Ok(());
