@@ -35,9 +35,10 @@ off only to show what it catches:
 S3 requests are read path-style (`/bucket/key`), as ferry's emulator clients send them. The
 region of a request is the region of its SigV4 credential scope.
 
-Files: `core.py` (the registry, requests, AWS-shaped errors, moto lookups), `s3.py`, `iam.py`
-(permissions and denies), `ecs.py` (the rules), `dynamodb.py` (atomic conditional writes),
-and this one (the middleware and its control endpoints).
+Files: `core.py` (the registry, requests, AWS-shaped errors, moto lookups), `lookups.py` (moto's
+role and session lookups, indexed so that they do not scan every role and session per request),
+`s3.py`, `iam.py` (permissions and denies), `ecs.py` (the rules), `dynamodb.py` (atomic
+conditional writes), and this one (the middleware and its control endpoints).
 """
 
 
@@ -47,6 +48,7 @@ import time
 import urllib.parse
 
 from . import s3, iam, ecs, dynamodb  # noqa: F401  (registers the rules, in this order)
+from . import lookups
 from .core import LOCK, RULES, Request, enabled, parse, sessions
 from .ecs import (AGENT_TASKS, FAULTS, RUN_TASK_TOKENS, STOPPED_AT, STOPPING, TASK_STARTED, describe_tasks, params_digest,
                   placement_failure, propagated_body, set_faults, stop_requested, submit_task_state_change, tasks_started)
@@ -103,6 +105,7 @@ class StrictAws:
         if path == "/moto-api/reset" and environ.get("REQUEST_METHOD") == "POST":
             with LOCK:
                 RUN_TASK_TOKENS.clear()
+            lookups.reset()
         req = parse(environ)
         log_request(req)
         for r in list(RULES.values()):

@@ -11,6 +11,8 @@ from typing import Callable, Optional
 
 from moto.s3.models import s3_backends
 
+from . import lookups
+
 Response = tuple  # (status: str, headers: list[tuple[str, str]], body: bytes)
 
 
@@ -182,14 +184,7 @@ def is_s3_object_write(req: Request) -> bool:
 
 def assumed_role(access_key: str):
     """The STS session (moto's AssumedRole: `arn`, `policy`) behind an access key, if any."""
-    from moto.sts.models import sts_backends
-
-    for _, by_partition in list(sts_backends.items()):
-        for backend in list(by_partition.values()):
-            for role in list(backend.assumed_roles):
-                if role.access_key_id == access_key:
-                    return role
-    return None
+    return lookups.assumed_role(access_key)
 
 
 def sessions() -> dict:

@@ -870,6 +870,77 @@ async fn s3_requests_of_a_session_are_limited_to_its_session_policy() {
         .expect("moto alone ignores session policies");
 }
 
+/// The layer finds roles and sessions through indexes (scripts/strict_aws/lookups.py) instead of
+/// moto's scans of every role and session. A role deleted and created again under the same name
+/// is a new role: GetRole must answer with it, a session of it must be judged by its policy, and a
+/// session issued after the index was built must be found at all (an unknown key would pass as the
+/// emulator's root, which no policy limits).
+#[tokio::test]
+async fn s3_requests_of_a_role_created_again_are_judged_by_its_new_policy() {
+    let emu = Emulator::start();
+    let own = s3(&emu.account_config("222222222222").await, "us-east-1");
+    create_bucket(&own, "strict-again", "us-east-1").await;
+    for k in ["first/a", "second/b"] {
+        put(&own, "strict-again", k, b"x").await;
+    }
+    let allow = |prefix: &str| {
+        format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::strict-again/{prefix}/*"}}]}}"#
+        )
+    };
+    let role = "arn:aws:iam::222222222222:role/again";
+    let get = |c: aws_sdk_s3::Client, k: &'static str| async move {
+        c.get_object().bucket("strict-again").key(k).send().await
+    };
+    role_with_policy(&emu, "222222222222", "again", &allow("first")).await;
+    let before = s3(&emu.role_config(role).await, "us-east-1");
+    get(before.clone(), "first/a")
+        .await
+        .expect("the first role's policy allows it");
+    let err = get(before, "second/b")
+        .await
+        .expect_err("outside the first role's policy");
+    assert_eq!(err.code(), Some("AccessDenied"));
+
+    let iam = aws_sdk_iam::Client::new(&emu.account_config("222222222222").await);
+    let role_id = |iam: aws_sdk_iam::Client| async move {
+        let got = iam
+            .get_role()
+            .role_name("again")
+            .send()
+            .await
+            .expect("get role");
+        got.role().expect("role").role_id().to_string()
+    };
+    let first_id = role_id(iam.clone()).await;
+    iam.delete_role_policy()
+        .role_name("again")
+        .policy_name("permissions")
+        .send()
+        .await
+        .expect("delete the inline policy");
+    iam.delete_role()
+        .role_name("again")
+        .send()
+        .await
+        .expect("delete the role");
+    role_with_policy(&emu, "222222222222", "again", &allow("second")).await;
+    assert_ne!(
+        role_id(iam.clone()).await,
+        first_id,
+        "GetRole answers with the new role, not the deleted one"
+    );
+    let after = s3(&emu.role_config(role).await, "us-east-1");
+    get(after.clone(), "second/b")
+        .await
+        .expect("the new role's policy allows it");
+    let err = get(after, "first/a")
+        .await
+        .expect_err("the new role's policy no longer allows it");
+    assert_eq!(err.code(), Some("AccessDenied"));
+    assert_eq!(emu.strict_rejections("iam-s3-permissions"), 2);
+}
+
 #[tokio::test]
 async fn sts_refuses_session_policies_over_2048_characters() {
     let emu = Emulator::start();
@@ -1035,4 +1106,42 @@ async fn dynamodb_conditional_writes_are_atomic_under_racing_writers() {
         successes, version,
         "every successful conditional write bumped the version once"
     );
+}
+
+/// https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html#GSI.Reads: "Global
+/// secondary indexes support eventually consistent reads only." moto enforces this rule itself
+/// (so there is no strict rule to switch off); this test proves that it holds on ferry's own
+/// table, so any strongly consistent read ferry sent to `gsi1` or `gsi2` would fail the suite.
+/// That is why `Store::run_has_open_work` can only prove a run open and `Store::run_complete`
+/// decides with a read of the base table.
+#[tokio::test]
+async fn dynamodb_refuses_consistent_reads_on_ferrys_global_secondary_indexes() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let emu = Emulator::start();
+    let store = ferry::store::Store::from_config(&emu.sdk_config().await, "ferry");
+    store.init().await.expect("init");
+    let ddb = aws_sdk_dynamodb::Client::new(&emu.sdk_config().await);
+    for (index, key) in [("gsi1", "gsi1pk"), ("gsi2", "gsi2pk")] {
+        let query = |consistent: bool| {
+            ddb.query()
+                .table_name("ferry")
+                .index_name(index)
+                .key_condition_expression("#k = :v")
+                .expression_attribute_names("#k", key)
+                .expression_attribute_values(":v", AttributeValue::S("x".into()))
+                .consistent_read(consistent)
+                .send()
+        };
+        let err = query(true).await.expect_err("a consistent read of a GSI");
+        assert_eq!(err.code(), Some("ValidationException"), "{index}");
+        assert!(
+            err.message()
+                .unwrap_or_default()
+                .contains("Consistent reads are not supported on global secondary indexes"),
+            "{index}: {err:?}"
+        );
+        query(false)
+            .await
+            .expect("an eventually consistent read of the same index");
+    }
 }
