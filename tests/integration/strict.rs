@@ -870,6 +870,16 @@ async fn s3_requests_of_a_session_are_limited_to_its_session_policy() {
         .expect("moto alone ignores session policies");
 }
 
+/// Asserts that `c` may GET `allowed` from the bucket `strict-again` and is refused `refused`.
+async fn allows_only(c: &aws_sdk_s3::Client, allowed: &str, refused: &str) {
+    let get = |k: &str| c.get_object().bucket("strict-again").key(k).send();
+    if let Err(e) = get(allowed).await {
+        panic!("{allowed} is allowed by the role's policy: {e:?}");
+    }
+    let err = get(refused).await.expect_err("outside the role's policy");
+    assert_eq!(err.code(), Some("AccessDenied"), "{refused}");
+}
+
 /// The layer finds roles and sessions through indexes (scripts/strict_aws/lookups.py) instead of
 /// moto's scans of every role and session. A role deleted and created again under the same name
 /// is a new role: GetRole must answer with it, a session of it must be judged by its policy, and a
@@ -889,18 +899,9 @@ async fn s3_requests_of_a_role_created_again_are_judged_by_its_new_policy() {
         )
     };
     let role = "arn:aws:iam::222222222222:role/again";
-    let get = |c: aws_sdk_s3::Client, k: &'static str| async move {
-        c.get_object().bucket("strict-again").key(k).send().await
-    };
     role_with_policy(&emu, "222222222222", "again", &allow("first")).await;
     let before = s3(&emu.role_config(role).await, "us-east-1");
-    get(before.clone(), "first/a")
-        .await
-        .expect("the first role's policy allows it");
-    let err = get(before, "second/b")
-        .await
-        .expect_err("outside the first role's policy");
-    assert_eq!(err.code(), Some("AccessDenied"));
+    allows_only(&before, "first/a", "second/b").await;
 
     let iam = aws_sdk_iam::Client::new(&emu.account_config("222222222222").await);
     let role_id = |iam: aws_sdk_iam::Client| async move {
@@ -931,13 +932,7 @@ async fn s3_requests_of_a_role_created_again_are_judged_by_its_new_policy() {
         "GetRole answers with the new role, not the deleted one"
     );
     let after = s3(&emu.role_config(role).await, "us-east-1");
-    get(after.clone(), "second/b")
-        .await
-        .expect("the new role's policy allows it");
-    let err = get(after, "first/a")
-        .await
-        .expect_err("the new role's policy no longer allows it");
-    assert_eq!(err.code(), Some("AccessDenied"));
+    allows_only(&after, "second/b", "first/a").await;
     assert_eq!(emu.strict_rejections("iam-s3-permissions"), 2);
 }
 
