@@ -827,14 +827,19 @@ async fn s3_requests_of_a_role_need_its_policy_and_across_accounts_the_bucket_po
         .expect("moto alone evaluates no policy");
 }
 
+/// Creates `bucket` in account 222222222222 (us-east-1) holding `keys`, one byte each.
+async fn bucket_of_222_with(emu: &Emulator, bucket: &str, keys: &[&str]) {
+    let own = s3(&emu.account_config("222222222222").await, "us-east-1");
+    create_bucket(&own, bucket, "us-east-1").await;
+    for k in keys {
+        put(&own, bucket, k, b"x").await;
+    }
+}
+
 #[tokio::test]
 async fn s3_requests_of_a_session_are_limited_to_its_session_policy() {
     let emu = Emulator::start();
-    let own = s3(&emu.account_config("222222222222").await, "us-east-1");
-    create_bucket(&own, "strict-session", "us-east-1").await;
-    for k in ["mine/a", "theirs/b"] {
-        put(&own, "strict-session", k, b"x").await;
-    }
+    bucket_of_222_with(&emu, "strict-session", &["mine/a", "theirs/b"]).await;
     role_with_policy(
         &emu,
         "222222222222",
@@ -888,11 +893,7 @@ async fn allows_only(c: &aws_sdk_s3::Client, allowed: &str, refused: &str) {
 #[tokio::test]
 async fn s3_requests_of_a_role_created_again_are_judged_by_its_new_policy() {
     let emu = Emulator::start();
-    let own = s3(&emu.account_config("222222222222").await, "us-east-1");
-    create_bucket(&own, "strict-again", "us-east-1").await;
-    for k in ["first/a", "second/b"] {
-        put(&own, "strict-again", k, b"x").await;
-    }
+    bucket_of_222_with(&emu, "strict-again", &["first/a", "second/b"]).await;
     let allow = |prefix: &str| {
         format!(
             r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::strict-again/{prefix}/*"}}]}}"#
